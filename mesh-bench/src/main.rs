@@ -1,0 +1,5 @@
+//! Benchmarks: `cargo run --release -p mesh-bench -- <transport|discovery|rpc>`.
+
+fn main() {
+    println!("mesh-bench: no benchmark yet");
+}

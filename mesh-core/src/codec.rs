@@ -1,0 +1,69 @@
+//! Serialization behind a small seam: serde + postcard by default.
+//!
+//! postcard is compact (varints, no field names) and maintained; bincode is not used because
+//! its last crates.io release is a `compile_error!` and the crate is unmaintained.
+
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+
+/// An error of encoding or decoding a value.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The value could not be encoded (a serde `Serialize` implementation failed).
+    #[error("could not encode the value: {0}")]
+    Encode(String),
+    /// The bytes do not hold a value of the expected type: the peer sent another type, another
+    /// version of the type, or corrupt data.
+    #[error("could not decode the bytes as the expected type: {0}")]
+    Decode(String),
+}
+
+/// A way to turn values into bytes and back.
+pub trait Codec: Send + Sync + 'static {
+    /// Encodes `value` into a fresh buffer.
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError>;
+    /// Decodes a value of type `T` from `bytes`; trailing bytes are an error.
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError>;
+}
+
+/// The default codec: [postcard](https://docs.rs/postcard).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Postcard;
+
+impl Codec for Postcard {
+    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError> {
+        postcard::to_stdvec(value)
+            .map(Bytes::from)
+            .map_err(|e| CodecError::Encode(e.to_string()))
+    }
+
+    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        let (value, rest) =
+            postcard::take_from_bytes(bytes).map_err(|e| CodecError::Decode(e.to_string()))?;
+        if rest.is_empty() {
+            Ok(value)
+        } else {
+            Err(CodecError::Decode(format!(
+                "{} unexpected trailing bytes",
+                rest.len()
+            )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_trailing_bytes() {
+        let b = Postcard.encode(&(1u8, "x")).unwrap_or_default();
+        let v: (u8, String) = Postcard.decode(&b).unwrap_or_default();
+        assert_eq!(v, (1, "x".to_string()));
+        let mut longer = b.to_vec();
+        longer.push(0);
+        assert!(Postcard.decode::<(u8, String)>(&longer).is_err());
+        assert!(Postcard.decode::<u64>(&[0xff]).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! The reliable-UDP protocol as a sans-IO state machine.
