@@ -1,0 +1,84 @@
+//! Counters of what the endpoint did and dropped, by reason.
+
+/// Datagrams dropped, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DropCounters {
+    /// Not a mesh packet (too short, wrong magic).
+    pub foreign: u64,
+    /// A mesh packet that does not parse (truncated, bad frame, impossible ACK).
+    pub malformed: u64,
+    /// From another cluster.
+    pub other_cluster: u64,
+    /// An unsupported wire version.
+    pub version: u64,
+    /// Unsupported header flags (e.g. an authentication tag).
+    pub flags: u64,
+    /// Data for a session we do not have.
+    pub no_session: u64,
+    /// Handshake packets that do not match our state (stale, for an older incarnation).
+    pub stale_handshake: u64,
+    /// Packets already received.
+    pub duplicate: u64,
+    /// Stream bytes beyond the credit we granted.
+    pub flow_control: u64,
+    /// A new peer refused because of the session limit or the memory budget.
+    pub session_limit: u64,
+    /// Unreliable datagrams dropped because the receive queue was full.
+    pub datagram_queue_full: u64,
+}
+
+impl DropCounters {
+    /// All drops.
+    pub fn total(&self) -> u64 {
+        self.foreign
+            + self.malformed
+            + self.other_cluster
+            + self.version
+            + self.flags
+            + self.no_session
+            + self.stale_handshake
+            + self.duplicate
+            + self.flow_control
+            + self.session_limit
+            + self.datagram_queue_full
+    }
+}
+
+/// Endpoint-wide counters. Cheap to copy for a snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Counters {
+    /// Datagrams handed to the endpoint.
+    pub datagrams_in: u64,
+    /// Datagrams produced by the endpoint.
+    pub datagrams_out: u64,
+    /// Bytes handed in.
+    pub bytes_in: u64,
+    /// Bytes produced.
+    pub bytes_out: u64,
+    /// Data packets produced.
+    pub packets_sent: u64,
+    /// Packets declared lost (their frames were sent again).
+    pub packets_lost: u64,
+    /// Stream bytes queued again after a loss.
+    pub retransmitted_bytes: u64,
+    /// Retransmission timeouts.
+    pub timeouts: u64,
+    /// Reliable messages queued for sending.
+    pub messages_sent: u64,
+    /// Reliable messages received whole.
+    pub messages_received: u64,
+    /// Unreliable datagrams sent.
+    pub datagrams_sent: u64,
+    /// Unreliable datagrams received.
+    pub datagrams_received: u64,
+    /// Incoming messages refused as larger than `max_message_size`.
+    pub refused_oversize: u64,
+    /// Sessions opened.
+    pub sessions_opened: u64,
+    /// Sessions closed.
+    pub sessions_closed: u64,
+    /// Drops by reason.
+    pub drops: DropCounters,
+}

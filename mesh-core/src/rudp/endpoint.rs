@@ -1,0 +1,1027 @@
+//! The endpoint: every session of one node, the handshake, budgets, events and transmits.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::config::{Config, ConfigError};
+use super::counters::Counters;
+use super::recv::Budget;
+use super::send::{MessageId, Outcome};
+use super::session::{ReadyQueue, Session, SessionOutput, State};
+use super::wire::{self, DecodeError, Header, HeaderError, HelloBody, Kind, RejectReason};
+
+/// Why a peer is unreachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum UnreachableReason {
+    /// Silent for `peer_timeout` while something was in flight to it.
+    #[error("the peer was silent for longer than peer_timeout while messages were in flight")]
+    Timeout,
+    /// It did not answer the handshake within `peer_timeout`.
+    #[error(
+        "the peer did not answer the handshake within peer_timeout (is it running, and is the address right?)"
+    )]
+    HandshakeTimeout,
+    /// It has no such session (it closed its side, e.g. after its own timeout).
+    #[error(
+        "the peer no longer has the session (it closed it); the message may or may not have been delivered"
+    )]
+    SessionLost,
+    /// The session was closed locally.
+    #[error("the session was closed locally")]
+    Closed,
+}
+
+/// Why a reliable message failed. Each failed message gets exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The peer is unreachable; the message may or may not have been delivered.
+    #[error("peer unreachable: {0}")]
+    Unreachable(UnreachableReason),
+    /// The peer restarted (new incarnation); the old one may or may not have received it.
+    #[error(
+        "the peer restarted (incarnation {old:#x} -> {new:#x}); the message may have reached the old process"
+    )]
+    Restarted {
+        /// The incarnation the message was sent to.
+        old: u64,
+        /// The new incarnation.
+        new: u64,
+    },
+    /// The peer refuses our packets.
+    #[error("the peer is incompatible: {0}")]
+    Incompatible(RejectReason),
+    /// The peer refused the message as larger than its limit.
+    #[error("the peer refused a {size}-byte message: its max_message_size is {max}")]
+    TooLarge {
+        /// The message size.
+        size: u64,
+        /// The peer's limit.
+        max: u64,
+    },
+}
+
+/// Why a message could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The message is larger than allowed; nothing was sent.
+    #[error(
+        "message of {size} bytes exceeds the limit of {max} bytes; split it or raise the limit"
+    )]
+    TooLarge {
+        /// The message size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The send queue for this peer is full; wait for acknowledgements and retry.
+    #[error("the send queue to {peer} is full ({queued} bytes waiting); retry when it drains")]
+    Full {
+        /// The peer.
+        peer: SocketAddr,
+        /// Bytes queued.
+        queued: u64,
+    },
+    /// No such channel.
+    #[error("channel {channel} does not exist (this endpoint has {channels} channels)")]
+    NoSuchChannel {
+        /// The channel asked for.
+        channel: u8,
+        /// How many there are.
+        channels: u8,
+    },
+    /// No session can be opened: too many peers or receive memory exhausted.
+    #[error("cannot open a session to {peer}: {why}")]
+    Overloaded {
+        /// The peer.
+        peer: SocketAddr,
+        /// Which limit was hit.
+        why: &'static str,
+    },
+}
+
+/// Something the application should know about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A session with `peer` is established.
+    Connected {
+        /// The peer.
+        peer: SocketAddr,
+        /// Its incarnation.
+        incarnation: u64,
+    },
+    /// `peer` restarted: a new incarnation at a known address.
+    Restarted {
+        /// The peer.
+        peer: SocketAddr,
+        /// Previous incarnation.
+        old: u64,
+        /// New incarnation.
+        new: u64,
+    },
+    /// The session with `peer` was closed as unreachable.
+    Unreachable {
+        /// The peer.
+        peer: SocketAddr,
+        /// Why.
+        reason: UnreachableReason,
+    },
+    /// `peer` refuses our packets, or we refuse its.
+    Incompatible {
+        /// The peer.
+        peer: SocketAddr,
+        /// Why.
+        reason: RejectReason,
+    },
+    /// Message `id` to `peer` was acknowledged.
+    Delivered {
+        /// The peer.
+        peer: SocketAddr,
+        /// The message.
+        id: MessageId,
+    },
+    /// Message `id` to `peer` failed.
+    Failed {
+        /// The peer.
+        peer: SocketAddr,
+        /// The message.
+        id: MessageId,
+        /// Why.
+        error: Failure,
+    },
+    /// We refused an incoming message as larger than `max_message_size`.
+    Refused {
+        /// The sender.
+        peer: SocketAddr,
+        /// Its channel.
+        channel: u8,
+        /// Its announced size.
+        size: u64,
+    },
+}
+
+/// A received message or datagram.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    /// The sender.
+    pub peer: SocketAddr,
+    /// The channel of a reliable message; `None` for an unreliable datagram.
+    pub channel: Option<u8>,
+    /// The payload.
+    pub data: Bytes,
+}
+
+/// Where a batch of datagrams written by [`Endpoint::poll_transmit`] goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination.
+    pub destination: SocketAddr,
+    /// Size of each datagram; the buffer holds consecutive datagrams of this size (the last
+    /// may be shorter).
+    pub segment_size: usize,
+    /// Number of datagrams.
+    pub segments: usize,
+}
+
+const MAX_CONTROL_QUEUE: usize = 1024;
+const MAX_REMEMBERED_PEERS: usize = 8192;
+const REJECT_TOKENS_PER_SEC: u32 = 50;
+
+/// The sans-IO protocol endpoint of one node.
+#[derive(Debug)]
+pub struct Endpoint {
+    cfg: Config,
+    incarnation: u64,
+    sessions: HashMap<SocketAddr, Session>,
+    budget: Budget,
+    ready: ReadyQueue,
+    events: VecDeque<Event>,
+    control: VecDeque<(SocketAddr, Vec<u8>)>,
+    counters: Counters,
+    next_msg: u64,
+    rng: StdRng,
+    reject_tokens: u32,
+    reject_refill: Option<Instant>,
+    incompatible_reported: HashMap<SocketAddr, Instant>,
+    /// Last incarnation and session id seen per address (restart detection, reopen ids).
+    remembered: HashMap<SocketAddr, (u64, u64)>,
+    order: Vec<SocketAddr>,
+    cursor: usize,
+}
+
+impl Endpoint {
+    /// A new endpoint for a process with the given random `incarnation` (non-zero); `seed`
+    /// drives session-id choice (pass randomness in production, a constant in tests).
+    pub fn new(cfg: Config, incarnation: u64, seed: u64) -> Result<Self, ConfigError> {
+        cfg.validate()?;
+        if incarnation == 0 {
+            return Err(ConfigError {
+                field: "incarnation",
+                problem: "must not be zero".into(),
+            });
+        }
+        Ok(Endpoint {
+            budget: Budget::new(cfg.max_total_buffer),
+            cfg,
+            incarnation,
+            sessions: HashMap::new(),
+            ready: ReadyQueue::default(),
+            events: VecDeque::new(),
+            control: VecDeque::new(),
+            counters: Counters::default(),
+            next_msg: 0,
+            rng: StdRng::seed_from_u64(seed),
+            reject_tokens: REJECT_TOKENS_PER_SEC,
+            reject_refill: None,
+            incompatible_reported: HashMap::new(),
+            remembered: HashMap::new(),
+            order: Vec::new(),
+            cursor: 0,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// This process's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Receive memory reserved now (flow-control credit of all sessions).
+    pub fn reserved_memory(&self) -> usize {
+        self.budget.used()
+    }
+
+    /// Receive memory actually held now: partial and out-of-order data plus messages waiting
+    /// in [`poll_message`](Self::poll_message). Never above `max_total_buffer` for reliable
+    /// data (flow-control credit bounds it).
+    pub fn buffered_memory(&self) -> usize {
+        self.sessions.values().map(Session::buffered).sum::<usize>()
+            + self
+                .ready
+                .q
+                .iter()
+                .map(|(_, _, r)| r.data.len())
+                .sum::<usize>()
+    }
+
+    /// Number of sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Smoothed RTT and congestion window of the session with `peer`, if any.
+    pub fn path_stats(&self, peer: SocketAddr) -> Option<(Duration, usize)> {
+        self.sessions.get(&peer).map(|s| (s.srtt(), s.cwnd()))
+    }
+
+    /// The incarnation of `peer` if a session is established.
+    pub fn peer_incarnation(&self, peer: SocketAddr) -> Option<u64> {
+        self.sessions
+            .get(&peer)
+            .filter(|s| s.state == State::Established)
+            .map(|s| s.peer_incarnation)
+    }
+
+    /// Bytes queued to `peer` and not yet acknowledged.
+    pub fn queued_bytes(&self, peer: SocketAddr) -> u64 {
+        self.sessions.get(&peer).map_or(0, Session::unacked_bytes)
+    }
+
+    /// Whether a message of `size` bytes would be accepted for `peer` now.
+    pub fn has_room(&self, peer: SocketAddr, size: usize) -> bool {
+        let q = self.queued_bytes(peer);
+        q == 0 || q + size as u64 <= self.cfg.max_send_queue as u64
+    }
+
+    fn new_message_id(&mut self) -> MessageId {
+        self.next_msg += 1;
+        MessageId(self.next_msg)
+    }
+
+    /// Queues a reliable message to `peer` on `channel`, opening a session if needed.
+    pub fn send(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        channel: u8,
+        data: Bytes,
+    ) -> Result<MessageId, SendError> {
+        if channel >= self.cfg.channels {
+            return Err(SendError::NoSuchChannel {
+                channel,
+                channels: self.cfg.channels,
+            });
+        }
+        if data.len() > self.cfg.max_message_size {
+            return Err(SendError::TooLarge {
+                size: data.len(),
+                max: self.cfg.max_message_size,
+            });
+        }
+        if !self.has_room(peer, data.len()) {
+            return Err(SendError::Full {
+                peer,
+                queued: self.queued_bytes(peer),
+            });
+        }
+        self.ensure_session(now, peer)?;
+        let id = self.new_message_id();
+        let cfg = &self.cfg;
+        if let Some(s) = self.sessions.get_mut(&peer) {
+            s.push(cfg, now, channel, id, data);
+        }
+        self.counters.messages_sent += 1;
+        Ok(id)
+    }
+
+    /// Queues an unreliable datagram to `peer` (one datagram; no retransmission, no order).
+    pub fn send_datagram(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        data: Bytes,
+    ) -> Result<(), SendError> {
+        let max = self.cfg.max_unreliable_payload();
+        if data.len() > max {
+            return Err(SendError::TooLarge {
+                size: data.len(),
+                max,
+            });
+        }
+        self.ensure_session(now, peer)?;
+        let cfg = &self.cfg;
+        if let Some(s) = self.sessions.get_mut(&peer)
+            && !s.push_datagram(cfg, now, data)
+        {
+            return Err(SendError::Full {
+                peer,
+                queued: cfg.max_datagram_queue as u64,
+            });
+        }
+        Ok(())
+    }
+
+    fn ensure_session(&mut self, now: Instant, peer: SocketAddr) -> Result<(), SendError> {
+        if self.sessions.contains_key(&peer) {
+            return Ok(());
+        }
+        let id = self.propose_id(peer);
+        let state = State::Connecting {
+            resend_at: now,
+            attempts: 0,
+        };
+        match self.open_session(now, peer, id, 0, state) {
+            Ok(()) => {
+                tracing::debug!(%peer, session = id, "opening session");
+                Ok(())
+            }
+            Err(why) => Err(SendError::Overloaded { peer, why }),
+        }
+    }
+
+    fn propose_id(&mut self, peer: SocketAddr) -> u64 {
+        let base = self.remembered.get(&peer).map_or(0, |&(_, id)| id);
+        let r: u64 = self.rng.random_range(1..=u64::from(u32::MAX));
+        if base == 0 {
+            self.rng.random_range(1..u64::MAX / 2)
+        } else {
+            base.saturating_add(r)
+        }
+    }
+
+    fn open_session(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        id: u64,
+        peer_incarnation: u64,
+        state: State,
+    ) -> Result<(), &'static str> {
+        if self.sessions.len() >= self.cfg.max_sessions {
+            self.counters.drops.session_limit += 1;
+            return Err("max_sessions reached");
+        }
+        let credit = self.cfg.channel_window * usize::from(self.cfg.channels);
+        if !self.budget.try_reserve(credit) {
+            self.counters.drops.session_limit += 1;
+            return Err("max_total_buffer exhausted");
+        }
+        let s = Session::new(&self.cfg, peer, id, peer_incarnation, state, now);
+        self.sessions.insert(peer, s);
+        self.order.push(peer);
+        self.counters.sessions_opened += 1;
+        Ok(())
+    }
+
+    /// Closes the session with `peer` (if any), failing what is in flight with `error`.
+    fn close_session(&mut self, peer: SocketAddr, error: Failure) {
+        let Some(mut s) = self.sessions.remove(&peer) else {
+            return;
+        };
+        self.budget.release(s.credit as usize);
+        self.order.retain(|a| *a != peer);
+        self.counters.sessions_closed += 1;
+        if s.peer_incarnation != 0 {
+            self.remember(peer, s.peer_incarnation, s.id);
+        }
+        let failed = s.fail_all();
+        if !failed.is_empty() {
+            tracing::debug!(%peer, messages = failed.len(), %error, "failing messages in flight");
+        }
+        for id in failed {
+            self.events.push_back(Event::Failed { peer, id, error });
+        }
+        // Budget freed: let waiting large messages of others proceed.
+        let cfg = &self.cfg;
+        for s in self.sessions.values_mut() {
+            s.retry_reservations(&mut self.budget, cfg);
+        }
+    }
+
+    fn remember(&mut self, peer: SocketAddr, incarnation: u64, id: u64) {
+        if self.remembered.len() >= MAX_REMEMBERED_PEERS && !self.remembered.contains_key(&peer) {
+            self.remembered.clear();
+        }
+        self.remembered.insert(peer, (incarnation, id));
+    }
+
+    /// Closes the session with `peer` locally; messages in flight fail as `Closed`.
+    pub fn close(&mut self, peer: SocketAddr) {
+        self.close_session(peer, Failure::Unreachable(UnreachableReason::Closed));
+    }
+
+    // ----- input -----
+
+    /// Handles one datagram received from `from`.
+    pub fn handle(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.counters.datagrams_in += 1;
+        self.counters.bytes_in += data.len() as u64;
+        let (h, body) = match Header::decode(data) {
+            Ok(x) => x,
+            Err(HeaderError::Decode(DecodeError::Foreign)) => {
+                self.counters.drops.foreign += 1;
+                return;
+            }
+            Err(HeaderError::Decode(_)) => {
+                self.counters.drops.malformed += 1;
+                return;
+            }
+            Err(HeaderError::Version { version, cluster }) => {
+                self.refuse(now, from, version, cluster, 0);
+                return;
+            }
+        };
+        if h.kind == Kind::Reject {
+            self.on_reject(from, body);
+            return;
+        }
+        if h.version != wire::WIRE_VERSION || h.cluster != self.cfg.cluster_id || h.flags != 0 {
+            self.refuse(now, from, h.version, h.cluster, h.flags);
+            return;
+        }
+        match h.kind {
+            Kind::Hello => self.on_hello(now, from, h.session, body),
+            Kind::HelloAck => self.on_hello_ack(now, from, h.session, body),
+            Kind::Data => self.on_data(now, from, h.session, body),
+            Kind::Reset => self.on_reset(from, h.session, body),
+            Kind::Reject => {}
+        }
+    }
+
+    fn refuse(&mut self, now: Instant, from: SocketAddr, version: u8, cluster: u32, flags: u8) {
+        let (ours_to_them, local) = if version != wire::WIRE_VERSION {
+            self.counters.drops.version += 1;
+            (
+                RejectReason::Version {
+                    theirs: wire::WIRE_VERSION,
+                    ours: version,
+                },
+                RejectReason::Version {
+                    theirs: version,
+                    ours: wire::WIRE_VERSION,
+                },
+            )
+        } else if cluster != self.cfg.cluster_id {
+            self.counters.drops.other_cluster += 1;
+            (
+                RejectReason::OtherCluster {
+                    theirs: self.cfg.cluster_id,
+                    ours: cluster,
+                },
+                RejectReason::OtherCluster {
+                    theirs: cluster,
+                    ours: self.cfg.cluster_id,
+                },
+            )
+        } else {
+            self.counters.drops.flags += 1;
+            (RejectReason::Flags { flags }, RejectReason::Flags { flags })
+        };
+        // Report each refusing address at most once per peer_timeout.
+        let due = self
+            .incompatible_reported
+            .get(&from)
+            .is_none_or(|t| now.saturating_duration_since(*t) >= self.cfg.peer_timeout);
+        if due {
+            if self.incompatible_reported.len() >= 1024 {
+                self.incompatible_reported.clear();
+            }
+            self.incompatible_reported.insert(from, now);
+            tracing::warn!(peer = %from, reason = %local, "refusing packets from an incompatible peer");
+            self.events.push_back(Event::Incompatible {
+                peer: from,
+                reason: local,
+            });
+        }
+        if self.take_reject_token(now) {
+            let mut out = Vec::with_capacity(24);
+            Header {
+                version: wire::WIRE_VERSION,
+                kind: Kind::Reject,
+                flags: 0,
+                cluster: self.cfg.cluster_id,
+                session: 0,
+            }
+            .encode(&mut out);
+            wire::encode_reject(ours_to_them, &mut out);
+            self.push_control(from, out);
+        }
+    }
+
+    fn take_reject_token(&mut self, now: Instant) -> bool {
+        let refill = self.reject_refill.get_or_insert(now);
+        if now.saturating_duration_since(*refill) >= Duration::from_secs(1) {
+            self.reject_tokens = REJECT_TOKENS_PER_SEC;
+            self.reject_refill = Some(now);
+        }
+        if self.reject_tokens > 0 {
+            self.reject_tokens -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn push_control(&mut self, to: SocketAddr, packet: Vec<u8>) {
+        if self.control.len() < MAX_CONTROL_QUEUE {
+            self.control.push_back((to, packet));
+        }
+    }
+
+    fn on_reject(&mut self, from: SocketAddr, body: &[u8]) {
+        let reason = match wire::decode_reject(body, self.cfg.cluster_id, wire::WIRE_VERSION) {
+            Ok(r) => r,
+            Err(_) => {
+                self.counters.drops.malformed += 1;
+                return;
+            }
+        };
+        // Only a peer we are talking to can make us give up on it.
+        if !self.sessions.contains_key(&from) {
+            self.counters.drops.no_session += 1;
+            return;
+        }
+        tracing::warn!(peer = %from, %reason, "peer refuses our packets");
+        self.events
+            .push_back(Event::Incompatible { peer: from, reason });
+        self.close_session(from, Failure::Incompatible(reason));
+    }
+
+    fn send_hello(&mut self, to: SocketAddr, kind: Kind, session: u64, body: HelloBody) {
+        let mut out = Vec::with_capacity(40);
+        Header {
+            version: wire::WIRE_VERSION,
+            kind,
+            flags: 0,
+            cluster: self.cfg.cluster_id,
+            session,
+        }
+        .encode(&mut out);
+        body.encode(&mut out);
+        self.push_control(to, out);
+    }
+
+    fn ack_hello(&mut self, to: SocketAddr) {
+        if let Some(s) = self.sessions.get(&to) {
+            let body = HelloBody {
+                incarnation: self.incarnation,
+                echo: s.peer_incarnation,
+                fresh: !s.got_data,
+            };
+            let id = s.id;
+            self.send_hello(to, Kind::HelloAck, id, body);
+        }
+    }
+
+    fn established(&mut self, peer: SocketAddr, incarnation: u64) {
+        if let Some(&(old, _)) = self.remembered.get(&peer)
+            && old != incarnation
+        {
+            tracing::info!(%peer, old = format_args!("{old:#x}"), new = format_args!("{incarnation:#x}"), "peer restarted");
+            self.events.push_back(Event::Restarted {
+                peer,
+                old,
+                new: incarnation,
+            });
+        }
+        if let Some(s) = self.sessions.get(&peer) {
+            self.remember(peer, incarnation, s.id);
+        }
+        tracing::debug!(%peer, incarnation = format_args!("{incarnation:#x}"), "session established");
+        self.events
+            .push_back(Event::Connected { peer, incarnation });
+    }
+
+    fn on_hello(&mut self, now: Instant, from: SocketAddr, proposed: u64, body: &[u8]) {
+        let Ok(hello) = HelloBody::decode(body) else {
+            self.counters.drops.malformed += 1;
+            return;
+        };
+        let inc = hello.incarnation;
+        let existing = self
+            .sessions
+            .get(&from)
+            .map(|s| (s.state, s.id, s.peer_incarnation));
+        match existing {
+            None => {
+                if self
+                    .open_session(now, from, proposed, inc, State::Established)
+                    .is_err()
+                {
+                    return;
+                }
+                self.established(from, inc);
+            }
+            Some((State::Established, _, old)) if old != inc => {
+                self.close_session(from, Failure::Restarted { old, new: inc });
+                if self
+                    .open_session(now, from, proposed, inc, State::Established)
+                    .is_err()
+                {
+                    return;
+                }
+                self.established(from, inc);
+            }
+            Some((State::Established, id, _)) if proposed == id => {}
+            Some((State::Established, id, _)) if proposed < id => {
+                // A losing proposal of a simultaneous open, or a stale retransmission.
+                self.counters.drops.stale_handshake += 1;
+            }
+            Some((State::Established, _, _)) => {
+                // Same process, newer session: the peer closed its side and reopened.
+                tracing::debug!(peer = %from, "peer reopened the session");
+                self.close_session(from, Failure::Unreachable(UnreachableReason::SessionLost));
+                if self
+                    .open_session(now, from, proposed, inc, State::Established)
+                    .is_err()
+                {
+                    return;
+                }
+                self.established(from, inc);
+            }
+            Some((State::Connecting { .. }, id, _)) => {
+                // Simultaneous open: both adopt the larger proposal.
+                if let Some(s) = self.sessions.get_mut(&from) {
+                    s.id = id.max(proposed);
+                    s.peer_incarnation = inc;
+                    s.state = State::Established;
+                }
+                self.established(from, inc);
+            }
+        }
+        self.ack_hello(from);
+    }
+
+    fn on_hello_ack(&mut self, now: Instant, from: SocketAddr, id: u64, body: &[u8]) {
+        let Ok(ack) = HelloBody::decode(body) else {
+            self.counters.drops.malformed += 1;
+            return;
+        };
+        if ack.echo != self.incarnation {
+            // Meant for an earlier incarnation of ours.
+            self.counters.drops.stale_handshake += 1;
+            return;
+        }
+        let Some(s) = self.sessions.get_mut(&from) else {
+            self.counters.drops.stale_handshake += 1;
+            return;
+        };
+        match s.state {
+            State::Connecting { .. } if id == s.id || (id > s.id && ack.fresh) => {
+                s.id = id;
+                s.peer_incarnation = ack.incarnation;
+                s.state = State::Established;
+                self.established(from, ack.incarnation);
+            }
+            State::Connecting { attempts, .. } => {
+                // The peer still holds an older session with us: propose a newer one.
+                let r: u64 = self.rng.random_range(1..=u64::from(u32::MAX));
+                s.id = s.id.max(id).saturating_add(r);
+                s.state = State::Connecting {
+                    resend_at: now,
+                    attempts,
+                };
+            }
+            State::Established => {
+                if s.peer_incarnation != ack.incarnation {
+                    let old = s.peer_incarnation;
+                    self.close_session(
+                        from,
+                        Failure::Restarted {
+                            old,
+                            new: ack.incarnation,
+                        },
+                    );
+                } else {
+                    self.counters.drops.stale_handshake += 1;
+                }
+            }
+        }
+    }
+
+    fn on_data(&mut self, now: Instant, from: SocketAddr, id: u64, body: &[u8]) {
+        let cfg = &self.cfg;
+        let Some(s) = self.sessions.get_mut(&from) else {
+            self.counters.drops.no_session += 1;
+            self.send_reset(now, from, id);
+            return;
+        };
+        if s.state != State::Established || s.id != id {
+            let newer = id > s.id;
+            self.counters.drops.no_session += 1;
+            if newer && s.state == State::Established {
+                self.send_reset(now, from, id);
+            }
+            return;
+        }
+        let mut out = Vec::new();
+        s.on_data(
+            cfg,
+            now,
+            body,
+            &mut self.budget,
+            &mut self.ready,
+            &mut out,
+            &mut self.counters,
+        );
+        s.refresh_busy();
+        for o in out {
+            match o {
+                SessionOutput::Outcome(Outcome::Delivered(id)) => {
+                    self.events.push_back(Event::Delivered { peer: from, id })
+                }
+                SessionOutput::Outcome(Outcome::Refused(id, size, max)) => {
+                    self.events.push_back(Event::Failed {
+                        peer: from,
+                        id,
+                        error: Failure::TooLarge { size, max },
+                    })
+                }
+                SessionOutput::Refused { channel, size } => {
+                    tracing::warn!(peer = %from, channel, size, "refused an oversize message");
+                    self.events.push_back(Event::Refused {
+                        peer: from,
+                        channel,
+                        size,
+                    })
+                }
+                SessionOutput::Protocol(what) => {
+                    tracing::debug!(peer = %from, what, "dropped a bad packet");
+                }
+            }
+        }
+    }
+
+    fn send_reset(&mut self, now: Instant, to: SocketAddr, session: u64) {
+        if !self.take_reject_token(now) {
+            return;
+        }
+        self.send_hello(
+            to,
+            Kind::Reset,
+            session,
+            HelloBody {
+                incarnation: self.incarnation,
+                echo: 0,
+                fresh: false,
+            },
+        );
+    }
+
+    fn on_reset(&mut self, from: SocketAddr, id: u64, body: &[u8]) {
+        let Ok(reset) = HelloBody::decode(body) else {
+            self.counters.drops.malformed += 1;
+            return;
+        };
+        let Some(s) = self.sessions.get(&from) else {
+            return;
+        };
+        if s.id != id || s.state != State::Established {
+            self.counters.drops.stale_handshake += 1;
+            return;
+        }
+        let old = s.peer_incarnation;
+        let error = if reset.incarnation != old {
+            Failure::Restarted {
+                old,
+                new: reset.incarnation,
+            }
+        } else {
+            Failure::Unreachable(UnreachableReason::SessionLost)
+        };
+        tracing::info!(peer = %from, %error, "peer reset the session");
+        if let Failure::Restarted { old, new } = error {
+            self.events.push_back(Event::Restarted {
+                peer: from,
+                old,
+                new,
+            });
+            self.remember(from, new, 0);
+        } else {
+            self.events.push_back(Event::Unreachable {
+                peer: from,
+                reason: UnreachableReason::SessionLost,
+            });
+        }
+        self.close_session(from, error);
+    }
+
+    // ----- timers -----
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.sessions
+            .values()
+            .filter_map(|s| s.next_timeout(&self.cfg))
+            .min()
+    }
+
+    /// Runs the timers that are due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut dead = Vec::new();
+        let cfg = &self.cfg;
+        for s in self.sessions.values_mut() {
+            if s.next_timeout(cfg).is_some_and(|t| t <= now)
+                && s.on_timeout(cfg, now, &mut self.counters)
+            {
+                let reason = if s.state == State::Established {
+                    UnreachableReason::Timeout
+                } else {
+                    UnreachableReason::HandshakeTimeout
+                };
+                dead.push((s.addr, reason));
+            }
+        }
+        for (peer, reason) in dead {
+            tracing::info!(%peer, %reason, "peer unreachable");
+            self.events.push_back(Event::Unreachable { peer, reason });
+            self.close_session(peer, Failure::Unreachable(reason));
+        }
+    }
+
+    // ----- output -----
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next received message or datagram. Taking it consumes it: its flow-control
+    /// credit goes back to the sender. Leave messages here to stall senders.
+    pub fn poll_message(&mut self) -> Option<Incoming> {
+        let (peer, session_id, r) = self.ready.q.pop_front()?;
+        match r.channel {
+            None => self.ready.datagrams -= 1,
+            Some(ch) => {
+                let cfg = &self.cfg;
+                if let Some(s) = self.sessions.get_mut(&peer)
+                    && s.id == session_id
+                {
+                    s.consumed(ch, r.end, &mut self.budget, cfg);
+                }
+            }
+        }
+        Some(Incoming {
+            peer,
+            channel: r.channel,
+            data: r.data,
+        })
+    }
+
+    /// Number of messages and datagrams waiting in [`poll_message`](Self::poll_message).
+    pub fn pending_messages(&self) -> usize {
+        self.ready.q.len()
+    }
+
+    /// Writes the next datagrams to send into `buf` (cleared first): up to `max_segments`
+    /// datagrams of equal size to one destination (for GSO), the last possibly shorter.
+    pub fn poll_transmit(
+        &mut self,
+        now: Instant,
+        buf: &mut Vec<u8>,
+        max_segments: usize,
+    ) -> Option<Transmit> {
+        buf.clear();
+        if let Some((to, p)) = self.control.pop_front() {
+            buf.extend_from_slice(&p);
+            return Some(self.account(to, buf.len(), 1));
+        }
+        // Handshakes due.
+        let mut hello = None;
+        for s in self.sessions.values_mut() {
+            if let State::Connecting {
+                resend_at,
+                attempts,
+            } = s.state
+                && resend_at <= now
+            {
+                let backoff = (self.cfg.initial_rtt * 3 * 2u32.saturating_pow(attempts.min(8)))
+                    .min(Duration::from_millis(250));
+                s.state = State::Connecting {
+                    resend_at: now + backoff,
+                    attempts: attempts + 1,
+                };
+                if attempts > 0 {
+                    tracing::debug!(peer = %s.addr, attempts, "resending hello");
+                }
+                hello = Some((s.addr, s.id));
+                break;
+            }
+        }
+        if let Some((to, id)) = hello {
+            self.send_hello(
+                to,
+                Kind::Hello,
+                id,
+                HelloBody {
+                    incarnation: self.incarnation,
+                    echo: 0,
+                    fresh: false,
+                },
+            );
+            if let Some((to, p)) = self.control.pop_front() {
+                buf.extend_from_slice(&p);
+                return Some(self.account(to, buf.len(), 1));
+            }
+        }
+        let n = self.order.len();
+        let size = self.cfg.max_datagram_size;
+        for k in 0..n {
+            let idx = (self.cursor + k) % n;
+            let peer = self.order[idx];
+            let Some(s) = self.sessions.get_mut(&peer) else {
+                continue;
+            };
+            if !s.wants_to_send(now) {
+                continue;
+            }
+            let mut segments = 0;
+            let mut seg_size = 0;
+            while segments < max_segments.max(1) {
+                let Some(len) = s.write_packet(&self.cfg, now, buf, size, &mut self.counters)
+                else {
+                    break;
+                };
+                segments += 1;
+                if segments == 1 {
+                    seg_size = len;
+                }
+                if len != seg_size || len < size {
+                    break;
+                }
+            }
+            s.refresh_busy();
+            if segments > 0 {
+                self.cursor = (idx + 1) % n;
+                return Some(self.account(peer, seg_size, segments));
+            }
+        }
+        None
+    }
+
+    fn account(&mut self, to: SocketAddr, segment_size: usize, segments: usize) -> Transmit {
+        self.counters.datagrams_out += segments as u64;
+        Transmit {
+            destination: to,
+            segment_size,
+            segments,
+        }
+    }
+}

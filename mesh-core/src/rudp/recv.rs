@@ -1,0 +1,380 @@
+//! The receiving half of a reliable channel: reorders stream bytes, splits them into messages,
+//! and grants flow-control credit as the application consumes them.
+//!
+//! Each channel is a byte stream of `varint(len) ++ payload` messages. The peer may only send
+//! bytes below the credit limit we announced (`max_data`), so the bytes held here never exceed
+//! the credit, and the credit is reserved from the endpoint-wide [`Budget`]: memory is bounded
+//! per peer and in total. A message larger than the channel window reserves its whole size
+//! before it is accepted past the window, so a message that has started can always finish.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use bytes::{Bytes, BytesMut};
+
+use super::ranges::RangeSet;
+use super::wire::varint;
+
+/// Memory that flow-control credit is reserved from, shared by every session of an endpoint.
+#[derive(Debug, Clone)]
+pub(crate) struct Budget {
+    limit: usize,
+    used: usize,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        Budget { limit, used: 0 }
+    }
+    /// Reserves `n` bytes if they are available.
+    pub(crate) fn try_reserve(&mut self, n: usize) -> bool {
+        if self.limit - self.used >= n {
+            self.used += n;
+            true
+        } else {
+            false
+        }
+    }
+    /// Returns `n` bytes.
+    pub(crate) fn release(&mut self, n: usize) {
+        self.used = self.used.saturating_sub(n);
+    }
+    /// Bytes reserved now.
+    pub(crate) fn used(&self) -> usize {
+        self.used
+    }
+}
+
+/// What parsing the stream produced.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// A whole message; `end` is the stream offset just past it.
+    Message {
+        /// The payload.
+        data: Bytes,
+        /// Stream offset just past the message.
+        end: u64,
+    },
+    /// A message over the size limit started at `start`; its bytes are being discarded.
+    Refused {
+        /// Stream offset where the message (its length prefix) starts.
+        start: u64,
+        /// Announced size.
+        size: u64,
+    },
+}
+
+#[derive(Debug)]
+enum Parser {
+    Prefix { buf: [u8; 10], n: usize, start: u64 },
+    Body { buf: BytesMut, len: usize },
+    Skip { remaining: u64 },
+}
+
+/// Why a stream frame was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamReject {
+    /// Bytes beyond the credit we granted: the peer broke flow control.
+    FlowControl,
+    /// A length prefix longer than 10 bytes or over `u64`.
+    BadPrefix,
+}
+
+/// Receiving state of one channel.
+#[derive(Debug)]
+pub(crate) struct RecvChannel {
+    head: u64,
+    segments: BTreeMap<u64, Bytes>,
+    received: RangeSet,
+    parser: Parser,
+    consumed: u64,
+    announced: u64,
+    window: u64,
+    reserved: u64,
+    /// End offset of the message the reservation covers.
+    reserve_end: u64,
+    /// Bytes of the current message still needing a reservation (0 = none pending).
+    wanted: u64,
+    /// End offset of the message waiting for a reservation.
+    pending_end: u64,
+    max_message: u64,
+    buffered: usize,
+    announce_needed: bool,
+}
+
+impl RecvChannel {
+    /// A channel whose initial credit `window` is already reserved by the caller.
+    pub(crate) fn new(window: u64, max_message: u64) -> Self {
+        RecvChannel {
+            head: 0,
+            segments: BTreeMap::new(),
+            received: RangeSet::new(),
+            parser: Parser::Prefix {
+                buf: [0; 10],
+                n: 0,
+                start: 0,
+            },
+            consumed: 0,
+            announced: window,
+            window,
+            reserved: 0,
+            reserve_end: 0,
+            wanted: 0,
+            pending_end: 0,
+            max_message,
+            buffered: 0,
+            announce_needed: false,
+        }
+    }
+
+    /// Bytes held out of order or in a partial message.
+    pub(crate) fn buffered(&self) -> usize {
+        self.buffered
+    }
+
+    /// Accepts stream bytes at `offset`; complete messages are appended to `out`.
+    pub(crate) fn on_stream(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+        out: &mut VecDeque<Parsed>,
+    ) -> Result<(), StreamReject> {
+        let end = offset + data.len() as u64;
+        if end > self.announced {
+            return Err(StreamReject::FlowControl);
+        }
+        if end <= self.head {
+            return Ok(());
+        }
+        let skip = self.head.saturating_sub(offset) as usize;
+        let (offset, data) = (offset + skip as u64, &data[skip..]);
+        if offset == self.head && self.segments.is_empty() {
+            self.feed(data, out)?;
+        } else {
+            for piece in self.received.missing(offset..end) {
+                let a = (piece.start - offset) as usize;
+                let b = (piece.end - offset) as usize;
+                self.buffered += b - a;
+                self.segments
+                    .insert(piece.start, Bytes::copy_from_slice(&data[a..b]));
+                self.received.insert(piece);
+            }
+        }
+        while let Some(entry) = self.segments.first_entry() {
+            let start = *entry.key();
+            if start > self.head {
+                break;
+            }
+            let seg = entry.remove();
+            self.buffered -= seg.len();
+            let seg_end = start + seg.len() as u64;
+            if seg_end > self.head {
+                let from = (self.head - start) as usize;
+                self.feed(&seg[from..], out)?;
+            }
+        }
+        self.received.remove_below(self.head);
+        Ok(())
+    }
+
+    fn feed(&mut self, mut data: &[u8], out: &mut VecDeque<Parsed>) -> Result<(), StreamReject> {
+        while !data.is_empty() {
+            match &mut self.parser {
+                Parser::Prefix { buf, n, start } => {
+                    let b = data[0];
+                    data = &data[1..];
+                    self.head += 1;
+                    buf[*n] = b;
+                    *n += 1;
+                    if b & 0x80 != 0 {
+                        if *n == 10 {
+                            return Err(StreamReject::BadPrefix);
+                        }
+                        continue;
+                    }
+                    let mut slice = &buf[..*n];
+                    let len = varint::get(&mut slice).ok_or(StreamReject::BadPrefix)?;
+                    let start = *start;
+                    if len > self.max_message {
+                        out.push_back(Parsed::Refused { start, size: len });
+                        self.parser = Parser::Skip { remaining: len };
+                        self.wanted = 0;
+                    } else if len == 0 {
+                        out.push_back(Parsed::Message {
+                            data: Bytes::new(),
+                            end: self.head,
+                        });
+                        self.parser = Parser::Prefix {
+                            buf: [0; 10],
+                            n: 0,
+                            start: self.head,
+                        };
+                    } else {
+                        let msg_end = self.head + len;
+                        let limit = self.consumed + self.window + self.reserved;
+                        // Only a message larger than the window reserves memory of its own;
+                        // smaller ones wait for the application to consume.
+                        if len > self.window && msg_end > limit {
+                            self.wanted = msg_end - limit;
+                            self.pending_end = msg_end;
+                        }
+                        let cap = (len as usize).min(self.window as usize);
+                        self.parser = Parser::Body {
+                            buf: BytesMut::with_capacity(cap),
+                            len: len as usize,
+                        };
+                    }
+                }
+                Parser::Body { buf, len } => {
+                    let take = (*len - buf.len()).min(data.len());
+                    buf.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                    self.head += take as u64;
+                    self.buffered += take;
+                    if buf.len() == *len {
+                        let msg = std::mem::take(buf).freeze();
+                        self.buffered -= msg.len();
+                        out.push_back(Parsed::Message {
+                            data: msg,
+                            end: self.head,
+                        });
+                        self.parser = Parser::Prefix {
+                            buf: [0; 10],
+                            n: 0,
+                            start: self.head,
+                        };
+                    }
+                }
+                Parser::Skip { remaining } => {
+                    let take = (*remaining).min(data.len() as u64);
+                    data = &data[take as usize..];
+                    *remaining -= take;
+                    self.head += take;
+                    // Discarded bytes are consumed at once.
+                    self.consumed = self.consumed.max(self.head);
+                    self.announce_needed = true;
+                    if *remaining == 0 {
+                        self.parser = Parser::Prefix {
+                            buf: [0; 10],
+                            n: 0,
+                            start: self.head,
+                        };
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes of a large message still waiting for a reservation.
+    pub(crate) fn wanted(&self) -> u64 {
+        self.wanted
+    }
+
+    /// The reservation for the current large message (all of [`wanted`](Self::wanted)) was
+    /// granted.
+    pub(crate) fn grant(&mut self) {
+        self.reserved += self.wanted;
+        self.wanted = 0;
+        self.reserve_end = self.reserve_end.max(self.pending_end);
+        if let Parser::Body { buf, len } = &mut self.parser {
+            buf.reserve(*len - buf.len());
+        }
+        self.announce_needed = true;
+    }
+
+    /// The application consumed the message ending at `end`. Returns the reserved bytes to
+    /// give back to the budget. The credit limit never goes down.
+    pub(crate) fn consume(&mut self, end: u64) -> u64 {
+        self.consumed = self.consumed.max(end);
+        let base = self.consumed + self.window;
+        let target = self.reserve_end.saturating_sub(base);
+        let released = self.reserved.saturating_sub(target);
+        self.reserved -= released;
+        if self.wanted > 0 {
+            self.wanted = self.pending_end.saturating_sub(base + self.reserved);
+            if self.wanted == 0 {
+                self.reserve_end = self.reserve_end.max(self.pending_end);
+            }
+        }
+        if base + self.reserved >= self.announced + self.window / 4 {
+            self.announce_needed = true;
+        }
+        released
+    }
+
+    /// A new credit limit to announce, if one is due.
+    pub(crate) fn poll_announce(&mut self) -> Option<u64> {
+        if !self.announce_needed {
+            return None;
+        }
+        self.announce_needed = false;
+        let limit = self.consumed + self.window + self.reserved;
+        if limit >= self.announced {
+            self.announced = limit;
+            return Some(limit);
+        }
+        None
+    }
+
+    /// Whether a credit update is waiting to be sent.
+    pub(crate) fn announce_pending(&self) -> bool {
+        self.announce_needed
+    }
+
+    /// Forces the current limit to be announced again (the packet carrying it was lost).
+    pub(crate) fn reannounce(&mut self) {
+        self.announce_needed = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn frame(msgs: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for m in msgs {
+            varint::put(&mut out, m.len() as u64);
+            out.extend_from_slice(m);
+        }
+        out
+    }
+
+    #[test]
+    fn in_order_out_of_order_and_duplicates() {
+        let stream = frame(&[b"hello", b"", b"world!"]);
+        let mut ch = RecvChannel::new(1024, 100);
+        let mut out = VecDeque::new();
+        ch.on_stream(4, &stream[4..9], &mut out).unwrap();
+        assert!(out.is_empty());
+        ch.on_stream(4, &stream[4..9], &mut out).unwrap();
+        ch.on_stream(0, &stream[0..6], &mut out).unwrap();
+        ch.on_stream(9, &stream[9..], &mut out).unwrap();
+        ch.on_stream(0, &stream, &mut out).unwrap();
+        let msgs: Vec<Bytes> = out
+            .into_iter()
+            .filter_map(|p| match p {
+                Parsed::Message { data, .. } => Some(data),
+                Parsed::Refused { .. } => None,
+            })
+            .collect();
+        assert_eq!(msgs, vec![&b"hello"[..], b"", b"world!"]);
+        assert_eq!(ch.buffered(), 0);
+    }
+
+    #[test]
+    fn flow_control_and_oversize() {
+        let mut ch = RecvChannel::new(8, 4);
+        let mut out = VecDeque::new();
+        assert_eq!(
+            ch.on_stream(0, &[0u8; 9], &mut out),
+            Err(StreamReject::FlowControl)
+        );
+        ch.on_stream(0, &frame(&[b"toolong"])[..8], &mut out)
+            .unwrap();
+        assert!(matches!(out[0], Parsed::Refused { start: 0, size: 7 }));
+        assert_eq!(ch.poll_announce(), Some(16));
+    }
+}
