@@ -20,3 +20,4 @@
 
 pub mod codec;
 pub mod rudp;
+pub mod transport;

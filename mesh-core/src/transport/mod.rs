@@ -1,0 +1,26 @@
+//! The tokio driver around the [`rudp`](crate::rudp) endpoint: one UDP socket per node.
+//!
+//! A [`Transport`] is a cheap-to-clone handle. Sending happens on the caller's task: the
+//! message is queued in the endpoint and the resulting datagrams are written to the socket at
+//! once, so a request costs no extra task hop. One driver task reads the socket (in batches),
+//! runs the protocol timers and hands received messages to [`Transport::recv`]. Messages are
+//! consumed from the endpoint only when the application takes them, so a slow application
+//! stalls its senders through flow control instead of growing a queue.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), mesh_core::transport::TransportError> {
+//! use bytes::Bytes;
+//! use mesh_core::transport::{Transport, TransportConfig};
+//!
+//! let a = Transport::bind(TransportConfig::default()).await?;
+//! let b = Transport::bind(TransportConfig::default()).await?;
+//! a.send(b.local_addr(), 0, Bytes::from_static(b"hello")).await?; // resolves on ack
+//! let msg = b.recv().await?;
+//! assert_eq!(&msg.data[..], b"hello");
+//! # Ok(()) }
+//! ```
+
+mod driver;
+pub mod socket;
+
+pub use driver::{Delivery, PeerEvent, Received, Transport, TransportConfig, TransportError};

@@ -1,0 +1,122 @@
+//! The transport over real UDP sockets on 127.0.0.1.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use mesh_core::rudp::{Failure, UnreachableReason};
+use mesh_core::transport::{PeerEvent, Transport, TransportConfig, TransportError};
+use tokio::time::timeout;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+async fn pair() -> (Transport, Transport) {
+    let a = Transport::bind(TransportConfig::default()).await.unwrap();
+    let b = Transport::bind(TransportConfig::default()).await.unwrap();
+    (a, b)
+}
+
+#[tokio::test]
+async fn ten_thousand_messages_in_order() {
+    let (a, b) = pair().await;
+    let to = b.local_addr();
+    let sender = tokio::spawn(async move {
+        let mut last = None;
+        for i in 0..10_000u32 {
+            let d = a
+                .queue(to, (i % 2) as u8, Bytes::copy_from_slice(&i.to_be_bytes()))
+                .await
+                .unwrap();
+            last = Some(d);
+        }
+        last.unwrap().await.unwrap();
+        a
+    });
+    let mut next = [0u32, 1u32];
+    for _ in 0..10_000 {
+        let m = timeout(LIMIT, b.recv())
+            .await
+            .expect("message arrives")
+            .unwrap();
+        let ch = usize::from(m.channel.unwrap());
+        let i = u32::from_be_bytes(m.data[..].try_into().unwrap());
+        assert_eq!(i, next[ch], "channel {ch} out of order");
+        next[ch] += 2;
+    }
+    let a = timeout(LIMIT, sender).await.unwrap().unwrap();
+    assert_eq!(a.counters().messages_sent, 10_000);
+    assert!(
+        timeout(Duration::from_millis(200), b.recv()).await.is_err(),
+        "no duplicates"
+    );
+}
+
+#[tokio::test]
+async fn ten_megabyte_message() {
+    let (a, b) = pair().await;
+    let big: Bytes = (0..10 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let to = b.local_addr();
+    let big2 = big.clone();
+    let send = tokio::spawn(async move { a.send(to, 1, big2).await.map(|_| a) });
+    let m = timeout(LIMIT, b.recv()).await.unwrap().unwrap();
+    assert!(m.data == big, "10 MB message intact");
+    timeout(LIMIT, send).await.unwrap().unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn unreliable_and_too_large() {
+    let (a, b) = pair().await;
+    a.send_unreliable(b.local_addr(), Bytes::from_static(b"u"))
+        .unwrap();
+    let m = timeout(LIMIT, b.recv()).await.unwrap().unwrap();
+    assert_eq!(m.channel, None);
+    let err = a
+        .send_unreliable(b.local_addr(), Bytes::from(vec![0u8; 5000]))
+        .unwrap_err();
+    assert!(err.to_string().contains("exceeds the limit"), "{err}");
+    let err = a
+        .try_queue(
+            b.local_addr(),
+            0,
+            Bytes::from(vec![0u8; 10 * 1024 * 1024 + 1]),
+        )
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Send(_)), "{err}");
+}
+
+#[tokio::test]
+async fn closed_peer_is_unreachable_once() {
+    let (a, b) = pair().await;
+    let to = b.local_addr();
+    a.send(to, 0, Bytes::from_static(b"hi")).await.unwrap();
+    let _ = b.recv().await.unwrap();
+    let mut events = a.events();
+    b.close();
+    drop(b);
+    let d = a
+        .queue(to, 0, Bytes::from_static(b"into the void"))
+        .await
+        .unwrap();
+    let err = timeout(LIMIT, d).await.unwrap().unwrap_err();
+    assert!(
+        matches!(
+            err,
+            TransportError::Failed {
+                failure: Failure::Unreachable(UnreachableReason::Timeout),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let ev = timeout(LIMIT, async {
+        loop {
+            if let Ok(PeerEvent::Unreachable { peer, .. }) = events.recv().await {
+                return peer;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(ev, to);
+}
