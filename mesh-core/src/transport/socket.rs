@@ -376,7 +376,7 @@ impl RecvBatch {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     fn cfg(ip: &str, port: u16) -> SocketConfig {
@@ -440,9 +440,18 @@ mod tests {
             contents.extend(std::iter::repeat_n(i, len));
         }
         let mut sent = 0;
-        while sent == 0 {
-            sent = a.try_send(b.local_addr(), &contents, 1200).unwrap_or(0);
+        for _ in 0..100 {
+            a.writable().await.unwrap();
+            match a.try_send(b.local_addr(), &contents, 1200) {
+                Ok(n) => {
+                    sent = n;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => panic!("send failed: {e}"),
+            }
         }
+        assert_eq!(sent, 20);
         let mut batch = RecvBatch::new();
         let mut got: Vec<Vec<u8>> = Vec::new();
         while got.len() < sent {
