@@ -40,7 +40,7 @@ pub struct Config {
     pub ack_frequency: u32,
     /// Initial congestion window in bytes (default 64 datagrams).
     pub initial_window: usize,
-    /// Largest congestion window in bytes (default 2 MiB, below the default socket buffer).
+    /// Largest congestion window in bytes (default 512 KiB: deep enough for a LAN, shallow enough that a bulk transfer adds little queueing delay).
     pub max_window: usize,
     /// Loss percentage within an epoch above which loss is taken as congestion (default 15).
     pub loss_threshold_pct: u8,
@@ -67,7 +67,7 @@ impl Default for Config {
             max_ack_delay: Duration::from_millis(1),
             ack_frequency: 8,
             initial_window: 64 * 1200,
-            max_window: 2 * 1024 * 1024,
+            max_window: 512 * 1024,
             loss_threshold_pct: 15,
             send_interval: Duration::ZERO,
         }

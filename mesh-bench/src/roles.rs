@@ -1,0 +1,321 @@
+//! The child-process roles: servers print their port first; clients take the server port as
+//! their last argument and print one line of numbers.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use mesh_core::transport::{Transport, TransportConfig};
+use rand::{Rng, SeedableRng};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+use crate::stats::percentile;
+
+const ROLES: &[&str] = &[
+    "udp-echo",
+    "udp-rtt",
+    "udp-sink",
+    "udp-flood",
+    "tcp-sink",
+    "tcp-10mb",
+    "mesh-echo",
+    "mesh-rtt",
+    "mesh-sink",
+    "mesh-flood",
+    "mesh-10mb",
+    "proxy",
+];
+const WARMUP: usize = 200;
+const ROUND_TRIPS: usize = 2000;
+const FLOOD: usize = 200_000;
+const TEN_MB: usize = 10 * 1024 * 1024;
+/// Every child exits on its own after this long.
+const LIFETIME: Duration = Duration::from_secs(20);
+
+/// Whether `r` names a role.
+pub(crate) fn is_role(r: &str) -> bool {
+    ROLES.contains(&r)
+}
+
+/// Runs role `r` with `args` on a single-threaded runtime.
+pub(crate) fn run(r: &str, args: &[&str]) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return;
+        }
+    };
+    let port = args.last().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let arg0 = args.first().copied().unwrap_or("");
+    let role = r.to_string();
+    let fut = async move {
+        let r = match r {
+            "udp-echo" => udp_echo().await,
+            "udp-rtt" => udp_rtt(server).await,
+            "udp-sink" => udp_sink().await,
+            "udp-flood" => udp_flood(server).await,
+            "tcp-sink" => tcp_sink().await,
+            "tcp-10mb" => tcp_10mb(server).await,
+            "mesh-echo" => mesh_echo().await,
+            "mesh-rtt" => mesh_rtt(server, arg0 == "1").await,
+            "mesh-sink" => mesh_sink().await,
+            "mesh-flood" => mesh_flood(server).await,
+            "mesh-10mb" => mesh_10mb(server).await,
+            "proxy" => proxy(server, arg0.parse().unwrap_or(0.0)).await,
+            _ => Ok(()),
+        };
+        if let Err(e) = r {
+            eprintln!("{role}: {e}");
+            println!("nan");
+        }
+    };
+    rt.block_on(async {
+        if tokio::time::timeout(LIFETIME, fut).await.is_err() {
+            println!("nan");
+        }
+    });
+}
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+fn print_port(a: SocketAddr) {
+    println!("{}", a.port());
+}
+
+fn report_rtt(samples: &mut [f64]) {
+    println!(
+        "{:.2} {:.2}",
+        percentile(samples, 50.0),
+        percentile(samples, 99.0)
+    );
+}
+
+async fn udp_echo() -> Res {
+    let s = UdpSocket::bind("127.0.0.1:0").await?;
+    print_port(s.local_addr()?);
+    let mut buf = vec![0u8; 2048];
+    loop {
+        let (n, from) = s.recv_from(&mut buf).await?;
+        s.send_to(&buf[..n], from).await?;
+    }
+}
+
+async fn udp_rtt(server: SocketAddr) -> Res {
+    let s = UdpSocket::bind("127.0.0.1:0").await?;
+    s.connect(server).await?;
+    let msg = [7u8; 32];
+    let mut buf = [0u8; 64];
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..WARMUP + ROUND_TRIPS {
+        let t = Instant::now();
+        s.send(&msg).await?;
+        tokio::time::timeout(Duration::from_secs(1), s.recv(&mut buf)).await??;
+        if i >= WARMUP {
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    report_rtt(&mut samples);
+    Ok(())
+}
+
+async fn udp_sink() -> Res {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    sock.set_recv_buffer_size(4 << 20)?;
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    sock.set_nonblocking(true)?;
+    let s = UdpSocket::from_std(sock.into())?;
+    print_port(s.local_addr()?);
+    let mut buf = [0u8; 2048];
+    s.recv_from(&mut buf).await?;
+    let first = Instant::now();
+    let mut last = first;
+    let mut count = 1u64;
+    while let Ok(r) = tokio::time::timeout(Duration::from_millis(300), s.recv_from(&mut buf)).await
+    {
+        r?;
+        count += 1;
+        last = Instant::now();
+    }
+    println!(
+        "{:.0}",
+        count as f64 / (last - first).as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+async fn udp_flood(server: SocketAddr) -> Res {
+    let s = UdpSocket::bind("127.0.0.1:0").await?;
+    s.connect(server).await?;
+    let msg = [1u8; 32];
+    for _ in 0..FLOOD {
+        s.send(&msg).await?;
+    }
+    println!("0");
+    Ok(())
+}
+
+async fn tcp_sink() -> Res {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    print_port(l.local_addr()?);
+    let (mut c, _) = l.accept().await?;
+    c.set_nodelay(true)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0;
+    while got < TEN_MB {
+        let n = c.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    c.write_all(&[1]).await?;
+    println!("{got}");
+    Ok(())
+}
+
+async fn tcp_10mb(server: SocketAddr) -> Res {
+    let data = vec![3u8; TEN_MB];
+    let mut c = TcpStream::connect(server).await?;
+    c.set_nodelay(true)?;
+    let t = Instant::now();
+    c.write_all(&data).await?;
+    let mut one = [0u8; 1];
+    c.read_exact(&mut one).await?;
+    println!("{:.3}", t.elapsed().as_secs_f64() * 1e3);
+    Ok(())
+}
+
+async fn mesh() -> Result<Transport, Box<dyn std::error::Error>> {
+    Ok(Transport::bind(TransportConfig::default()).await?)
+}
+
+async fn mesh_echo() -> Res {
+    let t = mesh().await?;
+    print_port(t.local_addr());
+    loop {
+        let m = t.recv().await?;
+        if m.channel == Some(0) {
+            drop(t.queue(m.from, 0, m.data).await?);
+        }
+    }
+}
+
+async fn mesh_rtt(server: SocketAddr, bulk: bool) -> Res {
+    let t = mesh().await?;
+    // Open the session first.
+    t.send(server, 0, Bytes::from_static(b"hello")).await?;
+    let _ = t.recv().await?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if bulk {
+        let (t2, stop2) = (t.clone(), stop.clone());
+        let big = Bytes::from(vec![9u8; TEN_MB]);
+        tokio::spawn(async move {
+            while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+                if t2.send(server, 1, big.clone()).await.is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let msg = Bytes::from(vec![7u8; 32]);
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..WARMUP + ROUND_TRIPS {
+        let start = Instant::now();
+        drop(t.queue(server, 0, msg.clone()).await?);
+        tokio::time::timeout(Duration::from_secs(2), t.recv()).await??;
+        if i >= WARMUP {
+            samples.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    report_rtt(&mut samples);
+    Ok(())
+}
+
+async fn mesh_sink() -> Res {
+    let t = mesh().await?;
+    print_port(t.local_addr());
+    let m = t.recv().await?;
+    let first = Instant::now();
+    let mut last = first;
+    let mut count = 1u64;
+    if m.data.len() >= TEN_MB {
+        t.queue(m.from, 0, Bytes::from_static(b"k")).await?.await?;
+    }
+    while let Ok(r) = tokio::time::timeout(Duration::from_millis(300), t.recv()).await {
+        let m = r?;
+        count += 1;
+        last = Instant::now();
+        if m.data.len() >= TEN_MB {
+            t.queue(m.from, 0, Bytes::from_static(b"k")).await?.await?;
+        }
+    }
+    println!(
+        "{:.0}",
+        count as f64 / (last - first).as_secs_f64().max(1e-9)
+    );
+    Ok(())
+}
+
+async fn mesh_flood(server: SocketAddr) -> Res {
+    let t = mesh().await?;
+    let msg = Bytes::from(vec![1u8; 32]);
+    let mut last = None;
+    for _ in 0..FLOOD {
+        last = Some(t.queue(server, 0, msg.clone()).await?);
+    }
+    if let Some(d) = last {
+        d.await?;
+    }
+    let c = t.counters();
+    println!("{:.3}", c.datagrams_out as f64 / FLOOD as f64);
+    Ok(())
+}
+
+async fn mesh_10mb(server: SocketAddr) -> Res {
+    let t = mesh().await?;
+    // Open the session first, so both sides measure the transfer alone.
+    t.send(server, 0, Bytes::new()).await?;
+    let data = Bytes::from(vec![5u8; TEN_MB]);
+    let start = Instant::now();
+    drop(t.queue(server, 1, data).await?);
+    let reply = t.recv().await?;
+    debug_assert_eq!(&reply.data[..], b"k");
+    println!("{:.3}", start.elapsed().as_secs_f64() * 1e3);
+    Ok(())
+}
+
+async fn proxy(server: SocketAddr, loss: f64) -> Res {
+    let s = UdpSocket::bind("127.0.0.1:0").await?;
+    print_port(s.local_addr()?);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let mut client: Option<SocketAddr> = None;
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok(r) = tokio::time::timeout(Duration::from_secs(10), s.recv_from(&mut buf)).await
+        else {
+            return Ok(());
+        };
+        let (n, from) = r?;
+        let to = if from == server {
+            match client {
+                Some(c) => c,
+                None => continue,
+            }
+        } else {
+            client = Some(from);
+            server
+        };
+        if rng.random_bool(loss) {
+            continue;
+        }
+        let _ = s.send_to(&buf[..n], to).await;
+    }
+}
