@@ -709,7 +709,9 @@ impl Session {
             }
             for i in order {
                 loop {
-                    if self.cc.available() == 0 && !self.sent.is_empty() {
+                    // Channel 0 carries small latency-sensitive messages: it is bounded by
+                    // its flow-control window and does not wait behind bulk data's window.
+                    if i != 0 && self.cc.available() == 0 && !self.sent.is_empty() {
                         break;
                     }
                     let room = limit.saturating_sub(out.len() + ack_room + 12);
