@@ -46,6 +46,17 @@ struct SentPacket {
     refused: Vec<(u8, u64, u64, u64)>,
 }
 
+/// Reserves memory for a large message waiting on `rc`, within the per-peer and global
+/// budgets; on success the channel's credit grows to cover the whole message.
+fn try_grant(rc: &mut RecvChannel, credit: &mut u64, budget: &mut Budget, cfg: &Config) {
+    let want = rc.wanted();
+    if want > 0 && *credit + want <= cfg.max_peer_buffer as u64 && budget.try_reserve(want as usize)
+    {
+        *credit += want;
+        rc.grant();
+    }
+}
+
 /// Handshake progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum State {
@@ -318,15 +329,7 @@ impl Session {
                             }
                         }
                     }
-                    if rc.wanted() > 0 {
-                        let want = rc.wanted();
-                        if self.credit + want <= cfg.max_peer_buffer as u64
-                            && budget.try_reserve(want as usize)
-                        {
-                            self.credit += want;
-                            rc.grant();
-                        }
-                    }
+                    try_grant(rc, &mut self.credit, budget, cfg);
                 }
                 Frame::MaxData { channel, max } => {
                     eliciting = true;
@@ -495,28 +498,14 @@ impl Session {
             let released = rc.consume(end);
             self.credit -= released;
             budget.release(released as usize);
-            let want = rc.wanted();
-            if want > 0
-                && self.credit + want <= cfg.max_peer_buffer as u64
-                && budget.try_reserve(want as usize)
-            {
-                self.credit += want;
-                rc.grant();
-            }
+            try_grant(rc, &mut self.credit, budget, cfg);
         }
     }
 
     /// Retries pending large-message reservations (budget freed elsewhere).
     pub(super) fn retry_reservations(&mut self, budget: &mut Budget, cfg: &Config) {
         for rc in &mut self.recv {
-            let want = rc.wanted();
-            if want > 0
-                && self.credit + want <= cfg.max_peer_buffer as u64
-                && budget.try_reserve(want as usize)
-            {
-                self.credit += want;
-                rc.grant();
-            }
+            try_grant(rc, &mut self.credit, budget, cfg);
         }
     }
 
