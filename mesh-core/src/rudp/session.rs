@@ -645,6 +645,7 @@ impl Session {
         };
         let ack_due = self.ack_pending && self.ack_deadline.is_some_and(|d| d <= now);
         let mut has_payload = false;
+        let mut has_stream = false;
 
         // Flow-control credit updates.
         for (i, rc) in self.recv.iter_mut().enumerate() {
@@ -716,6 +717,7 @@ impl Session {
                     sc.copy_range(r.clone(), out);
                     sp.stream.push((i as u8, r.start, r.end - r.start));
                     has_payload = true;
+                    has_stream = true;
                 }
             }
             if n > 1 {
@@ -753,6 +755,10 @@ impl Session {
                 self.ack_deadline = None;
                 self.eliciting_since_ack = 0;
             }
+        }
+        if has_stream && more && out.len() < limit {
+            // More follows: pad to the full size so the packets form one GSO batch.
+            out.resize(limit, 0);
         }
         let size = out.len() - start;
         self.next_pn += 1;

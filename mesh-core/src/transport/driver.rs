@@ -212,8 +212,12 @@ impl Transport {
                 break i;
             }
         };
-        let ep = Endpoint::new(config.protocol, incarnation, rand::random())?;
-        let gso = socket.max_gso_segments().max(1);
+        let ep = Endpoint::new(config.protocol.clone(), incarnation, rand::random())?;
+        // One GSO send carries at most 64 KiB of UDP payload.
+        let gso = socket
+            .max_gso_segments()
+            .min(65_000 / config.protocol.max_datagram_size)
+            .max(1);
         let (events, _) = broadcast::channel(1024);
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
