@@ -54,8 +54,10 @@ pub(crate) fn run(r: &str, args: &[&str]) {
     let server = SocketAddr::from(([127, 0, 0, 1], port));
     let arg0 = args.first().copied().unwrap_or("");
     let role = r.to_string();
+    let r = role.clone();
+    let arg0 = arg0.to_string();
     let fut = async move {
-        let r = match r {
+        let r = match r.as_str() {
             "udp-echo" => udp_echo().await,
             "udp-rtt" => udp_rtt(server).await,
             "udp-sink" => udp_sink().await,
@@ -75,8 +77,10 @@ pub(crate) fn run(r: &str, args: &[&str]) {
             println!("nan");
         }
     };
+    // Run the role as a spawned task, as application code usually is.
     rt.block_on(async {
-        if tokio::time::timeout(LIFETIME, fut).await.is_err() {
+        let task = tokio::spawn(async move { tokio::time::timeout(LIFETIME, fut).await.is_ok() });
+        if !matches!(task.await, Ok(true)) {
             println!("nan");
         }
     });
@@ -235,6 +239,11 @@ async fn mesh_rtt(server: SocketAddr, bulk: bool) -> Res {
         }
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let c = t.counters();
+    eprintln!(
+        "mesh-rtt: {} packets sent, {} datagrams in, {} lost, {} timeouts",
+        c.packets_sent, c.datagrams_in, c.packets_lost, c.timeouts
+    );
     report_rtt(&mut samples);
     Ok(())
 }

@@ -772,6 +772,10 @@ impl Session {
             self.mark_busy(now);
             self.burst += 1;
         }
+        if !more {
+            // Nothing else queued: the next packet starts a new burst.
+            self.burst = 0;
+        }
         // A sender blocked by the peer's credit keeps probing so a dead peer is noticed.
         if self.send.iter().any(SendChannel::is_blocked) && self.next_blocked_ping.is_none() {
             self.next_blocked_ping = Some(now + cfg.peer_timeout / 4);

@@ -311,9 +311,23 @@ impl MeshSocket {
             bufs, meta, msgs, ..
         } = batch;
         let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-        let n = self.io.try_io(Interest::READABLE, || {
-            self.state.recv((&self.io).into(), &mut slices, meta)
-        })?;
+        let want = meta.len();
+        let mut n = 0;
+        let r = self.io.try_io(Interest::READABLE, || {
+            n = self.state.recv((&self.io).into(), &mut slices, meta)?;
+            if n < want {
+                // A short batch means the queue is drained: report WouldBlock so tokio
+                // clears readiness now instead of after one more (empty) system call.
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        match r {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => {}
+            Err(e) => return Err(e),
+        }
         for (i, m) in meta.iter().take(n).enumerate() {
             let stride = m.stride.max(1);
             let mut off = 0;
