@@ -291,7 +291,7 @@ async fn mesh_flood(server: SocketAddr) -> Res {
 async fn mesh_10mb(server: SocketAddr) -> Res {
     let t = mesh().await?;
     // Open the session first, so both sides measure the transfer alone.
-    t.send(server, 0, Bytes::new()).await?;
+    t.send(server, 1, Bytes::new()).await?;
     let data = Bytes::from(vec![5u8; TEN_MB]);
     let start = Instant::now();
     drop(t.queue(server, 1, data).await?);

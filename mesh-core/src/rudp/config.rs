@@ -42,6 +42,9 @@ pub struct Config {
     pub initial_window: usize,
     /// Largest congestion window in bytes (default 512 KiB: deep enough for a LAN, shallow enough that a bulk transfer adds little queueing delay).
     pub max_window: usize,
+    /// Bytes of bulk data (channels other than 0) in flight while channel 0 is in use
+    /// (default 48 KiB): a bulk transfer yields so small messages do not queue behind it.
+    pub latency_window: usize,
     /// Loss percentage within an epoch above which loss is taken as congestion (default 15).
     pub loss_threshold_pct: u8,
     /// Optional coalescing delay before queued data is sent (default zero: send at once).
@@ -68,6 +71,7 @@ impl Default for Config {
             ack_frequency: 8,
             initial_window: 64 * 1200,
             max_window: 512 * 1024,
+            latency_window: 48 * 1024,
             loss_threshold_pct: 15,
             send_interval: Duration::ZERO,
         }
@@ -149,6 +153,9 @@ impl Config {
         }
         if self.max_window < 4 * self.max_datagram_size {
             return bad("max_window", "must hold at least 4 datagrams");
+        }
+        if self.latency_window < 2 * self.max_datagram_size {
+            return bad("latency_window", "must hold at least 2 datagrams");
         }
         if self.loss_threshold_pct == 0 || self.loss_threshold_pct > 100 {
             return bad("loss_threshold_pct", "must be between 1 and 100");

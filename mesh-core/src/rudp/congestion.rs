@@ -58,6 +58,11 @@ impl Congestion {
         self.window
     }
 
+    /// Bytes in flight.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
     /// A packet of `bytes` was sent.
     pub(crate) fn on_sent(&mut self, bytes: usize) {
         self.in_flight += bytes;

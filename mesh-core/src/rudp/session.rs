@@ -111,6 +111,9 @@ pub(super) struct Session {
     flush_at: Option<Instant>,
     burst: u32,
     rr: usize,
+    /// When channel 0 last had a message queued (latency traffic present).
+    latency_at: Option<Instant>,
+    latency_window: usize,
     /// Credit bytes this session holds in the endpoint budget.
     pub(super) credit: u64,
     /// A data packet was received on this session (it is no longer fresh).
@@ -166,6 +169,8 @@ impl Session {
             flush_at: None,
             burst: 0,
             rr: 1,
+            latency_at: None,
+            latency_window: cfg.latency_window,
             credit: window * channels as u64,
             got_data: false,
         }
@@ -190,6 +195,9 @@ impl Session {
         id: MessageId,
         data: Bytes,
     ) {
+        if channel == 0 {
+            self.latency_at = Some(now);
+        }
         if let Some(ch) = self.send.get_mut(usize::from(channel)) {
             ch.push(id, data);
             self.mark_busy(now);
@@ -701,7 +709,7 @@ impl Session {
                 loop {
                     // Channel 0 carries small latency-sensitive messages: it is bounded by
                     // its flow-control window and does not wait behind bulk data's window.
-                    if i != 0 && self.cc.available() == 0 && !self.sent.is_empty() {
+                    if i != 0 && self.bulk_room(now) == 0 && !self.sent.is_empty() {
                         break;
                     }
                     let room = limit.saturating_sub(out.len() + ack_room + 12);
@@ -781,6 +789,21 @@ impl Session {
             self.next_blocked_ping = Some(now + cfg.peer_timeout / 4);
         }
         Some(size)
+    }
+
+    /// Bytes of bulk data that may go out now: the congestion window's room, reduced to the
+    /// latency window while channel 0 was used within the last 8 RTTs (at least 2 ms).
+    fn bulk_room(&self, now: Instant) -> usize {
+        let room = self.cc.available();
+        let horizon = (self.rtt.smoothed() * 8).max(Duration::from_millis(2));
+        let recent = self
+            .latency_at
+            .is_some_and(|t| now.saturating_duration_since(t) < horizon);
+        if recent {
+            room.min(self.latency_window.saturating_sub(self.cc.in_flight()))
+        } else {
+            room
+        }
     }
 
     fn ack_frame(&self, now: Instant) -> AckFrame {
