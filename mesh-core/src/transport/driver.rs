@@ -389,6 +389,15 @@ impl Transport {
 }
 
 impl Inner {
+    fn on_batch(&self, batch: &RecvBatch) {
+        let now = Instant::now();
+        let mut st = lock(&self.state);
+        for (from, d) in batch.iter() {
+            st.ep.handle(now, from, d);
+        }
+        self.flush(&mut st);
+    }
+
     /// Writes what the endpoint has to send, dispatches its events, and re-arms the driver
     /// if the next deadline moved earlier. Called with the state locked.
     fn flush(&self, st: &mut State) {
@@ -479,21 +488,11 @@ async fn drive(inner: Arc<Inner>) {
             r = inner.socket.recv_batch(&mut batch) => {
                 match r {
                     Ok(_) => {
-                        let now = Instant::now();
-                        let mut st = lock(&inner.state);
-                        for (from, d) in batch.iter() {
-                            st.ep.handle(now, from, d);
-                        }
-                        // Drain whatever else is ready without waiting.
-                        while let Ok(n) = inner.socket.try_recv_batch(&mut batch) {
-                            if n == 0 {
-                                break;
-                            }
-                            for (from, d) in batch.iter() {
-                                st.ep.handle(now, from, d);
-                            }
-                        }
-                        inner.flush(&mut st);
+                        inner.on_batch(&batch);
+                        // Let the application act on what arrived before reading the socket
+                        // again: the answer to its answer is then often already there, which
+                        // saves a readiness wait.
+                        tokio::task::yield_now().await;
                     }
                     Err(e) => {
                         tracing::debug!(error = %e, "receive error");
