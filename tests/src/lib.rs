@@ -1,1 +1,3 @@
 //! Workspace-level integration tests live in `tests/`; this library holds their shared helpers.
+
+pub mod redis;
