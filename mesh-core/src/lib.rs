@@ -1,23 +1,51 @@
 //! # mesh-core
 //!
 //! The runtime of a server-to-server mesh: processes in one private network find each other
-//! (through Redis, a static seed list, or an in-process registry) and exchange messages over a
-//! reliable-UDP transport.
+//! (through Redis, a static seed list, or an in-process registry) and call each other over a
+//! reliable-UDP transport, with no HTTP in between.
 //!
 //! The crate is layered; each layer is a module with one job:
 //!
 //! * [`codec`]: serde + postcard behind a small [`codec::Codec`] seam.
 //! * [`rudp`]: the reliable-UDP protocol as a sans-IO state machine (no sockets, no clocks).
 //! * [`transport`]: the tokio driver around [`rudp`]: one UDP socket per node.
+//! * [`discovery`]: backends (local, Redis, seeds), the membership view and its events.
+//! * [`rpc`]: messaging on u16 command ids: handlers, requests, one-way, fan-out.
+//! * [`Mesh`]: the handle that wires these together, with its builder and [`config`].
 //!
 //! ```
-//! use mesh_core::codec::{Codec, Postcard};
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use mesh_core::rpc::{handler, CallContext};
+//! use mesh_core::{Discovery, LocalRegistry, Mesh};
 //!
-//! let bytes = Postcard.encode(&("hello", 42u32)).unwrap();
-//! let back: (String, u32) = Postcard.decode(&bytes).unwrap();
-//! assert_eq!(back, ("hello".to_string(), 42));
+//! let registry = LocalRegistry::new(); // an in-process discovery registry
+//! let a = Mesh::builder().node_type("math").discovery(Discovery::local_registry(&registry)).start().await?;
+//! let b = Mesh::builder().node_type("web").discovery(Discovery::local_registry(&registry)).start().await?;
+//!
+//! // Command 1000 on node a: add two numbers.
+//! let _serving = a.handle(1000, handler(|_ctx: CallContext, (x, y): (i64, i64)| async move { x + y }))?;
+//!
+//! // Node b sees a and calls it.
+//! assert_eq!(b.nodes_by_type("math").len(), 1);
+//! let sum: i64 = b.request(a.id(), 1000, &(2i64, 3i64)).await?;
+//! assert_eq!(sum, 5);
+//! b.stop().await;
+//! a.stop().await;
+//! # Ok(()) }
 //! ```
 
 pub mod codec;
+pub mod config;
+pub mod discovery;
+mod mesh;
+pub mod node;
+pub mod rpc;
 pub mod rudp;
 pub mod transport;
+
+pub use config::MeshConfig;
+pub use discovery::{Discovery, Health, LeaveReason, LocalRegistry, MeshEvent};
+pub use mesh::{Mesh, MeshBuilder, MeshError, Serving};
+pub use node::{NodeId, NodeRecord, NodeStatus, Target, Value};
+pub use rpc::{CallContext, CallError};

@@ -1,0 +1,290 @@
+//! The membership view: every known node, kept up to date from what the backend reports and
+//! what the transport sees. Sans-IO: changes in, events out.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+
+use super::event::{LeaveReason, MeshEvent};
+use crate::node::{NodeId, NodeRecord, NodeStatus};
+
+/// Every known node. The local node's own record is kept by the mesh, never by the backend.
+#[derive(Debug)]
+pub(crate) struct View {
+    local: NodeId,
+    nodes: HashMap<NodeId, NodeRecord>,
+    by_addr: HashMap<SocketAddr, NodeId>,
+    unreachable: HashSet<SocketAddr>,
+}
+
+impl View {
+    pub(crate) fn new(local: NodeId) -> View {
+        View {
+            local,
+            nodes: HashMap::new(),
+            by_addr: HashMap::new(),
+            unreachable: HashSet::new(),
+        }
+    }
+
+    /// Sets the local node's record (not for guests): changes to it are not events.
+    pub(crate) fn set_local(&mut self, record: NodeRecord) {
+        self.by_addr.insert(record.id.addr, record.id);
+        self.nodes.insert(record.id, record);
+    }
+
+    /// Adds or updates a node reported by the backend.
+    pub(crate) fn upsert(&mut self, record: NodeRecord, out: &mut Vec<MeshEvent>) {
+        if record.id == self.local || record.id.addr == self.local.addr {
+            // Our own record (or a stale one of a previous run of this address): ours wins.
+            return;
+        }
+        if let Some(old) = self.nodes.get_mut(&record.id) {
+            if *old != record {
+                let before = std::mem::replace(old, record.clone());
+                out.push(MeshEvent::Updated {
+                    old: before,
+                    new: record,
+                });
+            }
+            return;
+        }
+        let addr = record.id.addr;
+        if let Some(other) = self.by_addr.get(&addr).copied() {
+            let Some(prev) = self.nodes.get(&other) else {
+                self.by_addr.remove(&addr);
+                return self.upsert(record, out);
+            };
+            if !record.supersedes(prev) {
+                // A stale record of an older run at that address: ignore it.
+                return;
+            }
+            let prev = self.nodes.remove(&other);
+            self.nodes.insert(record.id, record.clone());
+            self.by_addr.insert(addr, record.id);
+            if let Some(old) = prev {
+                out.push(MeshEvent::Restarted { old, new: record });
+            }
+            return;
+        }
+        self.by_addr.insert(addr, record.id);
+        self.nodes.insert(record.id, record.clone());
+        out.push(MeshEvent::Joined(record));
+    }
+
+    /// Removes a node. Unknown ids are ignored.
+    pub(crate) fn remove(&mut self, id: NodeId, reason: LeaveReason, out: &mut Vec<MeshEvent>) {
+        if id == self.local {
+            return;
+        }
+        if let Some(node) = self.nodes.remove(&id) {
+            if self.by_addr.get(&id.addr) == Some(&id) {
+                self.by_addr.remove(&id.addr);
+            }
+            out.push(MeshEvent::Left { node, reason });
+        }
+    }
+
+    /// Replaces everything the backend knows with `records`: nodes missing from it leave with
+    /// `reason`, the others are upserted.
+    pub(crate) fn replace_all(
+        &mut self,
+        records: Vec<NodeRecord>,
+        reason: LeaveReason,
+        out: &mut Vec<MeshEvent>,
+    ) {
+        let present: HashSet<NodeId> = records.iter().map(|r| r.id).collect();
+        let gone: Vec<NodeId> = self
+            .nodes
+            .keys()
+            .filter(|id| **id != self.local && !present.contains(id))
+            .copied()
+            .collect();
+        for id in gone {
+            self.remove(id, reason, out);
+        }
+        for r in records {
+            self.upsert(r, out);
+        }
+    }
+
+    /// Records the transport's view of an address; returns the event if it changed.
+    pub(crate) fn set_reachable(&mut self, addr: SocketAddr, reachable: bool) -> Option<MeshEvent> {
+        let changed = if reachable {
+            self.unreachable.remove(&addr)
+        } else {
+            self.unreachable.insert(addr)
+        };
+        let id = *self.by_addr.get(&addr)?;
+        match (changed, reachable) {
+            (true, true) => Some(MeshEvent::Reachable(id)),
+            (true, false) => Some(MeshEvent::Unreachable(id)),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_reachable(&self, addr: SocketAddr) -> bool {
+        !self.unreachable.contains(&addr)
+    }
+
+    pub(crate) fn get(&self, id: &NodeId) -> Option<&NodeRecord> {
+        self.nodes.get(id)
+    }
+
+    pub(crate) fn by_addr(&self, addr: SocketAddr) -> Option<&NodeRecord> {
+        self.by_addr.get(&addr).and_then(|id| self.nodes.get(id))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &NodeRecord> {
+        self.nodes.values()
+    }
+
+    /// Nodes that may take new work: online and reachable.
+    pub(crate) fn available(&self, rec: &NodeRecord) -> bool {
+        rec.status == NodeStatus::Online && self.is_reachable(rec.id.addr)
+    }
+
+    /// Every node type, sorted.
+    pub(crate) fn node_types(&self) -> BTreeSet<String> {
+        self.nodes.values().map(|r| r.node_type.clone()).collect()
+    }
+
+    /// The `count` backups of `of` among nodes of `node_type`: its successors in the ring of
+    /// that type ordered by id, the same on every node. `of` itself need not be in the view
+    /// (its place in the ring is where it would be).
+    pub(crate) fn backups(&self, of: NodeId, node_type: &str, count: usize) -> Vec<NodeRecord> {
+        let mut ring: Vec<&NodeRecord> = self
+            .nodes
+            .values()
+            .filter(|r| r.node_type == node_type && r.id != of)
+            .collect();
+        ring.sort_by_key(|r| r.id);
+        let start = ring.partition_point(|r| r.id < of);
+        (0..ring.len().min(count))
+            .map(|i| ring[(start + i) % ring.len()].clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(port: u16, inc: u64, ty: &str) -> NodeRecord {
+        let mut r = NodeRecord::new(
+            NodeId::new(SocketAddr::from(([127, 0, 0, 1], port)), inc),
+            ty,
+        );
+        r.started_at_ms = inc;
+        r
+    }
+
+    #[test]
+    fn join_update_restart_leave() {
+        let me = rec(1, 1, "a");
+        let mut v = View::new(me.id);
+        v.set_local(me.clone());
+        let mut ev = Vec::new();
+        v.upsert(rec(2, 5, "a"), &mut ev);
+        assert!(matches!(&ev[..], [MeshEvent::Joined(r)] if r.id.incarnation == 5));
+        ev.clear();
+        v.upsert(rec(2, 5, "a"), &mut ev);
+        assert!(ev.is_empty(), "same record, no event");
+        let mut changed = rec(2, 5, "a");
+        changed.status = NodeStatus::Taken;
+        v.upsert(changed, &mut ev);
+        assert!(
+            matches!(&ev[..], [MeshEvent::Updated { new, .. }] if new.status == NodeStatus::Taken)
+        );
+        ev.clear();
+        v.upsert(rec(2, 9, "a"), &mut ev);
+        assert!(
+            matches!(&ev[..], [MeshEvent::Restarted { old, new }] if old.id.incarnation == 5 && new.id.incarnation == 9)
+        );
+        ev.clear();
+        v.upsert(rec(2, 5, "a"), &mut ev);
+        assert!(ev.is_empty(), "a stale older run is ignored");
+        v.remove(
+            NodeId::new(SocketAddr::from(([127, 0, 0, 1], 2)), 5),
+            LeaveReason::Expired,
+            &mut ev,
+        );
+        assert!(
+            ev.is_empty(),
+            "removing the old incarnation does not touch the new one"
+        );
+        v.remove(
+            NodeId::new(SocketAddr::from(([127, 0, 0, 1], 2)), 9),
+            LeaveReason::Graceful,
+            &mut ev,
+        );
+        assert!(matches!(
+            &ev[..],
+            [MeshEvent::Left {
+                reason: LeaveReason::Graceful,
+                ..
+            }]
+        ));
+        assert_eq!(v.len(), 1);
+        ev.clear();
+        v.remove(me.id, LeaveReason::Expired, &mut ev);
+        v.upsert(rec(1, 1, "zzz"), &mut ev);
+        assert!(
+            ev.is_empty(),
+            "the backend never removes or rewrites the local node"
+        );
+    }
+
+    #[test]
+    fn replace_all_and_reachability() {
+        let me = rec(1, 1, "a");
+        let mut v = View::new(me.id);
+        v.set_local(me);
+        let mut ev = Vec::new();
+        v.replace_all(
+            vec![rec(2, 2, "a"), rec(3, 3, "b")],
+            LeaveReason::Expired,
+            &mut ev,
+        );
+        assert_eq!(ev.len(), 2);
+        ev.clear();
+        v.replace_all(vec![rec(3, 3, "b")], LeaveReason::Expired, &mut ev);
+        assert!(matches!(&ev[..], [MeshEvent::Left { node, .. }] if node.id.addr.port() == 2));
+        assert_eq!(v.len(), 2);
+        let a3 = SocketAddr::from(([127, 0, 0, 1], 3));
+        assert!(matches!(
+            v.set_reachable(a3, false),
+            Some(MeshEvent::Unreachable(_))
+        ));
+        assert!(v.set_reachable(a3, false).is_none());
+        assert!(!v.available(v.by_addr(a3).unwrap_or_else(|| unreachable!())));
+        assert!(matches!(
+            v.set_reachable(a3, true),
+            Some(MeshEvent::Reachable(_))
+        ));
+    }
+
+    #[test]
+    fn backups_are_ring_successors_even_for_a_dead_node() {
+        let me = rec(1, 1, "a");
+        let mut v = View::new(me.id);
+        v.set_local(me);
+        let mut ev = Vec::new();
+        for p in [2, 3, 4] {
+            v.upsert(rec(p, 1, "g"), &mut ev);
+        }
+        let id3 = NodeId::new(SocketAddr::from(([127, 0, 0, 1], 3)), 1);
+        let ports = |b: Vec<NodeRecord>| b.iter().map(|r| r.id.addr.port()).collect::<Vec<_>>();
+        assert_eq!(ports(v.backups(id3, "g", 1)), vec![4]);
+        assert_eq!(ports(v.backups(id3, "g", 5)), vec![4, 2]);
+        v.remove(id3, LeaveReason::Expired, &mut ev);
+        assert_eq!(
+            ports(v.backups(id3, "g", 1)),
+            vec![4],
+            "same answer after it died"
+        );
+    }
+}

@@ -1,0 +1,530 @@
+//! The [`Mesh`] handle: one started node, wiring the transport, discovery and messaging
+//! together; built with [`Mesh::builder`].
+
+mod builder;
+mod messaging;
+mod query;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+pub use builder::MeshBuilder;
+
+use crate::config::{ConfigError, MeshConfig};
+use crate::discovery::{
+    BackendContext, Discovery, DiscoveryError, LeaveReason, Membership, MembershipSettings,
+    MeshEvent,
+};
+use crate::node::{NodeId, NodeRecord};
+use crate::rpc::{self, CallError, RegisterError, Rpc, RpcSettings, Service, Unreachable};
+use crate::transport::{PeerEvent, Transport, TransportConfig, TransportError};
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MeshError {
+    /// The configuration is invalid (the field is named).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The socket or transport could not be set up.
+    #[error("transport: {0}")]
+    Transport(#[from] TransportError),
+    /// Discovery failed to register the node or get its first view.
+    #[error("discovery: {0}")]
+    Discovery(#[from] DiscoveryError),
+    /// Registration and the first view took longer than `start_timeout`.
+    #[error(
+        "discovery did not become ready within {0:?} (start_timeout): is the backend reachable?"
+    )]
+    StartTimeout(Duration),
+}
+
+struct Inner {
+    config: MeshConfig,
+    transport: Transport,
+    membership: Membership,
+    rpc: Arc<Rpc>,
+    stop: CancellationToken,
+    stopped: AtomicBool,
+    backend: Mutex<Option<JoinHandle<()>>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    balance: Mutex<std::collections::HashMap<(String, u16), usize>>,
+}
+
+/// The last handle went without `stop()`: deregister (bounded) and close, in the background.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if self.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.rpc.stop_accepting();
+        self.stop.cancel();
+        let backend = lock(&self.backend).take();
+        let tasks: Vec<JoinHandle<()>> = lock(&self.tasks).drain(..).collect();
+        let transport = self.transport.clone();
+        let cleanup = async move {
+            if let Some(b) = backend {
+                let _ = tokio::time::timeout(Duration::from_secs(1), b).await;
+            }
+            for t in tasks {
+                t.abort();
+            }
+            transport.close();
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn(cleanup);
+            }
+            Err(_) => {
+                for t in lock(&self.tasks).drain(..) {
+                    t.abort();
+                }
+                self.transport.close();
+            }
+        }
+    }
+}
+
+/// A started mesh node. Cheap to clone; the node stops on [`stop`](Mesh::stop) or when the
+/// last clone is dropped.
+#[derive(Clone)]
+pub struct Mesh {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Mesh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mesh")
+            .field("id", &self.id())
+            .field("node_type", &self.inner.config.node_type)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A mesh that may not outlive its last strong handle.
+#[derive(Clone)]
+struct WeakMesh {
+    inner: Weak<Inner>,
+}
+
+impl WeakMesh {
+    fn upgrade(&self) -> Option<Mesh> {
+        let m = Mesh {
+            inner: self.inner.upgrade()?,
+        };
+        (!m.is_stopped()).then_some(m)
+    }
+}
+
+static DEFAULT: RwLock<Option<WeakMesh>> = RwLock::new(None);
+
+/// Which mesh a client uses: the process default or a given one.
+#[derive(Clone)]
+pub(crate) enum MeshRef {
+    Default,
+    Given(Mesh),
+}
+
+impl std::fmt::Debug for MeshRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MeshRef::Default => f.write_str("default mesh"),
+            MeshRef::Given(m) => m.fmt(f),
+        }
+    }
+}
+
+impl MeshRef {
+    pub(crate) fn get(&self) -> Option<Mesh> {
+        match self {
+            MeshRef::Default => Mesh::default_mesh(),
+            MeshRef::Given(m) => (!m.is_stopped()).then(|| m.clone()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What [`Mesh::serve`] returns: the service is served until this is dropped.
+#[must_use = "the service stops being served when this guard is dropped"]
+pub struct Serving {
+    rpc: Weak<Rpc>,
+    token: u64,
+    name: &'static str,
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving")
+            .field("service", &self.name)
+            .finish()
+    }
+}
+
+impl Serving {
+    /// Keeps serving until the node stops (forgets the guard).
+    pub fn forever(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        if let Some(rpc) = self.rpc.upgrade() {
+            tracing::debug!(service = self.name, "service no longer served");
+            rpc.unregister(self.token);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Mesh {
+    /// A builder: configure, then `start().await`.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), mesh_core::MeshError> {
+    /// use mesh_core::{Discovery, Mesh};
+    /// let mesh = Mesh::builder()
+    ///     .node_type("game")
+    ///     .discovery(Discovery::redis("redis://127.0.0.1:6379"))
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn builder() -> MeshBuilder {
+        MeshBuilder::new()
+    }
+
+    /// The process's default mesh: the one set with [`set_default`](Self::set_default), else
+    /// the first started that is still running.
+    pub fn default_mesh() -> Option<Mesh> {
+        DEFAULT
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .and_then(WeakMesh::upgrade)
+    }
+
+    /// Makes this mesh the process default (used by `XClient::for_node`).
+    pub fn set_default(&self) {
+        *DEFAULT.write().unwrap_or_else(|p| p.into_inner()) = Some(self.downgrade());
+    }
+
+    fn downgrade(&self) -> WeakMesh {
+        WeakMesh {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+
+    pub(crate) async fn start(config: MeshConfig, discovery: Discovery) -> Result<Mesh, MeshError> {
+        config.validate()?;
+        let transport = Transport::bind(TransportConfig {
+            socket: config.socket(),
+            protocol: config.protocol(),
+        })
+        .await?;
+        let id = NodeId::new(transport.advertise_addr(), transport.incarnation());
+        let span = tracing::info_span!("mesh", node = %id, node_type = %config.node_type);
+        let mut record = NodeRecord::new(id, config.node_type.clone());
+        record.role = config.role.clone();
+        record.values = config.values.clone();
+        record.started_at_ms = now_ms();
+        let settings = MembershipSettings {
+            update_interval: config.update_interval,
+            expiry: config.effective_expiry(),
+            prefix: config.prefix.clone(),
+            guest: config.guest,
+            backups: config.backups.clone(),
+        };
+        let stop = CancellationToken::new();
+        let (membership, ready) = Membership::new(record, settings, stop.clone());
+        let (inbox_tx, inbox_rx) = mpsc::channel(1024);
+        let rpc = Rpc::new(
+            transport.clone(),
+            membership.clone(),
+            RpcSettings {
+                default_timeout: config.request_timeout,
+                max_concurrent: config.max_concurrent_requests,
+                max_message_size: config.max_message_size,
+                relay_limit: config.relay_limit,
+                peer_timeout: config.peer_timeout,
+                max_unreliable: config.protocol().max_unreliable_payload(),
+            },
+            inbox_tx,
+        );
+        let tasks = vec![
+            tokio::spawn(dispatch(rpc.clone(), stop.clone()).instrument(span.clone())),
+            tokio::spawn(bridge(rpc.clone(), stop.clone()).instrument(span.clone())),
+            tokio::spawn(probe(rpc.clone(), stop.clone()).instrument(span.clone())),
+        ];
+        let backend = discovery.backend();
+        tracing::info!(parent: &span, backend = backend.name(), addr = %id.addr, "starting");
+        let ctx = BackendContext {
+            membership: membership.clone(),
+            transport: transport.clone(),
+            inbox: inbox_rx,
+        };
+        let backend_task = tokio::spawn(backend.run(ctx).instrument(span.clone()));
+        let mesh = Mesh {
+            inner: Arc::new(Inner {
+                config,
+                transport: transport.clone(),
+                membership,
+                rpc,
+                stop: stop.clone(),
+                stopped: AtomicBool::new(false),
+                backend: Mutex::new(Some(backend_task)),
+                tasks: Mutex::new(tasks),
+                balance: Mutex::new(Default::default()),
+            }),
+        };
+        let bound = mesh.inner.config.start_timeout;
+        let result = match tokio::time::timeout(bound, ready).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(MeshError::Discovery(e)),
+            Ok(Err(_)) => Err(MeshError::Discovery(DiscoveryError::Stopped)),
+            Err(_) => Err(MeshError::StartTimeout(bound)),
+        };
+        if let Err(e) = result {
+            tracing::warn!(parent: &span, error = %e, "start failed");
+            mesh.shutdown(Duration::from_millis(100)).await;
+            return Err(e);
+        }
+        {
+            let mut d = DEFAULT.write().unwrap_or_else(|p| p.into_inner());
+            if d.as_ref().and_then(WeakMesh::upgrade).is_none() {
+                *d = Some(mesh.downgrade());
+            }
+        }
+        tracing::info!(parent: &span, nodes = mesh.inner.membership.view().len(), "ready");
+        Ok(mesh)
+    }
+
+    /// Stops the node: status offline, deregistered at once (peers see it leave), running
+    /// handlers drained for at most `shutdown_timeout`, then the socket closed. Idempotent.
+    pub async fn stop(&self) {
+        self.shutdown(self.inner.config.shutdown_timeout).await
+    }
+
+    async fn shutdown(&self, bound: Duration) {
+        if self.inner.stopped.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let span = tracing::info_span!("stop", node = %self.id());
+        async {
+            tracing::info!("stopping");
+            self.inner
+                .membership
+                .update_local(|r| r.status = crate::node::NodeStatus::Offline);
+            self.inner.rpc.stop_accepting();
+            self.inner.stop.cancel();
+            let backend = lock(&self.inner.backend).take();
+            if let Some(b) = backend
+                && tokio::time::timeout(bound.max(Duration::from_millis(500)), b)
+                    .await
+                    .is_err()
+            {
+                tracing::warn!("discovery did not deregister in time");
+            }
+            self.inner.rpc.drain(bound).await;
+            for t in lock(&self.inner.tasks).drain(..) {
+                t.abort();
+            }
+            self.inner.transport.close();
+            tracing::info!("stopped");
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Whether [`stop`](Self::stop) was called.
+    pub fn is_stopped(&self) -> bool {
+        self.inner.stopped.load(Ordering::Acquire)
+    }
+
+    /// Serves a service (as `#[mesh_service]` generates: `GreeterServer::new(impl)`) until the
+    /// returned guard is dropped. Its command ids are listed in this node's record.
+    pub fn serve<S: Service>(&self, service: S) -> Result<Serving, RegisterError> {
+        let name = service.name();
+        let token = self.inner.rpc.register(name, service.methods(), false)?;
+        tracing::info!(service = name, "serving");
+        Ok(Serving {
+            rpc: Arc::downgrade(&self.inner.rpc),
+            token,
+            name,
+        })
+    }
+
+    /// Handles one command with a typed handler (see [`rpc::handler`],
+    /// [`rpc::fallible_handler`]) until the guard is dropped.
+    pub fn handle(
+        &self,
+        command: u16,
+        handler: Arc<dyn rpc::Handler>,
+    ) -> Result<Serving, RegisterError> {
+        let token = self.inner.rpc.register(
+            "",
+            vec![rpc::Method {
+                id: command,
+                name: "",
+                fingerprint: 0,
+                handler,
+            }],
+            false,
+        )?;
+        Ok(Serving {
+            rpc: Arc::downgrade(&self.inner.rpc),
+            token,
+            name: "handler",
+        })
+    }
+
+    pub(crate) fn rpc(&self) -> &Arc<Rpc> {
+        &self.inner.rpc
+    }
+
+    /// The membership state (for hooks and advanced queries).
+    pub fn membership(&self) -> &Membership {
+        &self.inner.membership
+    }
+
+    /// The node's transport.
+    pub fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    /// The configuration the node started with.
+    pub fn config(&self) -> &MeshConfig {
+        &self.inner.config
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.inner.membership.local_id()
+    }
+
+    /// The address peers send to.
+    pub fn addr(&self) -> SocketAddr {
+        self.id().addr
+    }
+}
+
+/// Takes messages from the transport and hands them to the messaging layer.
+async fn dispatch(rpc: Arc<Rpc>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            m = rpc.transport.recv() => match m {
+                Ok(m) => rpc.on_message(m.from, m.channel.is_some(), m.data),
+                Err(_) => break,
+            },
+            _ = stop.cancelled() => {
+                // Keep serving responses while draining: stop only when the transport closes.
+                while let Ok(m) = rpc.transport.recv().await {
+                    rpc.on_message(m.from, m.channel.is_some(), m.data);
+                }
+                break;
+            }
+        }
+    }
+}
+
+/// Feeds the transport's peer events into the view and fails calls to peers that are gone.
+async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
+    let mut peers = rpc.transport.events();
+    let mut members = rpc.membership.events();
+    loop {
+        tokio::select! {
+            e = peers.recv() => match e {
+                Ok(PeerEvent::Up { peer, .. }) => rpc.membership.set_reachable(peer, true),
+                Ok(PeerEvent::Unreachable { peer, reason }) => {
+                    rpc.membership.set_reachable(peer, false);
+                    rpc.fail_peer(peer, None, |p| CallError::Unreachable {
+                        target: p.target.clone(),
+                        command: p.command,
+                        reason: Unreachable::Transport(reason),
+                    });
+                }
+                Ok(PeerEvent::Restarted { peer, old, new }) => {
+                    rpc.membership.set_reachable(peer, true);
+                    rpc.fail_peer(peer, Some(old), |p| CallError::Restarted {
+                        target: p.target.clone(),
+                        command: p.command,
+                        old,
+                        new,
+                    });
+                }
+                Ok(PeerEvent::Incompatible { peer, reason }) => {
+                    rpc.fail_peer(peer, None, |p| CallError::Incompatible {
+                        target: p.target.clone(),
+                        command: p.command,
+                        detail: format!("the transport refused: {reason}"),
+                    });
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "peer events lagged"),
+                Err(RecvError::Closed) => break,
+            },
+            e = members.recv() => match e {
+                Ok(MeshEvent::Left { node, reason }) if reason != LeaveReason::Replaced => {
+                    let inc = node.id.incarnation;
+                    rpc.fail_peer(node.id.addr, Some(inc), |p| CallError::Unreachable {
+                        target: p.target.clone(),
+                        command: p.command,
+                        reason: Unreachable::Left,
+                    });
+                }
+                Ok(MeshEvent::Restarted { old, new }) => {
+                    rpc.fail_peer(old.id.addr, Some(old.id.incarnation), |p| CallError::Restarted {
+                        target: p.target.clone(),
+                        command: p.command,
+                        old: old.id.incarnation,
+                        new: new.id.incarnation,
+                    });
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "membership events lagged"),
+                Err(RecvError::Closed) => break,
+            },
+            _ = stop.cancelled() => break,
+        }
+    }
+}
+
+/// Keeps something in flight to peers we await responses from, so a dead peer is declared
+/// unreachable within `peer_timeout` instead of the call waiting for its deadline.
+async fn probe(rpc: Arc<Rpc>, stop: CancellationToken) {
+    let period = (rpc.settings.peer_timeout / 4).max(Duration::from_millis(5));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Vec<SocketAddr> = Vec::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => break,
+        }
+        let now = rpc.pending_peers();
+        // Probe peers that have had calls pending for a whole period.
+        for peer in now.iter().filter(|p| last.contains(p)) {
+            let _ = rpc
+                .transport
+                .try_queue(*peer, rpc::CH_SMALL, rpc::wire::ping());
+        }
+        last = now;
+    }
+}

@@ -1,0 +1,218 @@
+//! Fan-out through a relay tree (`send_many` / `usend_many`): the payload is encoded once;
+//! each hop delivers to itself and forwards to at most `limit` nodes, each of which takes a
+//! share of the remaining list. Every target is reached exactly once (when nothing fails); a
+//! relay whose next hop is unreachable skips it and forwards to that hop's share directly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use super::client::transport_error;
+use super::error::CallError;
+use super::wire::{self, MAX_RELAY_TARGETS};
+use super::{Rpc, channel_for};
+use crate::node::Target;
+
+/// Splits `targets` into at most `limit` groups of near-equal size: each group's first node is
+/// a next hop, the rest its share.
+pub(crate) fn split(targets: &[SocketAddr], limit: usize) -> Vec<&[SocketAddr]> {
+    let limit = limit.max(1);
+    if targets.is_empty() {
+        return Vec::new();
+    }
+    let groups = limit.min(targets.len());
+    let base = targets.len() / groups;
+    let extra = targets.len() % groups;
+    let mut out = Vec::with_capacity(groups);
+    let mut at = 0;
+    for g in 0..groups {
+        let n = base + usize::from(g < extra);
+        out.push(&targets[at..at + n]);
+        at += n;
+    }
+    out
+}
+
+impl Rpc {
+    /// A relay arrived: deliver here, then forward the share.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn on_relay(
+        self: &Arc<Self>,
+        from: SocketAddr,
+        cmd: u16,
+        fingerprint: u32,
+        limit: u16,
+        reliable: bool,
+        targets: Vec<SocketAddr>,
+        payload: Bytes,
+    ) {
+        self.on_oneway(from, cmd, fingerprint, payload.clone());
+        let targets: Vec<SocketAddr> = targets.into_iter().filter(|a| !self.is_local(*a)).collect();
+        if targets.is_empty() {
+            return;
+        }
+        let this = self.clone();
+        tokio::spawn(async move {
+            let errors = this
+                .forward(
+                    cmd,
+                    fingerprint,
+                    usize::from(limit),
+                    reliable,
+                    targets,
+                    payload,
+                )
+                .await;
+            for (addr, e) in errors {
+                tracing::debug!(%addr, command = cmd, error = ?e, "relay hop failed");
+            }
+        });
+    }
+
+    /// Sends to every target through the relay tree; returns the failures this node saw
+    /// (the first hops it sent to, after trying their shares directly).
+    pub(crate) fn forward(
+        self: &Arc<Self>,
+        cmd: u16,
+        fingerprint: u32,
+        limit: usize,
+        reliable: bool,
+        targets: Vec<SocketAddr>,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Vec<(SocketAddr, CallError<Bytes>)>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut failures = Vec::new();
+            let limit_u16 = u16::try_from(limit).unwrap_or(u16::MAX);
+            let groups: Vec<Vec<SocketAddr>> = split(&targets, limit)
+                .into_iter()
+                .map(<[SocketAddr]>::to_vec)
+                .collect();
+            let sends = groups.into_iter().map(|group| {
+                let this = this.clone();
+                let payload = payload.clone();
+                async move {
+                    let (hop, share) = match group.split_first() {
+                        Some((h, s)) => (*h, s.to_vec()),
+                        None => return Vec::new(),
+                    };
+                    let bytes =
+                        wire::relay(cmd, fingerprint, limit_u16, reliable, &share, &payload);
+                    let target = Target::Addr(hop);
+                    let sent = if reliable {
+                        match this
+                            .transport
+                            .queue(hop, channel_for(bytes.len()), bytes)
+                            .await
+                        {
+                            Ok(d) => d.await.map_err(|e| transport_error(&target, cmd, e)),
+                            Err(e) => Err(transport_error(&target, cmd, e)),
+                        }
+                    } else {
+                        this.transport
+                            .send_unreliable(hop, bytes)
+                            .map_err(|e| transport_error(&target, cmd, e))
+                    };
+                    match sent {
+                        Ok(()) => Vec::new(),
+                        Err(e) => {
+                            // The hop is gone: its share must not be lost with it.
+                            let mut out = vec![(hop, e)];
+                            if reliable && !share.is_empty() {
+                                out.extend(
+                                    this.forward(cmd, fingerprint, limit, reliable, share, payload)
+                                        .await,
+                                );
+                            }
+                            out
+                        }
+                    }
+                }
+            });
+            for f in futures::future::join_all(sends).await {
+                failures.extend(f);
+            }
+            failures
+        })
+    }
+
+    /// `send_many`/`usend_many` from this node.
+    pub(crate) async fn send_many(
+        self: &Arc<Self>,
+        targets: Vec<SocketAddr>,
+        cmd: u16,
+        fingerprint: u32,
+        payload: Bytes,
+        limit: usize,
+        reliable: bool,
+    ) -> Result<(), CallError<Bytes>> {
+        let mut list: Vec<SocketAddr> = Vec::with_capacity(targets.len());
+        let mut local = false;
+        for t in targets {
+            if self.is_local(t) {
+                local = true;
+            } else if !list.contains(&t) {
+                list.push(t);
+            }
+        }
+        if list.len() > MAX_RELAY_TARGETS {
+            return Err(CallError::TooLarge {
+                command: cmd,
+                size: list.len() as u64,
+                max: MAX_RELAY_TARGETS as u64,
+                ran: false,
+            });
+        }
+        if !reliable {
+            // Every hop's datagram must fit: the first hops carry the largest shares.
+            let room = self.settings.max_unreliable;
+            let worst = split(&list, limit)
+                .iter()
+                .map(|g| wire::relay_len(g.get(1..).unwrap_or(&[]), payload.len()))
+                .max()
+                .unwrap_or(0);
+            if worst > room {
+                return Err(CallError::TooLarge {
+                    command: cmd,
+                    size: worst as u64,
+                    max: room as u64,
+                    ran: false,
+                });
+            }
+        }
+        if local {
+            self.on_oneway(self.local, cmd, fingerprint, payload.clone());
+        }
+        let failures = self
+            .forward(cmd, fingerprint, limit, reliable, list, payload)
+            .await;
+        match failures.into_iter().next() {
+            None => Ok(()),
+            Some((_, e)) => Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_a_partition_into_at_most_limit_groups() {
+        let addrs: Vec<SocketAddr> = (1..=20)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+            .collect();
+        for limit in 1..=25 {
+            let g = split(&addrs, limit);
+            assert!(g.len() <= limit);
+            let flat: Vec<SocketAddr> = g.iter().flat_map(|s| s.iter().copied()).collect();
+            assert_eq!(flat, addrs);
+            let sizes: Vec<usize> = g.iter().map(|s| s.len()).collect();
+            let (min, max) = (sizes.iter().min(), sizes.iter().max());
+            assert!(max.zip(min).is_some_and(|(a, b)| a - b <= 1));
+        }
+        assert!(split(&[], 3).is_empty());
+    }
+}

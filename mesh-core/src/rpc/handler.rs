@@ -1,0 +1,268 @@
+//! Handlers: what runs when a command arrives, with the call's context.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio_util::sync::CancellationToken;
+
+use super::wire::Status;
+use crate::codec::{Codec, Postcard};
+use crate::discovery::BoxFuture;
+use crate::node::NodeId;
+
+/// What a handler knows about the call it serves.
+#[derive(Debug, Clone)]
+pub struct CallContext {
+    pub(crate) from: SocketAddr,
+    pub(crate) sender: Option<NodeId>,
+    pub(crate) sender_type: Option<String>,
+    pub(crate) command: u16,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) oneway: bool,
+}
+
+impl CallContext {
+    /// The sender's mesh address.
+    pub fn sender_addr(&self) -> SocketAddr {
+        self.from
+    }
+
+    /// The sender's node id, if it is a listed node (guests are not).
+    pub fn sender_id(&self) -> Option<NodeId> {
+        self.sender
+    }
+
+    /// The sender's node type, if it is a listed node.
+    pub fn sender_type(&self) -> Option<&str> {
+        self.sender_type.as_deref()
+    }
+
+    /// The command id.
+    pub fn command(&self) -> u16 {
+        self.command
+    }
+
+    /// The caller's deadline (none for one-way messages).
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left before the caller gives up (zero when past; `None` for one-way messages).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Resolves when the caller gave up (dropped its call or its deadline passed), or the
+    /// node is shutting down. The handler's future is dropped at that point anyway; this is
+    /// for work it started elsewhere.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+
+    /// Whether the call was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Whether this is a one-way message (no response is sent).
+    pub fn is_oneway(&self) -> bool {
+        self.oneway
+    }
+}
+
+/// What a handler produced: an encoded value, an encoded remote error, or a framework
+/// failure.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub(crate) status: Status,
+    pub(crate) payload: Bytes,
+}
+
+impl Reply {
+    /// A successful, encoded value.
+    pub fn ok(payload: Bytes) -> Reply {
+        Reply {
+            status: Status::Ok,
+            payload,
+        }
+    }
+
+    /// The handler's own error, encoded.
+    pub fn remote_error(payload: Bytes) -> Reply {
+        Reply {
+            status: Status::Remote,
+            payload,
+        }
+    }
+
+    pub(crate) fn failure(status: Status, message: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            payload: Bytes::from(message.into()),
+        }
+    }
+}
+
+/// A type-erased handler. Build one with [`handler`], [`fallible_handler`] or [`raw_handler`]
+/// (or let `#[mesh_service]` do it).
+pub trait Handler: Send + Sync + 'static {
+    /// Runs the command on an encoded request.
+    fn call(&self, ctx: CallContext, payload: Bytes) -> BoxFuture<'static, Reply>;
+}
+
+struct Typed<F, Req, Resp, E, const FALLIBLE: bool> {
+    f: F,
+    _t: PhantomData<fn(Req) -> (Resp, E)>,
+}
+
+fn decode_request<Req: DeserializeOwned>(payload: &[u8]) -> Result<Req, Reply> {
+    Postcard
+        .decode(payload)
+        .map_err(|e| Reply::failure(Status::Codec, e.to_string()))
+}
+
+fn encode_value<T: Serialize>(v: &T, status: Status) -> Reply {
+    match Postcard.encode(v) {
+        Ok(payload) => Reply { status, payload },
+        Err(e) => Reply::failure(Status::Codec, format!("encoding the response: {e}")),
+    }
+}
+
+impl<F, Fut, Req, Resp> Handler for Typed<F, Req, Resp, (), false>
+where
+    F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Resp> + Send + 'static,
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
+    fn call(&self, ctx: CallContext, payload: Bytes) -> BoxFuture<'static, Reply> {
+        match decode_request::<Req>(&payload) {
+            Ok(req) => {
+                let fut = (self.f)(ctx, req);
+                Box::pin(async move { encode_value(&fut.await, Status::Ok) })
+            }
+            Err(r) => Box::pin(async move { r }),
+        }
+    }
+}
+
+impl<F, Fut, Req, Resp, E> Handler for Typed<F, Req, Resp, E, true>
+where
+    F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    E: Serialize + Send + 'static,
+{
+    fn call(&self, ctx: CallContext, payload: Bytes) -> BoxFuture<'static, Reply> {
+        match decode_request::<Req>(&payload) {
+            Ok(req) => {
+                let fut = (self.f)(ctx, req);
+                Box::pin(async move {
+                    match fut.await {
+                        Ok(v) => encode_value(&v, Status::Ok),
+                        Err(e) => encode_value(&e, Status::Remote),
+                    }
+                })
+            }
+            Err(r) => Box::pin(async move { r }),
+        }
+    }
+}
+
+/// A handler from an async function of a typed request that cannot fail.
+///
+/// ```
+/// use mesh_core::rpc::{handler, CallContext};
+/// let h = handler(|_ctx: CallContext, name: String| async move { format!("hi {name}") });
+/// # let _ = h;
+/// ```
+pub fn handler<F, Fut, Req, Resp>(f: F) -> Arc<dyn Handler>
+where
+    F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Resp> + Send + 'static,
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+{
+    Arc::new(Typed::<F, Req, Resp, (), false> { f, _t: PhantomData })
+}
+
+/// A handler from an async function returning `Result<T, E>`: `E` reaches the caller as
+/// [`CallError::Remote`](super::CallError::Remote).
+pub fn fallible_handler<F, Fut, Req, Resp, E>(f: F) -> Arc<dyn Handler>
+where
+    F: Fn(CallContext, Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, E>> + Send + 'static,
+    Req: DeserializeOwned + Send + 'static,
+    Resp: Serialize + Send + 'static,
+    E: Serialize + Send + 'static,
+{
+    Arc::new(Typed::<F, Req, Resp, E, true> { f, _t: PhantomData })
+}
+
+struct Raw<F>(F);
+
+impl<F, Fut> Handler for Raw<F>
+where
+    F: Fn(CallContext, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, Bytes>> + Send + 'static,
+{
+    fn call(&self, ctx: CallContext, payload: Bytes) -> BoxFuture<'static, Reply> {
+        let fut = (self.0)(ctx, payload);
+        Box::pin(async move {
+            match fut.await {
+                Ok(b) => Reply::ok(b),
+                Err(b) => Reply::remote_error(b),
+            }
+        })
+    }
+}
+
+/// A handler on raw bytes (`Ok` is the response, `Err` a remote error payload).
+pub fn raw_handler<F, Fut>(f: F) -> Arc<dyn Handler>
+where
+    F: Fn(CallContext, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<Bytes, Bytes>> + Send + 'static,
+{
+    Arc::new(Raw(f))
+}
+
+/// One method of a [`Service`]: its command id, name, signature fingerprint and handler.
+#[derive(Clone)]
+pub struct Method {
+    /// The command id.
+    pub id: u16,
+    /// The method's name (for errors and the node record).
+    pub name: &'static str,
+    /// Fingerprint of the method's signature (0 = unchecked).
+    pub fingerprint: u32,
+    /// What runs.
+    pub handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Method")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("fingerprint", &format_args!("{:#010x}", self.fingerprint))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A set of methods served together, as `#[mesh_service]` generates
+/// (`GreeterServer::new(impl)`); pass it to [`Mesh::serve`](crate::Mesh::serve).
+pub trait Service: Send + Sync + 'static {
+    /// The service's name.
+    fn name(&self) -> &'static str;
+    /// Its methods.
+    fn methods(&self) -> Vec<Method>;
+}

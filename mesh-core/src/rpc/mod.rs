@@ -1,0 +1,370 @@
+//! Messaging on u16 command ids: handlers, request/response with deadlines and cancellation,
+//! one-way and unreliable messages, relay fan-out, broadcast-collect and balanced calls.
+//!
+//! The typed front-ends are [`Mesh::request`](crate::Mesh::request) and friends, and the
+//! clients `#[mesh_service]` generates; this module holds the machinery, the [`CallError`]
+//! every call fails with, and the handler builders.
+
+mod client;
+mod error;
+mod fanout;
+mod handler;
+mod registry;
+mod server;
+pub(crate) mod wire;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+pub use client::{Broadcast, CallOptions, Client, Destination, target_node};
+pub use error::{CallError, CodecStage, RegisterError, Unreachable};
+pub use handler::{
+    CallContext, Handler, Method, Reply, Service, fallible_handler, handler, raw_handler,
+};
+pub use registry::RESERVED_START;
+pub(crate) use registry::framework;
+pub use wire::fingerprint;
+
+use crate::discovery::Membership;
+use crate::transport::Transport;
+use registry::{Entry, Registry};
+
+/// Messages above this size travel on the bulk channel so they never delay small ones.
+pub(crate) const BULK_THRESHOLD: usize = 16 * 1024;
+/// The transport channel for small messages.
+pub(crate) const CH_SMALL: u8 = 0;
+/// The transport channel for large messages.
+pub(crate) const CH_BULK: u8 = 1;
+
+pub(crate) fn channel_for(len: usize) -> u8 {
+    if len > BULK_THRESHOLD {
+        CH_BULK
+    } else {
+        CH_SMALL
+    }
+}
+
+/// How a pending call ended, before typing.
+#[derive(Debug)]
+pub(crate) enum Outcome {
+    Response(wire::Status, Bytes),
+    Failed(CallError<Bytes>),
+}
+
+pub(crate) struct Pending {
+    pub(crate) peer: SocketAddr,
+    pub(crate) incarnation: Option<u64>,
+    pub(crate) command: u16,
+    pub(crate) target: String,
+    pub(crate) tx: oneshot::Sender<Outcome>,
+}
+
+/// Counters of the messaging layer.
+#[derive(Debug, Default)]
+pub(crate) struct RpcCounters {
+    pub(crate) malformed: AtomicU64,
+    pub(crate) unknown_response: AtomicU64,
+    pub(crate) dropped_oneway: AtomicU64,
+    pub(crate) dropped_discovery: AtomicU64,
+}
+
+/// Settings of the messaging layer.
+#[derive(Debug, Clone)]
+pub(crate) struct RpcSettings {
+    pub(crate) default_timeout: Duration,
+    pub(crate) max_concurrent: usize,
+    pub(crate) max_message_size: usize,
+    pub(crate) relay_limit: usize,
+    pub(crate) peer_timeout: Duration,
+    pub(crate) max_unreliable: usize,
+}
+
+/// The messaging state of one node.
+pub(crate) struct Rpc {
+    pub(crate) transport: Transport,
+    pub(crate) membership: Membership,
+    pub(crate) local: SocketAddr,
+    pub(crate) settings: RpcSettings,
+    registry: RwLock<Registry>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    next_id: AtomicU64,
+    running: Mutex<HashMap<(SocketAddr, u64), CancellationToken>>,
+    permits: Arc<Semaphore>,
+    accepting: AtomicBool,
+    /// Cancels every running handler (after the drain bound at stop).
+    handlers_stop: CancellationToken,
+    discovery_inbox: mpsc::Sender<(SocketAddr, Bytes)>,
+    pub(crate) counters: RpcCounters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Rpc {
+    pub(crate) fn new(
+        transport: Transport,
+        membership: Membership,
+        settings: RpcSettings,
+        discovery_inbox: mpsc::Sender<(SocketAddr, Bytes)>,
+    ) -> Arc<Rpc> {
+        let local = membership.local_id().addr;
+        Arc::new(Rpc {
+            transport,
+            membership,
+            local,
+            permits: Arc::new(Semaphore::new(settings.max_concurrent)),
+            settings,
+            registry: RwLock::new(Registry::default()),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            running: Mutex::new(HashMap::new()),
+            accepting: AtomicBool::new(true),
+            handlers_stop: CancellationToken::new(),
+            discovery_inbox,
+            counters: RpcCounters::default(),
+        })
+    }
+
+    fn entry(&self, cmd: u16) -> Option<Entry> {
+        self.registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(cmd)
+            .cloned()
+    }
+
+    /// Registers handlers (all or none) and publishes what the node serves.
+    pub(crate) fn register(
+        &self,
+        service: &'static str,
+        methods: Vec<Method>,
+        allow_reserved: bool,
+    ) -> Result<u64, RegisterError> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(RegisterError::Stopped);
+        }
+        let items = methods
+            .into_iter()
+            .map(|m| {
+                (
+                    m.id,
+                    Entry {
+                        handler: m.handler,
+                        fingerprint: m.fingerprint,
+                        service,
+                        method: m.name,
+                        token: 0,
+                    },
+                )
+            })
+            .collect();
+        let token = self
+            .registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .add_all(items, allow_reserved)?;
+        self.publish_services();
+        Ok(token)
+    }
+
+    pub(crate) fn unregister(&self, token: u64) {
+        self.registry
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove_token(token);
+        self.publish_services();
+    }
+
+    fn publish_services(&self) {
+        let (commands, services) = self
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .advertised();
+        self.membership.update_local(|r| {
+            r.commands = commands;
+            r.services = services;
+        });
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Fails every pending call to `peer` (optionally only those sent to incarnation `old`
+    /// or before a session existed).
+    pub(crate) fn fail_peer(
+        &self,
+        peer: SocketAddr,
+        only_incarnation: Option<u64>,
+        make: impl Fn(&Pending) -> CallError<Bytes>,
+    ) {
+        let failed: Vec<Pending> = {
+            let mut p = lock(&self.pending);
+            let ids: Vec<u64> = p
+                .iter()
+                .filter(|(_, v)| {
+                    v.peer == peer
+                        && only_incarnation.is_none_or(|old| v.incarnation.is_none_or(|i| i == old))
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            ids.into_iter().filter_map(|id| p.remove(&id)).collect()
+        };
+        for p in failed {
+            let e = make(&p);
+            tracing::debug!(peer = %peer, command = p.command, error = ?e, "pending call failed");
+            let _ = p.tx.send(Outcome::Failed(e));
+        }
+    }
+
+    /// Peers with calls waiting for a response (for liveness probes).
+    pub(crate) fn pending_peers(&self) -> Vec<SocketAddr> {
+        let mut v: Vec<SocketAddr> = lock(&self.pending).values().map(|p| p.peer).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Stops taking requests: new ones are answered "shutting down".
+    pub(crate) fn stop_accepting(&self) {
+        self.accepting.store(false, Ordering::Release);
+    }
+
+    /// Waits until running handlers are done, at most `bound`, then cancels the rest; fails
+    /// every pending outgoing call.
+    pub(crate) async fn drain(&self, bound: Duration) {
+        let max = u32::try_from(self.settings.max_concurrent).unwrap_or(u32::MAX);
+        let all = self.permits.acquire_many(max);
+        if tokio::time::timeout(bound, all).await.is_err() {
+            tracing::warn!(
+                running = lock(&self.running).len(),
+                "handlers still running after the shutdown bound: cancelling them"
+            );
+        }
+        self.handlers_stop.cancel();
+        let pending: Vec<Pending> = lock(&self.pending).drain().map(|(_, v)| v).collect();
+        for p in pending {
+            let _ =
+                p.tx.send(Outcome::Failed(CallError::ShuttingDown { side: "local" }));
+        }
+    }
+
+    /// Handles one message from the transport.
+    pub(crate) fn on_message(self: &Arc<Self>, from: SocketAddr, reliable: bool, data: Bytes) {
+        let env = match wire::decode(data) {
+            Ok(e) => e,
+            Err(e) => {
+                self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%from, error = %e, "dropped a malformed message");
+                return;
+            }
+        };
+        match env {
+            wire::Envelope::Request {
+                cmd,
+                id,
+                deadline_ms,
+                fingerprint,
+                payload,
+            } => self.on_request(from, cmd, id, deadline_ms, fingerprint, payload),
+            wire::Envelope::Response {
+                id,
+                status,
+                payload,
+            } => self.on_response(from, id, status, payload),
+            wire::Envelope::OneWay {
+                cmd,
+                fingerprint,
+                payload,
+            } => {
+                if cmd == framework::DISCOVERY {
+                    if self.discovery_inbox.try_send((from, payload)).is_err() {
+                        self.counters
+                            .dropped_discovery
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                } else {
+                    self.on_oneway(from, cmd, fingerprint, payload);
+                }
+            }
+            wire::Envelope::Cancel { id } => {
+                if let Some(t) = lock(&self.running).remove(&(from, id)) {
+                    tracing::debug!(%from, id, "request cancelled by the caller");
+                    t.cancel();
+                }
+            }
+            wire::Envelope::Relay {
+                cmd,
+                fingerprint,
+                limit,
+                reliable: rel,
+                targets,
+                payload,
+            } => {
+                let _ = reliable;
+                self.on_relay(from, cmd, fingerprint, limit, rel, targets, payload)
+            }
+            wire::Envelope::Ping => {}
+        }
+    }
+
+    fn on_response(&self, from: SocketAddr, id: u64, status: wire::Status, payload: Bytes) {
+        let p = {
+            let mut pending = lock(&self.pending);
+            match pending.get(&id) {
+                Some(p) if p.peer == from => pending.remove(&id),
+                _ => None,
+            }
+        };
+        match p {
+            Some(p) => {
+                let _ = p.tx.send(Outcome::Response(status, payload));
+            }
+            None => {
+                // Late (after a timeout or cancel) or forged: nobody waits for it.
+                self.counters
+                    .unknown_response
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(crate) fn insert_pending(&self, id: u64, p: Pending) {
+        lock(&self.pending).insert(id, p);
+    }
+
+    pub(crate) fn remove_pending(&self, id: u64) -> bool {
+        lock(&self.pending).remove(&id).is_some()
+    }
+
+    /// Encodes a response and queues it; waits for its acknowledgement (bounded by the
+    /// transport's own liveness).
+    pub(crate) async fn respond(&self, to: SocketAddr, id: u64, reply: Reply) {
+        let max = self.settings.max_message_size;
+        let reply = if reply.payload.len() + 10 > max {
+            Reply::failure(
+                wire::Status::TooLarge,
+                format!("{}:{}", reply.payload.len(), max),
+            )
+        } else {
+            reply
+        };
+        let bytes = wire::response(id, reply.status, &reply.payload);
+        let ch = channel_for(bytes.len());
+        match self.transport.queue(to, ch, bytes).await {
+            Ok(delivery) => {
+                let _ = delivery.await;
+            }
+            Err(e) => tracing::debug!(%to, id, error = %e, "response not sent"),
+        }
+    }
+}

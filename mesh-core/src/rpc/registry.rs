@@ -1,0 +1,99 @@
+//! The handler registry: command id -> handler, with reserved-range and duplicate checks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::error::RegisterError;
+use super::handler::Handler;
+
+/// First command id reserved for the framework.
+pub const RESERVED_START: u16 = 65000;
+
+/// Framework command ids (within the reserved range).
+pub(crate) mod framework {
+    /// Discovery messages of the static-seeds backend.
+    pub(crate) const DISCOVERY: u16 = 65000;
+}
+
+#[derive(Clone)]
+pub(crate) struct Entry {
+    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) fingerprint: u32,
+    pub(crate) service: &'static str,
+    pub(crate) method: &'static str,
+    pub(crate) token: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Registry {
+    entries: HashMap<u16, Entry>,
+    next_token: u64,
+}
+
+impl Registry {
+    pub(crate) fn get(&self, cmd: u16) -> Option<&Entry> {
+        self.entries.get(&cmd)
+    }
+
+    /// Adds every `(cmd, entry)` or none of them; returns the token that removes them.
+    pub(crate) fn add_all(
+        &mut self,
+        items: Vec<(u16, Entry)>,
+        allow_reserved: bool,
+    ) -> Result<u64, RegisterError> {
+        let mut seen = BTreeSet::new();
+        for (cmd, e) in &items {
+            if *cmd >= RESERVED_START && !allow_reserved {
+                return Err(RegisterError::Reserved(*cmd));
+            }
+            if let Some(existing) = self.entries.get(cmd) {
+                return Err(RegisterError::Duplicate {
+                    command: *cmd,
+                    existing: describe(existing),
+                });
+            }
+            if !seen.insert(*cmd) {
+                return Err(RegisterError::Duplicate {
+                    command: *cmd,
+                    existing: describe(e),
+                });
+            }
+        }
+        self.next_token += 1;
+        let token = self.next_token;
+        for (cmd, mut e) in items {
+            e.token = token;
+            self.entries.insert(cmd, e);
+        }
+        Ok(token)
+    }
+
+    pub(crate) fn remove_token(&mut self, token: u64) {
+        self.entries.retain(|_, e| e.token != token);
+    }
+
+    /// What the node record lists: user command ids and services (name -> lowest id).
+    pub(crate) fn advertised(&self) -> (BTreeSet<u16>, BTreeMap<String, u16>) {
+        let mut cmds = BTreeSet::new();
+        let mut services: BTreeMap<String, u16> = BTreeMap::new();
+        for (cmd, e) in &self.entries {
+            if *cmd >= RESERVED_START {
+                continue;
+            }
+            cmds.insert(*cmd);
+            if !e.service.is_empty() {
+                let slot = services.entry(e.service.to_string()).or_insert(*cmd);
+                *slot = (*slot).min(*cmd);
+            }
+        }
+        (cmds, services)
+    }
+}
+
+fn describe(e: &Entry) -> String {
+    match (e.service, e.method) {
+        ("", "") => "a handler".to_string(),
+        ("", m) => format!("handler {m}"),
+        (s, m) => format!("{s}::{m}"),
+    }
+}

@@ -1,0 +1,231 @@
+//! The serving side: running handlers for requests and one-way messages, with deadlines,
+//! cancellation, a concurrency limit, and panics caught.
+
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::handler::{CallContext, Reply};
+use super::registry::Entry;
+use super::wire::Status;
+use super::{Rpc, lock};
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic with a non-string payload".to_string()
+    }
+}
+
+impl Rpc {
+    pub(crate) fn context(
+        &self,
+        from: SocketAddr,
+        command: u16,
+        deadline: Option<Instant>,
+        cancel: CancellationToken,
+        oneway: bool,
+    ) -> CallContext {
+        let (sender, sender_type) = match self.membership.view().by_addr(from) {
+            Some(r) => (Some(r.id), Some(r.node_type.clone())),
+            None => (None, None),
+        };
+        CallContext {
+            from,
+            sender,
+            sender_type,
+            command,
+            deadline,
+            cancel,
+            oneway,
+        }
+    }
+
+    /// Checks a request against the registry: the entry, or the reply refusing it.
+    fn admit(&self, cmd: u16, fingerprint: u32) -> Result<Entry, Reply> {
+        if !self.accepting.load(Ordering::Acquire) {
+            return Err(Reply::failure(Status::ShuttingDown, "shutting down"));
+        }
+        let Some(entry) = self.entry(cmd) else {
+            return Err(Reply::failure(Status::NoHandler, ""));
+        };
+        if fingerprint != 0 && entry.fingerprint != 0 && fingerprint != entry.fingerprint {
+            return Err(Reply::failure(
+                Status::Incompatible,
+                format!(
+                    "method {}{}{} (command {cmd}) has a different signature on this node",
+                    entry.service,
+                    if entry.service.is_empty() { "" } else { "::" },
+                    entry.method
+                ),
+            ));
+        }
+        Ok(entry)
+    }
+
+    /// Runs the handler of a request and answers it.
+    pub(crate) fn on_request(
+        self: &Arc<Self>,
+        from: SocketAddr,
+        cmd: u16,
+        id: u64,
+        deadline_ms: u32,
+        fingerprint: u32,
+        payload: Bytes,
+    ) {
+        let span = tracing::debug_span!("request", %from, command = cmd, id);
+        let refuse = |reply: Reply| {
+            let this = self.clone();
+            tokio::spawn(
+                async move { this.respond(from, id, reply).await }.instrument(span.clone()),
+            );
+        };
+        let entry = match self.admit(cmd, fingerprint) {
+            Ok(e) => e,
+            Err(reply) => {
+                tracing::debug!(parent: &span, status = ?reply.status, "request refused");
+                return refuse(reply);
+            }
+        };
+        if deadline_ms == 0 {
+            return refuse(Reply::failure(Status::Expired, ""));
+        }
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            tracing::debug!(parent: &span, "overloaded: request refused");
+            return refuse(Reply::failure(Status::Overloaded, ""));
+        };
+        let cancel = self.handlers_stop.child_token();
+        {
+            let mut running = lock(&self.running);
+            if running.contains_key(&(from, id)) {
+                // The same request twice (a caller bug or a replay): never run it twice.
+                return;
+            }
+            running.insert((from, id), cancel.clone());
+        }
+        let deadline = Instant::now() + Duration::from_millis(u64::from(deadline_ms));
+        let ctx = self.context(from, cmd, Some(deadline), cancel.clone(), false);
+        let this = self.clone();
+        tokio::spawn(
+            async move {
+                let handler = entry.handler;
+                let run = AssertUnwindSafe(async move { handler.call(ctx, payload).await })
+                    .catch_unwind();
+                let outcome = tokio::select! {
+                    r = run => Some(r),
+                    _ = cancel.cancelled() => None,
+                    _ = tokio::time::sleep_until(deadline.into()) => None,
+                };
+                lock(&this.running).remove(&(from, id));
+                match outcome {
+                    Some(Ok(reply)) => {
+                        tracing::debug!(status = ?reply.status, "request handled");
+                        this.respond(from, id, reply).await;
+                    }
+                    Some(Err(p)) => {
+                        let message = panic_message(p.as_ref());
+                        tracing::error!(%message, "handler panicked; the node keeps running");
+                        this.respond(from, id, Reply::failure(Status::Panicked, message))
+                            .await;
+                    }
+                    None => tracing::debug!("request cancelled or past its deadline: no response"),
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Runs the handler of a one-way message (no response).
+    pub(crate) fn on_oneway(
+        self: &Arc<Self>,
+        from: SocketAddr,
+        cmd: u16,
+        fingerprint: u32,
+        payload: Bytes,
+    ) {
+        let entry = match self.admit(cmd, fingerprint) {
+            Ok(e) => e,
+            Err(reply) => {
+                self.counters.dropped_oneway.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(%from, command = cmd, status = ?reply.status, "one-way message dropped");
+                return;
+            }
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.counters.dropped_oneway.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%from, command = cmd, "overloaded: one-way message dropped");
+            return;
+        };
+        let cancel = self.handlers_stop.child_token();
+        let ctx = self.context(from, cmd, None, cancel.clone(), true);
+        let span = tracing::debug_span!("oneway", %from, command = cmd);
+        tokio::spawn(
+            async move {
+                let handler = entry.handler;
+                let run = AssertUnwindSafe(async move { handler.call(ctx, payload).await })
+                    .catch_unwind();
+                tokio::select! {
+                    r = run => if let Err(p) = r {
+                        tracing::error!(message = %panic_message(p.as_ref()), "one-way handler panicked; the node keeps running");
+                    },
+                    _ = cancel.cancelled() => {}
+                }
+                drop(permit);
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Runs a request on this node without the network (a call to itself).
+    pub(crate) async fn call_local(
+        self: &Arc<Self>,
+        cmd: u16,
+        fingerprint: u32,
+        timeout: Duration,
+        payload: Bytes,
+    ) -> Reply {
+        let entry = match self.admit(cmd, fingerprint) {
+            Ok(e) => e,
+            Err(r) => return r,
+        };
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            return Reply::failure(Status::Overloaded, "");
+        };
+        let cancel = self.handlers_stop.child_token();
+        let deadline = Instant::now() + timeout;
+        let ctx = self.context(self.local, cmd, Some(deadline), cancel.clone(), false);
+        // Run it on its own task, as a remote call would, so a panic stays contained and the
+        // caller's cancellation (dropping this future) stops it too.
+        let guard = cancel.clone().drop_guard();
+        let task = tokio::spawn(async move {
+            let run = AssertUnwindSafe(async move { entry.handler.call(ctx, payload).await })
+                .catch_unwind();
+            let r = tokio::select! {
+                r = run => match r {
+                    Ok(reply) => reply,
+                    Err(p) => Reply::failure(Status::Panicked, panic_message(p.as_ref())),
+                },
+                _ = cancel.cancelled() => Reply::failure(Status::Expired, ""),
+            };
+            drop(permit);
+            r
+        });
+        let r = match task.await {
+            Ok(r) => r,
+            Err(e) => Reply::failure(Status::Panicked, e.to_string()),
+        };
+        guard.disarm();
+        r
+    }
+}
