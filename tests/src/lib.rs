@@ -1,3 +1,4 @@
 //! Workspace-level integration tests live in `tests/`; this library holds their shared helpers.
 
+pub mod node;
 pub mod redis;

@@ -481,7 +481,9 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                 Err(RecvError::Closed) => break,
             },
             e = members.recv() => match e {
-                Ok(MeshEvent::Left { node, reason }) if reason != LeaveReason::Replaced => {
+                // A graceful leaver drains its running requests and answers them; an expired
+                // one is gone.
+                Ok(MeshEvent::Left { node, reason }) if reason == LeaveReason::Expired => {
                     let inc = node.id.incarnation;
                     rpc.fail_peer(node.id.addr, Some(inc), |p| CallError::Unreachable {
                         target: p.target.clone(),

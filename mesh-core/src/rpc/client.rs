@@ -357,6 +357,7 @@ impl Rpc {
                     if let Err(e) = d {
                         return Err(transport_error(target, command, e));
                     }
+                    self.set_pending_incarnation(id, self.transport.peer_incarnation(addr));
                 }
                 _ = tokio::time::sleep_until(deadline) => return Err(timed_out()),
             }

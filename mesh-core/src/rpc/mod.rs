@@ -199,8 +199,7 @@ impl Rpc {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Fails every pending call to `peer` (optionally only those sent to incarnation `old`
-    /// or before a session existed).
+    /// Fails every pending call to `peer` (or only those sent to incarnation `old`).
     pub(crate) fn fail_peer(
         &self,
         peer: SocketAddr,
@@ -212,8 +211,7 @@ impl Rpc {
             let ids: Vec<u64> = p
                 .iter()
                 .filter(|(_, v)| {
-                    v.peer == peer
-                        && only_incarnation.is_none_or(|old| v.incarnation.is_none_or(|i| i == old))
+                    v.peer == peer && only_incarnation.is_none_or(|old| v.incarnation == Some(old))
                 })
                 .map(|(k, _)| *k)
                 .collect();
@@ -340,6 +338,15 @@ impl Rpc {
 
     pub(crate) fn insert_pending(&self, id: u64, p: Pending) {
         lock(&self.pending).insert(id, p);
+    }
+
+    /// Records which incarnation a call reached (once its request was acknowledged).
+    pub(crate) fn set_pending_incarnation(&self, id: u64, incarnation: Option<u64>) {
+        if let Some(p) = lock(&self.pending).get_mut(&id)
+            && p.incarnation.is_none()
+        {
+            p.incarnation = incarnation;
+        }
     }
 
     pub(crate) fn remove_pending(&self, id: u64) -> bool {
