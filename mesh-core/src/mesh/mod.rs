@@ -483,7 +483,7 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
             e = members.recv() => match e {
                 // A graceful leaver drains its running requests and answers them; an expired
                 // one is gone.
-                Ok(MeshEvent::Left { node, reason }) if reason == LeaveReason::Expired => {
+                Ok(MeshEvent::Left { node, reason: LeaveReason::Expired }) => {
                     let inc = node.id.incarnation;
                     rpc.fail_peer(node.id.addr, Some(inc), |p| CallError::Unreachable {
                         target: p.target.clone(),
