@@ -7,6 +7,7 @@
 //! bounded in count and time.
 
 mod roles;
+mod rpc;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -209,9 +210,12 @@ fn main() {
     match a.as_slice() {
         ["transport"] => transport(5),
         ["transport", n] => transport(n.parse().unwrap_or(5)),
+        ["rpc"] => rpc::bench(5),
+        ["rpc", n] => rpc::bench(n.parse().unwrap_or(5)),
         [role, rest @ ..] if roles::is_role(role) => roles::run(role, rest),
+        [role, rest @ ..] if rpc::is_role(role) => rpc::run(role, rest),
         _ => {
-            eprintln!("usage: mesh-bench transport [rounds]");
+            eprintln!("usage: mesh-bench transport|rpc [rounds]");
             std::process::exit(2);
         }
     }

@@ -411,6 +411,9 @@ impl MeshConfig {
         if self.max_concurrent_requests == 0 {
             return bad("max_concurrent_requests", "must be at least 1");
         }
+        if self.max_message_size == 0 || self.max_message_size > (1 << 30) {
+            return bad("max_message_size", "must be between 1 byte and 1 GiB");
+        }
         if self.relay_limit == 0 {
             return bad("relay_limit", "must be at least 1");
         }
@@ -445,7 +448,8 @@ impl MeshConfig {
     pub(crate) fn protocol(&self) -> crate::rudp::Config {
         let mut p = crate::rudp::Config {
             cluster_id: crate::rudp::cluster_id(&self.cluster),
-            max_message_size: self.max_message_size,
+            // Room for the messaging envelope around a payload of max_message_size.
+            max_message_size: self.max_message_size + crate::rpc::ENVELOPE_HEADROOM,
             peer_timeout: self.peer_timeout,
             send_interval: self.send_interval,
             ..crate::rudp::Config::default()

@@ -261,7 +261,7 @@ impl Mesh {
             RpcSettings {
                 default_timeout: config.request_timeout,
                 max_concurrent: config.max_concurrent_requests,
-                max_message_size: config.max_message_size,
+                max_message_size: config.max_message_size + rpc::ENVELOPE_HEADROOM,
                 relay_limit: config.relay_limit,
                 peer_timeout: config.peer_timeout,
                 max_unreliable: config.protocol().max_unreliable_payload(),

@@ -36,6 +36,10 @@ use crate::discovery::Membership;
 use crate::transport::Transport;
 use registry::{Entry, Registry};
 
+/// Bytes the messaging envelope may add around a payload (the transport's limit is the
+/// configured `max_message_size` plus this).
+pub(crate) const ENVELOPE_HEADROOM: usize = 64;
+
 /// Messages above this size travel on the bulk channel so they never delay small ones.
 pub(crate) const BULK_THRESHOLD: usize = 16 * 1024;
 /// The transport channel for small messages.
@@ -80,6 +84,7 @@ pub(crate) struct RpcCounters {
 pub(crate) struct RpcSettings {
     pub(crate) default_timeout: Duration,
     pub(crate) max_concurrent: usize,
+    /// The largest envelope (the transport's limit: the configured size plus headroom).
     pub(crate) max_message_size: usize,
     pub(crate) relay_limit: usize,
     pub(crate) peer_timeout: Duration,

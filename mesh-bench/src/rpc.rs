@@ -1,0 +1,398 @@
+//! `mesh-bench rpc`: typed calls over the mesh against raw tokio UDP ping-pong, raw tokio
+//! TCP and tarpc, in separate pinned processes, rounds interleaved.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use mesh_core::rpc::{CallContext, handler};
+use mesh_core::{Mesh, MeshError};
+use tarpc::server::Channel;
+use tarpc::tokio_serde::formats::Bincode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::stats::{median, percentile};
+use crate::{CROSS, SAME, measure};
+
+const ROLES: &[&str] = &[
+    "rpc-echo",
+    "rpc-rtt",
+    "rpc-tput",
+    "rpc-10mb",
+    "tarpc-echo",
+    "tarpc-rtt",
+    "tarpc-tput",
+    "tcp-echo",
+    "tcp-echo-10mb",
+];
+const ECHO: u16 = 1;
+const WARMUP: usize = 200;
+const ROUND_TRIPS: usize = 2000;
+const IN_FLIGHT: usize = 64;
+const TPUT_CALLS: usize = 100_000;
+const TEN_MB: usize = 10 * 1024 * 1024;
+const BIG_ROUNDS: usize = 5;
+/// Every child exits on its own after this long.
+const LIFETIME: Duration = Duration::from_secs(30);
+
+type Res = Result<(), Box<dyn std::error::Error>>;
+
+/// Whether `r` names an rpc role.
+pub(crate) fn is_role(r: &str) -> bool {
+    ROLES.contains(&r)
+}
+
+/// Runs role `r` on a single-threaded runtime (the server port is the last argument).
+pub(crate) fn run(r: &str, args: &[&str]) {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return;
+        }
+    };
+    let port = args.last().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+    let server = SocketAddr::from(([127, 0, 0, 1], port));
+    let role = r.to_string();
+    rt.block_on(async move {
+        let task = tokio::spawn(async move {
+            let fut = async {
+                match role.as_str() {
+                    "rpc-echo" => rpc_echo().await,
+                    "rpc-rtt" => rpc_rtt(server).await,
+                    "rpc-tput" => rpc_tput(server).await,
+                    "rpc-10mb" => rpc_10mb(server).await,
+                    "tarpc-echo" => tarpc_echo().await,
+                    "tarpc-rtt" => tarpc_rtt(server).await,
+                    "tarpc-tput" => tarpc_tput(server).await,
+                    "tcp-echo" => tcp_echo().await,
+                    "tcp-echo-10mb" => tcp_echo_10mb(server).await,
+                    _ => Ok(()),
+                }
+            };
+            match tokio::time::timeout(LIFETIME, fut).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    eprintln!("{role}: {e}");
+                    println!("nan");
+                }
+                Err(_) => println!("nan"),
+            }
+        });
+        let _ = task.await;
+    });
+}
+
+async fn mesh() -> Result<Mesh, MeshError> {
+    // The default configuration; each process has its own in-process registry, and calls
+    // name the server by address.
+    Mesh::builder().node_type("bench").start().await
+}
+
+async fn rpc_echo() -> Res {
+    let m = mesh().await?;
+    let _echo = m.handle(ECHO, handler(|_c: CallContext, b: Bytes| async move { b }))?;
+    println!("{}", m.addr().port());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+async fn rpc_rtt(server: SocketAddr) -> Res {
+    let m = mesh().await?;
+    let msg = Bytes::from_static(&[7u8; 32]);
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..WARMUP + ROUND_TRIPS {
+        let t = Instant::now();
+        let back: Bytes = m.request(server, ECHO, &msg).await?;
+        if i >= WARMUP {
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        if back.len() != 32 {
+            return Err("bad echo".into());
+        }
+    }
+    println!(
+        "{:.2} {:.2}",
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0)
+    );
+    Ok(())
+}
+
+/// Runs `calls` calls with `IN_FLIGHT` outstanding; prints calls/s and p99 latency (us).
+async fn tput<F, Fut>(call: F) -> Res
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+{
+    // Warm up.
+    for _ in 0..WARMUP {
+        call().await?;
+    }
+    let mut lat = Vec::with_capacity(TPUT_CALLS);
+    let start = Instant::now();
+    let timed = |f: Fut| async move {
+        let t = Instant::now();
+        f.await.map(|()| t.elapsed())
+    };
+    let mut running = futures::stream::FuturesUnordered::new();
+    let mut issued = 0;
+    while issued < IN_FLIGHT {
+        running.push(timed(call()));
+        issued += 1;
+    }
+    while let Some(r) = running.next().await {
+        lat.push(r?.as_secs_f64() * 1e6);
+        if issued < TPUT_CALLS {
+            running.push(timed(call()));
+            issued += 1;
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{:.0} {:.2}",
+        lat.len() as f64 / secs,
+        percentile(&lat, 99.0)
+    );
+    Ok(())
+}
+
+async fn rpc_tput(server: SocketAddr) -> Res {
+    let m = mesh().await?;
+    let msg = Bytes::from_static(&[7u8; 32]);
+    tput(|| {
+        let m = m.clone();
+        let msg = msg.clone();
+        async move {
+            let _: Bytes = m.request(server, ECHO, &msg).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn rpc_10mb(server: SocketAddr) -> Res {
+    let m = mesh().await?;
+    let big = Bytes::from(vec![9u8; TEN_MB]);
+    let opts = mesh_core::rpc::CallOptions::timeout(Duration::from_secs(10));
+    let _: Bytes = m.request_with(server, ECHO, &big, opts).await?;
+    let mut ms = Vec::new();
+    for _ in 0..BIG_ROUNDS {
+        let t = Instant::now();
+        let back: Bytes = m.request_with(server, ECHO, &big, opts).await?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+        if back.len() != TEN_MB {
+            return Err("bad echo".into());
+        }
+    }
+    println!("{:.3}", median(&ms));
+    Ok(())
+}
+
+#[tarpc::service]
+trait EchoService {
+    async fn echo(data: Vec<u8>) -> Vec<u8>;
+}
+
+#[derive(Clone)]
+struct EchoServer;
+
+impl EchoService for EchoServer {
+    async fn echo(self, _: tarpc::context::Context, data: Vec<u8>) -> Vec<u8> {
+        data
+    }
+}
+
+async fn tarpc_echo() -> Res {
+    let listener = tarpc::serde_transport::tcp::listen("127.0.0.1:0", Bincode::default).await?;
+    println!("{}", listener.local_addr().port());
+    listener
+        .filter_map(|r| async { r.ok() })
+        .map(tarpc::server::BaseChannel::with_defaults)
+        .for_each(|ch| async {
+            tokio::spawn(ch.execute(EchoServer.serve()).for_each(|f| async {
+                tokio::spawn(f);
+            }));
+        })
+        .await;
+    Ok(())
+}
+
+async fn tarpc_client(server: SocketAddr) -> Result<EchoServiceClient, Box<dyn std::error::Error>> {
+    let transport = tarpc::serde_transport::tcp::connect(server, Bincode::default).await?;
+    Ok(EchoServiceClient::new(tarpc::client::Config::default(), transport).spawn())
+}
+
+async fn tarpc_rtt(server: SocketAddr) -> Res {
+    let c = tarpc_client(server).await?;
+    let msg = vec![7u8; 32];
+    let mut samples = Vec::with_capacity(ROUND_TRIPS);
+    for i in 0..WARMUP + ROUND_TRIPS {
+        let t = Instant::now();
+        let back = c.echo(tarpc::context::current(), msg.clone()).await?;
+        if i >= WARMUP {
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        if back.len() != 32 {
+            return Err("bad echo".into());
+        }
+    }
+    println!(
+        "{:.2} {:.2}",
+        percentile(&samples, 50.0),
+        percentile(&samples, 99.0)
+    );
+    Ok(())
+}
+
+async fn tarpc_tput(server: SocketAddr) -> Res {
+    let c = tarpc_client(server).await?;
+    let msg = vec![7u8; 32];
+    tput(|| {
+        let c = c.clone();
+        let msg = msg.clone();
+        async move {
+            c.echo(tarpc::context::current(), msg).await?;
+            Ok(())
+        }
+    })
+    .await
+}
+
+async fn tcp_echo() -> Res {
+    let l = TcpListener::bind("127.0.0.1:0").await?;
+    println!("{}", l.local_addr()?.port());
+    loop {
+        let (mut s, _) = l.accept().await?;
+        s.set_nodelay(true)?;
+        tokio::spawn(async move {
+            let (mut r, mut w) = s.split();
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        });
+    }
+}
+
+async fn tcp_echo_10mb(server: SocketAddr) -> Res {
+    let s = TcpStream::connect(server).await?;
+    s.set_nodelay(true)?;
+    let (mut r, mut w) = s.into_split();
+    let big = vec![9u8; TEN_MB];
+    let mut back = vec![0u8; TEN_MB];
+    let mut ms = Vec::new();
+    for i in 0..=BIG_ROUNDS {
+        let t = Instant::now();
+        let data = big.clone();
+        let writer = tokio::spawn(async move {
+            let r = w.write_all(&data).await;
+            (w, r)
+        });
+        r.read_exact(&mut back).await?;
+        let (w2, res) = writer.await?;
+        res?;
+        w = w2;
+        if i > 0 {
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    println!("{:.3}", median(&ms));
+    Ok(())
+}
+
+/// The `rpc` benchmark: prints the table.
+pub(crate) fn bench(rounds: usize) {
+    let mut r: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut push = |k: &'static str, v: Option<&f64>| {
+        if let Some(v) = v
+            && v.is_finite() {
+                r.entry(k).or_default().push(*v);
+            }
+    };
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}", round + 1);
+        for (cpus, same) in [(SAME, true), (CROSS, false)] {
+            let u = measure(&["udp-echo"], &["udp-rtt"], cpus, None);
+            let m = measure(&["rpc-echo"], &["rpc-rtt"], cpus, None);
+            let t = measure(&["tarpc-echo"], &["tarpc-rtt"], cpus, None);
+            let (ku, km, kt, kr, kp, ktp) = if same {
+                (
+                    "udp.rtt.p50.same",
+                    "rpc.rtt.p50.same",
+                    "tarpc.rtt.p50.same",
+                    "ratio.same",
+                    "rpc.rtt.p99.same",
+                    "tarpc.rtt.p99.same",
+                )
+            } else {
+                (
+                    "udp.rtt.p50.cross",
+                    "rpc.rtt.p50.cross",
+                    "tarpc.rtt.p50.cross",
+                    "ratio.cross",
+                    "rpc.rtt.p99.cross",
+                    "tarpc.rtt.p99.cross",
+                )
+            };
+            push(ku, u.first());
+            push(km, m.first());
+            push(kp, m.get(1));
+            push(kt, t.first());
+            push(ktp, t.get(1));
+            if let (Some(x), Some(y)) = (m.first(), u.first()) {
+                push(kr, Some(&(x / y)));
+            }
+        }
+        let m = measure(&["rpc-echo"], &["rpc-tput"], CROSS, None);
+        let t = measure(&["tarpc-echo"], &["tarpc-tput"], CROSS, None);
+        push("rpc.tput64.calls_per_s", m.first());
+        push("rpc.tput64.p99", m.get(1));
+        push("tarpc.tput64.calls_per_s", t.first());
+        push("tarpc.tput64.p99", t.get(1));
+        if let (Some(x), Some(y)) = (m.first(), t.first()) {
+            push("ratio.tput", Some(&(x / y)));
+        }
+        let tcp = measure(&["tcp-echo"], &["tcp-echo-10mb"], CROSS, None);
+        let m = measure(&["rpc-echo"], &["rpc-10mb"], CROSS, None);
+        push("tcp.10mb.echo.ms", tcp.first());
+        push("rpc.10mb.echo.ms", m.first());
+        if let (Some(x), Some(y)) = (m.first(), tcp.first()) {
+            push("ratio.10mb", Some(&(x / y)));
+        }
+    }
+    let med = |k: &str| median(r.get(k).map(Vec::as_slice).unwrap_or(&[]));
+    println!("# rpc benchmark: {rounds} rounds, medians; typed 32-byte echo calls unless noted");
+    println!("# same = both processes on cpu 0; cross = server cpu 0, client cpu 1");
+    for (k, unit) in [
+        ("udp.rtt.p50.same", "us"),
+        ("udp.rtt.p50.cross", "us"),
+        ("tarpc.rtt.p50.same", "us"),
+        ("tarpc.rtt.p99.same", "us"),
+        ("tarpc.rtt.p50.cross", "us"),
+        ("tarpc.rtt.p99.cross", "us"),
+        ("tarpc.tput64.calls_per_s", "calls/s"),
+        ("tarpc.tput64.p99", "us"),
+        ("tcp.10mb.echo.ms", "ms"),
+        ("rpc.rtt.p50.same", "us"),
+        ("rpc.rtt.p99.same", "us"),
+        ("rpc.rtt.p50.cross", "us"),
+        ("rpc.rtt.p99.cross", "us"),
+        ("rpc.tput64.calls_per_s", "calls/s"),
+        ("rpc.tput64.p99", "us"),
+        ("rpc.10mb.echo.ms", "ms"),
+    ] {
+        println!("{k}: {:.2} {unit}", med(k));
+    }
+    for (k, name, target) in [
+        ("ratio.same", "rpc.rtt.p50.same.ratio", "<= 1.3"),
+        ("ratio.cross", "rpc.rtt.p50.cross.ratio", "<= 1.3"),
+        ("ratio.tput", "rpc.tput64.vs_tarpc", ">= 1.5"),
+        ("ratio.10mb", "rpc.10mb.ratio", "<= 3"),
+    ] {
+        println!("{name}: {:.3} ratio (target {target})", med(k));
+    }
+}
