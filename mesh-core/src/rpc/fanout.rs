@@ -49,25 +49,41 @@ impl Rpc {
         payload: Bytes,
     ) {
         self.on_oneway(from, cmd, fingerprint, payload.clone());
-        let targets: Vec<SocketAddr> = targets.into_iter().filter(|a| !self.is_local(*a)).collect();
+        // Forward only to listed nodes: a stray packet must not make this node send to
+        // arbitrary addresses.
+        let targets: Vec<SocketAddr> = {
+            let view = self.membership.view();
+            let before = targets.len();
+            let kept: Vec<SocketAddr> = targets
+                .into_iter()
+                .filter(|a| !self.is_local(*a) && view.by_addr(*a).is_some())
+                .collect();
+            if kept.len() < before {
+                tracing::debug!(%from, dropped = before - kept.len(), "relay targets outside the view dropped");
+            }
+            kept
+        };
         if targets.is_empty() {
             return;
         }
+        // Forwarding is work done for a peer: it counts against the concurrency limit.
+        let Ok(permit) = self.permits.clone().try_acquire_owned() else {
+            self.counters
+                .dropped_oneway
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(%from, command = cmd, "overloaded: relay not forwarded");
+            return;
+        };
         let this = self.clone();
         tokio::spawn(async move {
+            let limit = usize::from(limit);
             let errors = this
-                .forward(
-                    cmd,
-                    fingerprint,
-                    usize::from(limit),
-                    reliable,
-                    targets,
-                    payload,
-                )
+                .forward(cmd, fingerprint, limit, reliable, targets, payload)
                 .await;
             for (addr, e) in errors {
                 tracing::debug!(%addr, command = cmd, error = ?e, "relay hop failed");
             }
+            drop(permit);
         });
     }
 

@@ -101,7 +101,7 @@ pub(crate) struct Rpc {
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     running: Mutex<HashMap<(SocketAddr, u64), CancellationToken>>,
-    permits: Arc<Semaphore>,
+    pub(crate) permits: Arc<Semaphore>,
     accepting: AtomicBool,
     /// Cancels every running handler (after the drain bound at stop).
     handlers_stop: CancellationToken,
