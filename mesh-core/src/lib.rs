@@ -35,6 +35,10 @@
 //! # Ok(()) }
 //! ```
 
+// Lets `#[mesh_service]` (which names `::mesh_core`) be used inside this crate too.
+#[allow(unused_extern_crates)]
+extern crate self as mesh_core;
+
 pub mod codec;
 pub mod config;
 pub mod discovery;
@@ -49,3 +53,15 @@ pub use discovery::{Discovery, Health, LeaveReason, LocalRegistry, MeshEvent};
 pub use mesh::{Mesh, MeshBuilder, MeshError, Serving};
 pub use node::{NodeId, NodeRecord, NodeStatus, Target, Value};
 pub use rpc::{CallContext, CallError};
+
+/// Turns a trait of `async fn`s into a mesh service: a typed client, a broadcast handle and a
+/// server. See the [`mesh_macros`] crate for the tutorial.
+pub use mesh_macros::mesh_service;
+
+/// What most code using the mesh needs: `use mesh_core::prelude::*;`.
+pub mod prelude {
+    pub use crate::mesh_service;
+    pub use crate::node::{NodeId, Target};
+    pub use crate::rpc::{CallContext, CallError};
+    pub use crate::{Discovery, LocalRegistry, Mesh};
+}
