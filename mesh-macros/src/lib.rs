@@ -6,102 +6,101 @@
 //!
 //! ## A service in four steps
 //!
-//! **1. Declare the service** as a trait with a base command id. Each method becomes one
-//! command: its id is the base id plus the method's position, unless pinned with
-//! `#[mesh(id = N)]`.
-//!
 //! ```
-//! use mesh_core::{mesh_service, rpc::CallContext, NodeId};
+//! use std::time::Duration;
+//!
+//! use mesh_core::rpc::{CallContext, CallError};
+//! use mesh_core::{Discovery, LocalRegistry, Mesh, NodeId, Target, mesh_service};
 //! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Debug, PartialEq, Serialize, Deserialize)]
 //! pub enum MathError { DivByZero }
 //!
+//! // 1. Declare the service: a trait with a base command id. Each method is one command; its
+//! //    id is the base id plus the method's position unless pinned. New methods go at the end.
 //! #[mesh_service(id = 1000)]
 //! pub trait Greeter {
-//!     /// Says hello.                                             (command 1000)
+//!     /// Says hello (id 1000).
 //!     async fn hello(&self, name: String) -> String;
-//!     /// `Result` methods send their error back to the caller.    (command 1001)
+//!     /// The error of a `Result` method reaches the caller as `CallError::Remote` (1001).
 //!     async fn divide(&self, a: i64, b: i64) -> Result<i64, MathError>;
-//!     /// A `CallContext` first argument is filled in by the server, not sent. (1002)
+//!     /// A `CallContext` first argument is filled in by the server, not sent (1002).
 //!     async fn who(&self, ctx: CallContext) -> Option<NodeId>;
-//!     /// Pinned id.
+//!     /// A pinned id.
 //!     #[mesh(id = 1010)]
 //!     async fn pinned(&self) -> u32;
-//!     /// One-way: reliable, no response (resolves when the target acknowledged). (1004)
+//!     /// Reliable one-way: no response; the call resolves on acknowledgement (1004).
 //!     #[mesh(oneway)]
 //!     async fn notify(&self, msg: String);
-//!     /// One unreliable datagram: may be lost, never retried.     (command 1005)
+//!     /// One unreliable datagram: may be lost, never retried (1005).
 //!     #[mesh(unreliable)]
 //!     async fn tick(&self, n: u64);
 //! }
-//! # struct MyGreeter;
-//! # impl Greeter for MyGreeter {
-//! #     async fn hello(&self, name: String) -> String { format!("hi {name}") }
-//! #     async fn divide(&self, a: i64, b: i64) -> Result<i64, MathError> {
-//! #         a.checked_div(b).ok_or(MathError::DivByZero)
-//! #     }
-//! #     async fn who(&self, ctx: CallContext) -> Option<NodeId> { ctx.sender_id() }
-//! #     async fn pinned(&self) -> u32 { 7 }
-//! #     async fn notify(&self, _msg: String) {}
-//! #     async fn tick(&self, _n: u64) {}
-//! # }
-//! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # use mesh_core::{Discovery, LocalRegistry, Mesh, rpc::CallError};
-//! # use std::time::Duration;
-//! # let registry = LocalRegistry::new();
-//! # let server = Mesh::builder().node_type("math").discovery(Discovery::local_registry(&registry)).start().await?;
-//! # let mesh = Mesh::builder().node_type("web").discovery(Discovery::local_registry(&registry)).start().await?;
-//! # let addr = server.id();
-//! # let _serving = server.serve(GreeterServer::new(MyGreeter))?;
-//! # let hi = GreeterClient::new(&mesh, addr).hello("bob".into()).await?;
-//! # assert_eq!(hi, "hi bob");
-//! # let q = GreeterClient::new(&mesh, addr).with_timeout(Duration::from_secs(2)).divide(1, 0).await;
-//! # assert_eq!(q, Err(CallError::Remote(MathError::DivByZero)));
-//! # assert_eq!(GreeterClient::PINNED, 1010);
-//! # mesh.stop().await;
-//! # server.stop().await;
-//! # Ok(()) }
-//! ```
 //!
-//! **2. Implement it** with plain `async fn`s (the futures must be `Send`: handlers run on
-//! tokio tasks):
-//!
-//! ```ignore
+//! // 2. Implement it with plain `async fn`s (their futures must be `Send`: handlers run on
+//! //    tokio tasks).
 //! struct MyGreeter;
+//!
 //! impl Greeter for MyGreeter {
-//!     async fn hello(&self, name: String) -> String { format!("hi {name}") }
+//!     async fn hello(&self, name: String) -> String {
+//!         format!("hi {name}")
+//!     }
 //!     async fn divide(&self, a: i64, b: i64) -> Result<i64, MathError> {
 //!         a.checked_div(b).ok_or(MathError::DivByZero)
 //!     }
-//!     async fn who(&self, ctx: CallContext) -> Option<NodeId> { ctx.sender_id() }
-//!     async fn pinned(&self) -> u32 { 7 }
-//!     async fn notify(&self, msg: String) { println!("{msg}") }
+//!     async fn who(&self, ctx: CallContext) -> Option<NodeId> {
+//!         ctx.sender_id()
+//!     }
+//!     async fn pinned(&self) -> u32 {
+//!         7
+//!     }
+//!     async fn notify(&self, msg: String) {
+//!         println!("{msg}");
+//!     }
 //!     async fn tick(&self, _n: u64) {}
 //! }
-//! ```
 //!
-//! **3. Serve it** on a node; the guard unregisters the service when dropped:
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let registry = LocalRegistry::new(); // in-process discovery, for the example
+//! let server = Mesh::builder().node_type("math").discovery(Discovery::local_registry(&registry)).start().await?;
+//! let mesh = Mesh::builder().node_type("web").discovery(Discovery::local_registry(&registry)).start().await?;
+//! let addr = server.id();
 //!
-//! ```ignore
-//! let _serving = mesh.serve(GreeterServer::new(MyGreeter))?;
-//! ```
+//! // 3. Serve it: the guard unregisters the service when dropped.
+//! let _serving = server.serve(GreeterServer::new(MyGreeter))?;
 //!
-//! **4. Call it** from any node:
-//!
-//! ```ignore
-//! // One node, through the process's default mesh or a given one.
+//! // 4. Call it from any node: one node, through the process's default mesh or a given one...
+//! mesh.set_default();
 //! let hi: Result<String, CallError> = GreeterClient::for_node(addr).hello("bob".into()).await;
+//! assert_eq!(hi?, "hi bob");
+//! let d = Duration::from_secs(2);
 //! let q: Result<i64, CallError<MathError>> =
 //!     GreeterClient::new(&mesh, addr).with_timeout(d).divide(1, 0).await;
 //! assert_eq!(q, Err(CallError::Remote(MathError::DivByZero)));
-//! // Round-robin over the nodes of a type that serve the method (or one at random).
+//! assert_eq!(GreeterClient::new(&mesh, addr).who().await?, Some(mesh.id()));
+//! GreeterClient::new(&mesh, addr).notify("news".into()).await?;
+//!
+//! // ...round-robin over the nodes of a type that serve the method (or one at random)...
+//! # for _ in 0..1000 {
+//! #     if !mesh.nodes_serving("math", GreeterClient::HELLO).is_empty() { break }
+//! #     tokio::time::sleep(Duration::from_millis(10)).await;
+//! # }
 //! let r = GreeterClient::for_type("math").hello("ann".into()).await;
-//! let r = GreeterClient::random_of_type("math").on(&mesh).hello("ann".into()).await;
-//! // Every node of a type (or a list of nodes); one result per node.
+//! assert_eq!(r?, "hi ann");
+//! let r = GreeterClient::random_of_type("math").on(&mesh).pinned().await;
+//! assert_eq!(r?, 7);
+//!
+//! // ...or every node of a type (or a list of nodes), one result per node.
 //! let all: Vec<(Target, Result<String, CallError>)> =
 //!     GreeterBroadcast::to_type("math").hello("x".into()).await?;
+//! assert_eq!(all.len(), 1);
+//!
+//! // The ids are constants.
+//! assert_eq!((GreeterClient::HELLO, GreeterClient::PINNED, GreeterClient::TICK), (1000, 1010, 1005));
+//! # mesh.stop().await;
+//! # server.stop().await;
+//! # Ok(()) }
 //! ```
 //!
 //! ## What is generated
@@ -158,11 +157,10 @@ use std::fmt::Display;
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
-use quote::{ToTokens, format_ident, quote, quote_spanned};
+use quote::{ToTokens, format_ident, quote};
 use syn::ext::IdentExt;
 use syn::meta::ParseNestedMeta;
 use syn::parse::Parser;
-use syn::spanned::Spanned;
 use syn::visit::Visit;
 use syn::{
     Attribute, Error, FnArg, GenericArgument, Ident, ItemTrait, LitInt, LitStr, Pat, PatIdent,
@@ -1140,12 +1138,12 @@ fn generate(mut item: ItemTrait, args: &ServiceArgs, methods: &[MethodInfo]) -> 
             ),
             (Kind::Request, Output::Value(t)) => (
                 quote!(::core::result::Result<#t, #krate::rpc::CallError>),
-                quote_spanned!(t.span()=> self.inner.call::<#req, #t>(Self::#id_const, Self::#fp_const, &#value).await),
+                quote!(self.inner.call::<#req, #t>(Self::#id_const, Self::#fp_const, &#value).await),
                 format!("Calls `{}` (command {}).", m.name, m.id),
             ),
             (Kind::Request, Output::Fallible(t, e)) => (
                 quote!(::core::result::Result<#t, #krate::rpc::CallError<#e>>),
-                quote_spanned!(t.span()=> self.inner.call_fallible::<#req, #t, #e>(Self::#id_const, Self::#fp_const, &#value).await),
+                quote!(self.inner.call_fallible::<#req, #t, #e>(Self::#id_const, Self::#fp_const, &#value).await),
                 format!(
                     "Calls `{}` (command {}); its own error comes back as `CallError::Remote`.",
                     m.name, m.id
@@ -1249,11 +1247,11 @@ fn generate(mut item: ItemTrait, args: &ServiceArgs, methods: &[MethodInfo]) -> 
             let (each, body) = match &m.output {
                 Output::Value(t) => (
                     quote!(::core::result::Result<#t, #krate::rpc::CallError>),
-                    quote_spanned!(t.span()=> self.inner.call::<#req, #t>(#client::#id_const, #client::#fp_const, &#value).await),
+                    quote!(self.inner.call::<#req, #t>(#client::#id_const, #client::#fp_const, &#value).await),
                 ),
                 Output::Fallible(t, e) => (
                     quote!(::core::result::Result<#t, #krate::rpc::CallError<#e>>),
-                    quote_spanned!(t.span()=> self.inner.call_fallible::<#req, #t, #e>(#client::#id_const, #client::#fp_const, &#value).await),
+                    quote!(self.inner.call_fallible::<#req, #t, #e>(#client::#id_const, #client::#fp_const, &#value).await),
                 ),
             };
             quote! {
