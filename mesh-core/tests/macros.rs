@@ -52,6 +52,14 @@ pub trait Greeter {
     }
 }
 
+// A private service nobody uses: its generated items must not warn (dead code, visibility).
+#[mesh_service(id = 5000)]
+trait Unused {
+    async fn a(&self, x: u32) -> Result<u32, String>;
+    #[mesh(unreliable)]
+    async fn b(&self);
+}
+
 /// What the one-way handlers saw.
 #[derive(Debug, PartialEq)]
 enum Seen {
@@ -323,7 +331,7 @@ mod v2 {
 
     /// A store.
     #[mesh_service(id = 4000, name = "Store")]
-    pub trait StoreV2 {
+    pub(crate) trait StoreV2 {
         /// Stores a value (now a u64).
         async fn put(&self, v: u64) -> u32;
         /// One-way (now a string).

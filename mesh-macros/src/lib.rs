@@ -120,6 +120,10 @@
 //! * `GreeterServer<S: Greeter>`: `new(S)`, `from_arc(Arc<S>)`, and
 //!   `impl mesh_core::rpc::Service` for [`Mesh::serve`](../mesh_core/struct.Mesh.html#method.serve).
 //!
+//! The generated types and their members have the trait's visibility; every generated item
+//! is documented (for `missing_docs`) and uses absolute paths (`::mesh_core`, `::core`,
+//! `::std`), so the macro works in `#![no_implicit_prelude]` modules.
+//!
 //! Arguments are sent as one tuple encoded with postcard (serde): they must be owned
 //! (`Serialize + DeserializeOwned + Send + 'static`). A `CallContext` first argument is not
 //! sent; the server passes the call's context.
@@ -1100,9 +1104,9 @@ fn generate(mut item: ItemTrait, args: &ServiceArgs, methods: &[MethodInfo]) -> 
         let text = LitStr::new(signature_text, Span::call_site());
         quote! {
             #[doc = #id_doc]
-            pub const #id_const: u16 = #id;
+            #vis const #id_const: u16 = #id;
             #[doc = #fp_doc]
-            pub const #fp_const: u32 = #krate::rpc::fingerprint(#text);
+            #vis const #fp_const: u32 = #krate::rpc::fingerprint(#text);
         }
     });
 
@@ -1154,7 +1158,7 @@ fn generate(mut item: ItemTrait, args: &ServiceArgs, methods: &[MethodInfo]) -> 
             #(#docs)*
             #sep
             #[doc = #note]
-            pub async fn #ident(&self, #(#params),*) -> #ret {
+            #vis async fn #ident(&self, #(#params),*) -> #ret {
                 #body
             }
         }
@@ -1176,42 +1180,42 @@ fn generate(mut item: ItemTrait, args: &ServiceArgs, methods: &[MethodInfo]) -> 
         #[allow(dead_code, clippy::too_many_arguments)]
         impl #client {
             #[doc = "The service's name (listed in node records, part of every fingerprint)."]
-            pub const SERVICE_NAME: &'static str = #service_lit;
+            #vis const SERVICE_NAME: &'static str = #service_lit;
             #(#consts)*
 
             /// Calls `target` through the process's default mesh.
-            pub fn for_node(target: impl ::core::convert::Into<#krate::Target>) -> Self {
+            #vis fn for_node(target: impl ::core::convert::Into<#krate::Target>) -> Self {
                 Self { inner: #krate::rpc::Client::for_node(target) }
             }
 
             /// Calls `target` through `mesh`.
-            pub fn new(mesh: &#krate::Mesh, target: impl ::core::convert::Into<#krate::Target>) -> Self {
+            #vis fn new(mesh: &#krate::Mesh, target: impl ::core::convert::Into<#krate::Target>) -> Self {
                 Self { inner: #krate::rpc::Client::new(mesh, target) }
             }
 
             /// Calls the available nodes of `node_type` that serve each method, round-robin
             /// (through the default mesh unless [`on`](Self::on) gives one).
-            pub fn for_type(node_type: impl ::core::convert::Into<::std::string::String>) -> Self {
+            #vis fn for_type(node_type: impl ::core::convert::Into<::std::string::String>) -> Self {
                 Self { inner: #krate::rpc::Client::for_type(node_type) }
             }
 
             /// Calls a random available node of `node_type` that serves each method.
-            pub fn random_of_type(node_type: impl ::core::convert::Into<::std::string::String>) -> Self {
+            #vis fn random_of_type(node_type: impl ::core::convert::Into<::std::string::String>) -> Self {
                 Self { inner: #krate::rpc::Client::random_of_type(node_type) }
             }
 
             /// Uses `mesh` instead of the default one.
-            pub fn on(self, mesh: &#krate::Mesh) -> Self {
+            #vis fn on(self, mesh: &#krate::Mesh) -> Self {
                 Self { inner: self.inner.on(mesh) }
             }
 
             /// Sets the deadline of every call (default: the mesh's `request_timeout`).
-            pub fn with_timeout(self, timeout: ::core::time::Duration) -> Self {
+            #vis fn with_timeout(self, timeout: ::core::time::Duration) -> Self {
                 Self { inner: self.inner.with_timeout(timeout) }
             }
 
             /// The untyped client underneath.
-            pub fn as_client(&self) -> &#krate::rpc::Client {
+            #vis fn as_client(&self) -> &#krate::rpc::Client {
                 &self.inner
             }
 
@@ -1258,7 +1262,7 @@ fn generate(mut item: ItemTrait, args: &ServiceArgs, methods: &[MethodInfo]) -> 
                 #(#docs)*
                 #sep
                 #[doc = #note]
-                pub async fn #ident(&self, #(#params),*) -> ::core::result::Result<
+                #vis async fn #ident(&self, #(#params),*) -> ::core::result::Result<
                     ::std::vec::Vec<(#krate::Target, #each)>,
                     #krate::rpc::CallError,
                 > {
@@ -1284,12 +1288,12 @@ fn generate(mut item: ItemTrait, args: &ServiceArgs, methods: &[MethodInfo]) -> 
         impl #broadcast {
             /// Every available node of `node_type` serving the method called, through the
             /// default mesh unless [`on`](Self::on) gives one.
-            pub fn to_type(node_type: impl ::core::convert::Into<::std::string::String>) -> Self {
+            #vis fn to_type(node_type: impl ::core::convert::Into<::std::string::String>) -> Self {
                 Self { inner: #krate::rpc::Broadcast::to_type(node_type) }
             }
 
             /// The given nodes, through the default mesh unless [`on`](Self::on) gives one.
-            pub fn to_nodes<I, T>(targets: I) -> Self
+            #vis fn to_nodes<I, T>(targets: I) -> Self
             where
                 I: ::core::iter::IntoIterator<Item = T>,
                 T: ::core::convert::Into<#krate::Target>,
@@ -1298,17 +1302,17 @@ fn generate(mut item: ItemTrait, args: &ServiceArgs, methods: &[MethodInfo]) -> 
             }
 
             /// Uses `mesh` instead of the default one.
-            pub fn on(self, mesh: &#krate::Mesh) -> Self {
+            #vis fn on(self, mesh: &#krate::Mesh) -> Self {
                 Self { inner: self.inner.on(mesh) }
             }
 
             /// Sets the deadline of each call (default: the mesh's `request_timeout`).
-            pub fn with_timeout(self, timeout: ::core::time::Duration) -> Self {
+            #vis fn with_timeout(self, timeout: ::core::time::Duration) -> Self {
                 Self { inner: self.inner.with_timeout(timeout) }
             }
 
             /// The untyped broadcast underneath.
-            pub fn as_broadcast(&self) -> &#krate::rpc::Broadcast {
+            #vis fn as_broadcast(&self) -> &#krate::rpc::Broadcast {
                 &self.inner
             }
 
@@ -1373,17 +1377,17 @@ fn generate(mut item: ItemTrait, args: &ServiceArgs, methods: &[MethodInfo]) -> 
         #[allow(dead_code)]
         impl<S: #trait_ident> #server<S> {
             /// Wraps an implementation for `Mesh::serve`.
-            pub fn new(service: S) -> Self {
+            #vis fn new(service: S) -> Self {
                 Self { inner: ::std::sync::Arc::new(service) }
             }
 
             /// Wraps an implementation that is shared with other code.
-            pub fn from_arc(service: ::std::sync::Arc<S>) -> Self {
+            #vis fn from_arc(service: ::std::sync::Arc<S>) -> Self {
                 Self { inner: service }
             }
 
             /// The implementation.
-            pub fn get_ref(&self) -> &S {
+            #vis fn get_ref(&self) -> &S {
                 &self.inner
             }
         }
