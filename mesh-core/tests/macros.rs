@@ -60,6 +60,29 @@ trait Unused {
     async fn b(&self);
 }
 
+// An empty service compiles (and serves nothing).
+#[mesh_service(id = 5100)]
+trait Empty {}
+
+/// mesh-core under another path, as a crate re-exporting it would have it.
+mod reexport {
+    pub(crate) use ::mesh_core as core_again;
+}
+
+/// A service naming mesh-core through `crate = path`.
+#[mesh_service(id = 5200, crate = crate::reexport::core_again)]
+trait Elsewhere {
+    async fn get(&self) -> u8;
+}
+
+struct Here;
+
+impl Elsewhere for Here {
+    async fn get(&self) -> u8 {
+        42
+    }
+}
+
 /// What the one-way handlers saw.
 #[derive(Debug, PartialEq)]
 enum Seen {
@@ -476,6 +499,18 @@ mod hygiene {
     pub(super) fn client(mesh: &::mesh_core::Mesh, to: ::mesh_core::NodeId) -> CleanClient {
         CleanClient::new(mesh, to)
     }
+}
+
+#[tokio::test]
+async fn crate_path_and_empty_services() {
+    let registry = LocalRegistry::new();
+    let a = node(&registry, "else").await;
+    let _s = a.serve(ElsewhereServer::new(Here)).unwrap();
+    struct Nothing;
+    impl Empty for Nothing {}
+    let _e = a.serve(EmptyServer::new(Nothing)).unwrap();
+    assert_eq!(ElsewhereClient::new(&a, a.id()).get().await.unwrap(), 42);
+    a.stop().await;
 }
 
 #[tokio::test]
