@@ -773,8 +773,24 @@ fn analyze_method(
     }
     let id = id?;
     let upper = name.to_uppercase();
-    let id_const = Ident::new(&upper, sig.ident.span());
-    let fp_const = Ident::new(&format!("{upper}_FINGERPRINT"), sig.ident.span());
+    // Upper-casing some Unicode names gives no identifier: report it rather than panic.
+    let constant = |text: String| match syn::parse_str::<Ident>(&text) {
+        Ok(mut i) => {
+            i.set_span(sig.ident.span());
+            Some(i)
+        }
+        Err(_) => None,
+    };
+    let (Some(id_const), Some(fp_const)) = (
+        constant(upper.clone()),
+        constant(format!("{upper}_FINGERPRINT")),
+    ) else {
+        errors.spanned(
+            &sig.ident,
+            format!("`{name}` upper-cased (`{upper}`) is not an identifier for its id constant: rename the method"),
+        );
+        return None;
+    };
     let ret_text = match &sig.output {
         ReturnType::Default => "()".to_string(),
         ReturnType::Type(_, ty) => type_text(ty),
