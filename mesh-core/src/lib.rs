@@ -59,9 +59,45 @@ pub use rpc::{CallContext, CallError};
 pub use mesh_macros::mesh_service;
 
 /// What most code using the mesh needs: `use mesh_core::prelude::*;`.
+///
+/// `Serialize` and `Deserialize` are serde's (the derives also need `serde` among your
+/// dependencies).
+///
+/// ```
+/// use mesh_core::prelude::*;
+///
+/// #[derive(Debug, PartialEq, Serialize, Deserialize)]
+/// pub enum MathError { DivByZero }
+///
+/// #[mesh_service(id = 1000)]
+/// pub trait Greeter {
+///     async fn hello(&self, name: String) -> String;
+///     async fn divide(&self, a: i64, b: i64) -> Result<i64, MathError>;
+/// }
+///
+/// struct MyGreeter;
+/// impl Greeter for MyGreeter {
+///     async fn hello(&self, name: String) -> String { format!("hello, {name}") }
+///     async fn divide(&self, a: i64, b: i64) -> Result<i64, MathError> {
+///         a.checked_div(b).ok_or(MathError::DivByZero)
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let registry = LocalRegistry::new();
+/// let mesh = Mesh::builder().node_type("math").discovery(Discovery::local_registry(&registry)).start().await?;
+/// let _serving = mesh.serve(GreeterServer::new(MyGreeter))?;
+/// let q = GreeterClient::new(&mesh, mesh.id()).divide(1, 0).await;
+/// assert_eq!(q, Err(CallError::Remote(MathError::DivByZero)));
+/// # mesh.stop().await;
+/// # Ok(()) }
+/// ```
 pub mod prelude {
+    pub use serde::{Deserialize, Serialize};
+
     pub use crate::mesh_service;
-    pub use crate::node::{NodeId, Target};
+    pub use crate::node::{NodeId, NodeRecord, NodeStatus, Target};
     pub use crate::rpc::{CallContext, CallError};
-    pub use crate::{Discovery, LocalRegistry, Mesh};
+    pub use crate::{Discovery, LocalRegistry, Mesh, MeshEvent};
 }
