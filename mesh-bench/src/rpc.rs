@@ -309,9 +309,10 @@ pub(crate) fn bench(rounds: usize) {
     let mut r: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut push = |k: &'static str, v: Option<&f64>| {
         if let Some(v) = v
-            && v.is_finite() {
-                r.entry(k).or_default().push(*v);
-            }
+            && v.is_finite()
+        {
+            r.entry(k).or_default().push(*v);
+        }
     };
     for round in 0..rounds {
         eprintln!("round {}/{rounds}", round + 1);

@@ -158,7 +158,11 @@ impl Rpc {
             Ok(e) => e,
             Err(reply) => {
                 self.counters.dropped_oneway.fetch_add(1, Ordering::Relaxed);
-                tracing::debug!(%from, command = cmd, status = ?reply.status, "one-way message dropped");
+                if reply.status == Status::Incompatible {
+                    tracing::warn!(%from, command = cmd, detail = %String::from_utf8_lossy(&reply.payload), "one-way message dropped: incompatible signature");
+                } else {
+                    tracing::debug!(%from, command = cmd, status = ?reply.status, "one-way message dropped");
+                }
                 return;
             }
         };
