@@ -1,10 +1,54 @@
 //! Discovery over Redis (standalone, Sentinel or Cluster).
+//!
+//! # Key layout
+//!
+//! Every key of a cluster of nodes lives under one hash tag, `{<prefix>}`, so they share one
+//! slot on Redis Cluster and one Lua script can touch them all; clusters with different
+//! prefixes share a Redis without seeing each other.
+//!
+//! | key | type | what |
+//! |---|---|---|
+//! | `{p}:hb` | ZSET | member = node id (`ADDR#INCARNATION`), score = its deadline: Redis server time (ms) of its last heartbeat plus its expiry |
+//! | `{p}:nodes` | HASH | node id -> its record as JSON |
+//! | `{p}:seq` | string | change counter (INCR) |
+//! | `{p}:log` | STREAM | the changes, entry id `0-<seq>`, fields `op` (`join`, `update`, `leave`, `expire`), `id`, `rec`; trimmed to about 4096 entries |
+//! | `{p}:epoch` | string | random, created when missing: a new epoch means Redis lost its data |
+//! | `{p}:lease` | string | the reaper lease (holder's node id, with a TTL of its expiry) |
+//! | `{p}:alive` | string | server time of the last heartbeat of any node (detects outages) |
+//! | `{p}:grace` | string | after an outage: no node is reaped before this server time |
+//!
+//! Every change is also published on the channel `{p}:chg` as
+//! `epoch\nseq\nop\nid\nrecord` so the other nodes apply it at once.
+//!
+//! # Protocol
+//!
+//! Each node runs one Lua script per heartbeat (one round trip): it refreshes its deadline
+//! (server clock: the nodes' clocks need not agree), rewrites its record if it changed or is
+//! missing (also after Redis restarted empty), takes or renews the reaper lease and, as the
+//! lease holder, removes members whose deadline passed (bounded per call); it answers with the
+//! epoch, the change counter and the changes since the node's last one (or a full snapshot
+//! when the log was trimmed or the epoch changed). Pub/sub is at-most-once; the counter makes
+//! every heartbeat a catch-up, so a lost message costs at most one interval. No SCAN, no
+//! per-node reads: the load per node does not grow with the cluster.
+//!
+//! While Redis is unreachable the view is frozen (never emptied), health is
+//! [`Degraded`](crate::discovery::Health::Degraded), and the node reconnects with jittered
+//! backoff (asking the sentinels for the master again each time), then re-registers. A
+//! heartbeat gap longer than 1.5 intervals in Redis's own record of activity is an outage:
+//! nobody is reaped for a grace period, so live nodes are not evicted because their last
+//! heartbeat looks old. Nodes missing after Redis lost its data get the same grace before
+//! they leave the view. Garbled records are skipped, logged and counted.
 
 mod backend;
+mod conn;
+mod script;
+mod stats;
+mod sync;
 
 use std::time::Duration;
 
 pub(crate) use backend::RedisBackend;
+pub use stats::RedisStats;
 
 use super::DiscoveryError;
 
@@ -45,6 +89,9 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
     /// Longest wait for a reply (default 1 s).
     pub response_timeout: Duration,
+    /// Counters to share with the caller (see [`RedisStats`]); each node counts into its own
+    /// when this is `None`.
+    pub stats: Option<RedisStats>,
 }
 
 impl RedisConfig {
@@ -55,6 +102,7 @@ impl RedisConfig {
             db: 0,
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(1),
+            stats: None,
         }
     }
 
@@ -92,6 +140,27 @@ impl RedisConfig {
         self
     }
 
+    /// Sets the database number (standalone and Sentinel; for standalone it can also be the
+    /// URL's path).
+    pub fn db(mut self, db: i64) -> RedisConfig {
+        self.db = db;
+        self
+    }
+
+    /// Sets the connect and reply timeouts.
+    pub fn timeouts(mut self, connect: Duration, response: Duration) -> RedisConfig {
+        self.connect_timeout = connect;
+        self.response_timeout = response;
+        self
+    }
+
+    /// Counts this configuration's Redis traffic into `stats` (shared by every node started
+    /// with it, e.g. for a benchmark).
+    pub fn with_stats(mut self, stats: RedisStats) -> RedisConfig {
+        self.stats = Some(stats);
+        self
+    }
+
     /// Checks URLs and names, naming the bad field.
     pub fn validate(&self) -> Result<(), DiscoveryError> {
         let check = |field: &'static str, url: &str| {
@@ -116,6 +185,17 @@ impl RedisConfig {
                 Ok(())
             }
         };
+        for (field, d) in [
+            ("connect_timeout", self.connect_timeout),
+            ("response_timeout", self.response_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(DiscoveryError::Config {
+                    field,
+                    problem: "must be more than zero".into(),
+                });
+            }
+        }
         match &self.mode {
             RedisMode::Standalone { url } => check("url", url),
             RedisMode::Sentinel {
