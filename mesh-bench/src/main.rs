@@ -6,6 +6,7 @@
 //! interleaved; each ratio is the median of per-round ratios. Loopback only; every loop is
 //! bounded in count and time.
 
+mod discovery;
 mod roles;
 mod rpc;
 mod stats;
@@ -212,10 +213,11 @@ fn main() {
         ["transport", n] => transport(n.parse().unwrap_or(5)),
         ["rpc"] => rpc::bench(5),
         ["rpc", n] => rpc::bench(n.parse().unwrap_or(5)),
+        ["discovery", rest @ ..] => discovery::run(rest),
         [role, rest @ ..] if roles::is_role(role) => roles::run(role, rest),
         [role, rest @ ..] if rpc::is_role(role) => rpc::run(role, rest),
         _ => {
-            eprintln!("usage: mesh-bench transport|rpc [rounds]");
+            eprintln!("usage: mesh-bench transport|rpc [rounds] | discovery [kills]");
             std::process::exit(2);
         }
     }

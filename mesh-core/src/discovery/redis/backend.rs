@@ -19,6 +19,9 @@ use crate::discovery::{
     BackendContext, BoxFuture, DiscoveryBackend, DiscoveryError, Health, Membership,
 };
 
+/// Connection attempts at start when connecting times out.
+const START_ATTEMPTS: u32 = 3;
+
 /// Discovery over Redis.
 #[derive(Debug)]
 pub(crate) struct RedisBackend {
@@ -198,9 +201,22 @@ impl Driver {
     /// Connects, registers and reads the first view.
     async fn start(&mut self) -> Result<(), DiscoveryError> {
         let where_ = self.connector.describe();
-        let connected = tokio::select! {
-            r = self.connector.connect(&self.keys.channel) => r,
-            _ = self.m.stopping() => return Err(DiscoveryError::Stopped),
+        let mut attempt = 0;
+        let connected = loop {
+            attempt += 1;
+            let r = tokio::select! {
+                r = self.connector.connect(&self.keys.channel) => r,
+                _ = self.m.stopping() => return Err(DiscoveryError::Stopped),
+            };
+            match r {
+                // A refused connection fails at once; a slow one (busy host) gets two more
+                // tries (start_timeout bounds the whole start).
+                Err(e) if e.is_timeout() && attempt < START_ATTEMPTS => {
+                    tracing::info!(error = %e, attempt, "redis: connecting timed out; retrying");
+                    tokio::time::sleep(self.t.backoff(attempt)).await;
+                }
+                r => break r,
+            }
         };
         let (link, events) = connected
             .map_err(|e| DiscoveryError::Unreachable(format!("cannot connect to {where_}: {e}")))?;

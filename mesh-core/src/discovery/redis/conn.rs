@@ -43,6 +43,17 @@ pub(super) enum LinkError {
     Protocol(String),
 }
 
+impl LinkError {
+    /// Whether it is a timeout (rather than a refusal or an error reply).
+    pub(super) fn is_timeout(&self) -> bool {
+        match self {
+            LinkError::Timeout(_) => true,
+            LinkError::Redis(e) => e.is_timeout(),
+            _ => false,
+        }
+    }
+}
+
 /// The command side of a link.
 enum Commands {
     Single(MultiplexedConnection),
