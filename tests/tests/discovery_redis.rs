@@ -199,7 +199,7 @@ async fn backups_replace_a_dead_node() -> TestResult {
         WAIT,
     )
     .await?;
-    let mut ring = vec![g1.id(), g2.id(), g3.id()];
+    let mut ring = [g1.id(), g2.id(), g3.id()];
     ring.sort();
     // The backup of a game node is its successor in the ring, the same on every node.
     let victim = ring[0];

@@ -458,12 +458,11 @@ impl Driver {
             return;
         }
         let bound = Duration::from_millis(500);
-        if self.link.is_none() {
-            if let Ok(Ok((link, _events))) =
+        if self.link.is_none()
+            && let Ok(Ok((link, _events))) =
                 tokio::time::timeout(bound, self.connector.connect(&self.keys.channel)).await
-            {
-                self.link = Some(link);
-            }
+        {
+            self.link = Some(link);
         }
         if self.link.is_none() {
             tracing::warn!(
