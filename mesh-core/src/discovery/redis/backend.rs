@@ -446,7 +446,11 @@ impl Driver {
                 }
             }
             Err(e) => {
-                tracing::debug!(error = %e, attempt = self.failures, "redis: reconnect failed");
+                if self.failures % 10 == 0 {
+                    tracing::warn!(error = %e, attempts = self.failures, "redis: still unreachable; retrying");
+                } else {
+                    tracing::debug!(error = %e, attempt = self.failures, "redis: reconnect failed");
+                }
                 self.fail(&e);
             }
         }
