@@ -255,6 +255,28 @@ async fn a_guest_sees_everyone_but_is_not_listed() -> TestResult {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guests_alone_still_see_dead_nodes_leave() -> TestResult {
+    init_tracing();
+    let redis = RedisServer::start()?;
+    let url = redis.url();
+    let guest = util::builder(Discovery::redis(&url), "ga", "tool")
+        .guest(true)
+        .start()
+        .await?;
+    let mut events = guest.events();
+    let mut p = NodeProcess::spawn(&[("MESH_REDIS_URL", &url), ("MESH_PREFIX", "ga")])?;
+    wait_views(&[&guest], &[p.id], WAIT).await?;
+    p.kill9();
+    // No registered node is left to reap it: the guest does (it can hold the lease).
+    wait_event(&mut events, WAIT, is_left(p.id, LeaveReason::Expired)).await?;
+    guest.stop().await;
+    let mut con = plain(&url)?;
+    let holder: Option<String> = con.get("{ga}:lease")?;
+    assert_eq!(holder, None, "the guest gave the lease up when it stopped");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbled_records_are_skipped() -> TestResult {
     init_tracing();
     let redis = RedisServer::start()?;

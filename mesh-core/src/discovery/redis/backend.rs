@@ -134,7 +134,7 @@ struct Driver {
     sync: SyncState,
     stats: RedisStats,
     t: Timing,
-    /// The local id as registered; empty for a guest.
+    /// The local id (registered unless a guest; names the lease holder).
     id: String,
     guest: bool,
     local_rx: watch::Receiver<u64>,
@@ -179,11 +179,7 @@ impl Driver {
             sync: SyncState::new(t.grace, stats.clone()),
             stats,
             t,
-            id: if guest {
-                String::new()
-            } else {
-                m.local_id().to_string()
-            },
+            id: m.local_id().to_string(),
             guest,
             local_rx: m.watch_local(),
             sync_open: false,
@@ -235,7 +231,7 @@ impl Driver {
     }
 
     fn heartbeat_op(&self) -> Op {
-        if self.guest { Op::Sync } else { Op::Heartbeat }
+        if self.guest { Op::Watch } else { Op::Heartbeat }
     }
 
     fn open_sync(&mut self) {
@@ -268,11 +264,7 @@ impl Driver {
             id: &self.id,
             record: &record,
             expiry: self.t.expiry,
-            lease: if self.guest {
-                Duration::ZERO
-            } else {
-                self.t.expiry
-            },
+            lease: self.t.expiry,
             epoch: self.sync.epoch(),
             seq: self.sync.seq(),
             outage_gap: self.t.outage_gap,
@@ -353,7 +345,7 @@ impl Driver {
                 }
                 Wake::Reap => {
                     self.reap_at = None;
-                    self.exchange(Op::Heartbeat, false).await;
+                    self.exchange(self.heartbeat_op(), false).await;
                 }
                 Wake::Push => {
                     self.push_at = None;
@@ -375,8 +367,10 @@ impl Driver {
                 self.catch_up = true;
             }
             if self.catch_up && self.link.is_some() {
+                // A read: a missed notification, or a new epoch (re-registration follows
+                // with the next heartbeat).
                 self.catch_up = false;
-                self.exchange(self.heartbeat_op(), false).await;
+                self.exchange(Op::Sync, false).await;
             }
         }
     }
@@ -456,9 +450,9 @@ impl Driver {
         }
     }
 
-    /// Deregisters (peers see a graceful leave at once). Bounded.
+    /// Deregisters (peers see a graceful leave at once) and gives the lease up. Bounded.
     async fn leave(&mut self) {
-        if self.guest {
+        if self.guest && !self.lease_held {
             return;
         }
         let bound = Duration::from_millis(500);

@@ -3,7 +3,8 @@
 //! One script does everything (so every heartbeat is one round trip and atomic): `hb`
 //! refreshes the node's deadline, writes its record if it changed or is missing, takes or
 //! renews the reaper lease and reaps as its holder, then reads the changes since the caller's
-//! last one; `sync` only reads (guests, catch-ups); `leave` deregisters.
+//! last one; `watch` is the same for a guest, without registering; `sync` only reads
+//! (catch-ups); `leave` deregisters and gives the lease up.
 
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ impl Keys {
 }
 
 /// KEYS: 1 hb, 2 nodes, 3 seq, 4 log, 5 epoch, 6 lease, 7 alive, 8 grace.
-/// ARGV: 1 op (hb|sync|leave), 2 id, 3 record, 4 expiry ms, 5 lease ms (0: never reap),
+/// ARGV: 1 op (hb|watch|sync|leave), 2 id, 3 record, 4 expiry ms, 5 lease ms (0: never reap),
 /// 6 reap limit, 7 caller's epoch, 8 caller's seq, 9 max log entries, 10 epoch candidate,
 /// 11 channel, 12 log maxlen, 13 outage gap ms, 14 grace ms.
 /// Returns {epoch, seq, held, next_reap_ms, mode (none|log|full), data}; `leave` returns
@@ -99,34 +100,34 @@ if op == 'hb' then
     redis.call('HSET', nodes, id, rec)
     if cur then change('update', id, rec) else change('join', id, rec) end
   end
-  if lease_ms > 0 then
-    local holder = redis.call('GET', lease)
-    if holder == id then
-      redis.call('PEXPIRE', lease, lease_ms)
-      held = 1
-    elseif not holder then
-      redis.call('SET', lease, id, 'PX', lease_ms)
-      held = 1
-    end
+end
+if (op == 'hb' or op == 'watch') and lease_ms > 0 then
+  local holder = redis.call('GET', lease)
+  if holder == id then
+    redis.call('PEXPIRE', lease, lease_ms)
+    held = 1
+  elseif not holder then
+    redis.call('SET', lease, id, 'PX', lease_ms)
+    held = 1
   end
-  if held == 1 then
-    local grace_until = tonumber(redis.call('GET', gracek) or '')
-    if grace_until and grace_until > now then
-      next_reap = grace_until - now
+end
+if held == 1 then
+  local grace_until = tonumber(redis.call('GET', gracek) or '')
+  if grace_until and grace_until > now then
+    next_reap = grace_until - now
+  else
+    local dead = redis.call('ZRANGEBYSCORE', hb, '-inf', now, 'LIMIT', 0, reap_limit)
+    for _, d in ipairs(dead) do
+      redis.call('ZREM', hb, d)
+      local old = redis.call('HGET', nodes, d)
+      if old then redis.call('HDEL', nodes, d) end
+      change('expire', d, old or '')
+    end
+    if #dead >= reap_limit then
+      next_reap = 0
     else
-      local dead = redis.call('ZRANGEBYSCORE', hb, '-inf', now, 'LIMIT', 0, reap_limit)
-      for _, d in ipairs(dead) do
-        redis.call('ZREM', hb, d)
-        local old = redis.call('HGET', nodes, d)
-        if old then redis.call('HDEL', nodes, d) end
-        change('expire', d, old or '')
-      end
-      if #dead >= reap_limit then
-        next_reap = 0
-      else
-        local first = redis.call('ZRANGE', hb, 0, 0, 'WITHSCORES')
-        if first[2] then next_reap = tonumber(first[2]) - now end
-      end
+      local first = redis.call('ZRANGE', hb, 0, 0, 'WITHSCORES')
+      if first[2] then next_reap = tonumber(first[2]) - now end
     end
   end
 end
@@ -169,6 +170,8 @@ return {epoch, tostring(seq), held, next_reap, mode, data}
 pub(super) enum Op {
     /// Heartbeat, publish the record, reap as lease holder, read changes.
     Heartbeat,
+    /// A guest's heartbeat: reap as lease holder, read changes (not registered).
+    Watch,
     /// Only read changes.
     Sync,
     /// Deregister.
@@ -179,6 +182,7 @@ impl Op {
     fn as_str(self) -> &'static str {
         match self {
             Op::Heartbeat => "hb",
+            Op::Watch => "watch",
             Op::Sync => "sync",
             Op::Leave => "leave",
         }
@@ -189,7 +193,7 @@ impl Op {
 #[derive(Debug)]
 pub(super) struct Call<'a> {
     pub(super) op: Op,
-    /// The node id (empty for `sync`).
+    /// The node id (registered by `hb`; the lease holder's name for `hb` and `watch`).
     pub(super) id: &'a str,
     /// The record JSON (`hb` only).
     pub(super) record: &'a str,
