@@ -13,7 +13,8 @@ use redis::Commands as _;
 use tokio::sync::broadcast;
 use tokio::task::block_in_place;
 use util::{
-    EXPIRY, TestResult, WAIT, builder, init_tracing, node, plain, wait_event, wait_for, wait_views,
+    EXPIRY, INTERVAL, TestResult, WAIT, builder, init_tracing, node, plain, wait_event, wait_for,
+    wait_views,
 };
 
 /// Every `Left` event queued in `rx`.
@@ -86,6 +87,192 @@ async fn redis_restarted_empty_freezes_then_everyone_reregisters() -> TestResult
     c.stop().await;
     wait_event(&mut rx, WAIT, |e| {
         matches!(e, MeshEvent::Left { node, reason: LeaveReason::Graceful } if node.id == ids[2])
+    })
+    .await?;
+    a.stop().await;
+    b.stop().await;
+    Ok(())
+}
+
+/// The pid of the process serving `redis`.
+fn pid(redis: &RedisServer) -> Result<String, Box<dyn std::error::Error>> {
+    let info = redis.info("server")?;
+    Ok(info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .ok_or("no process_id")?
+        .trim()
+        .to_string())
+}
+
+/// Sends `signal` to process `pid`.
+fn signal(pid: &str, signal: &str) -> TestResult {
+    let status = std::process::Command::new("kill")
+        .args([signal, pid])
+        .status()?;
+    if !status.success() {
+        return Err(format!("kill {signal} {pid} failed").into());
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_frozen_then_back_evicts_nobody() -> TestResult {
+    init_tracing();
+    let redis = RedisServer::start()?;
+    let url = redis.url();
+    // Short timeouts so the freeze is noticed quickly.
+    let config = RedisConfig::standalone(&url)
+        .timeouts(Duration::from_millis(200), Duration::from_millis(200));
+    let fast = || util::node_with(config.clone(), "f", "game");
+    let (a, b) = (fast().await?, fast().await?);
+    // A slower node: it reconnects later than a and b after the outage, and its heartbeat
+    // in Redis is long stale by then.
+    let slow_interval = Duration::from_millis(500);
+    let c = builder(Discovery::Redis(config.clone()), "f", "slow")
+        .update_interval(slow_interval)
+        .expiry(slow_interval * 2)
+        .start()
+        .await?;
+    let mut d = util::NodeProcess::spawn(&[("MESH_REDIS_URL", &url), ("MESH_PREFIX", "f")])?;
+    let nodes = [a, b, c];
+    let ids: Vec<_> = nodes.iter().map(Mesh::id).collect();
+    let refs: Vec<&Mesh> = nodes.iter().collect();
+    let mut with_d = ids.clone();
+    with_d.push(d.id);
+    wait_views(&refs, &with_d, WAIT).await?;
+    let mut events: Vec<_> = nodes.iter().map(Mesh::events).collect();
+    // Frozen (SIGSTOP) longer than the slow node's expiry: Redis keeps its data, and every
+    // deadline in it passes. d dies meanwhile.
+    let pid = pid(&redis)?;
+    signal(&pid, "-STOP")?;
+    let frozen = async {
+        for rx in &mut events {
+            wait_event(rx, WAIT, degraded).await?;
+        }
+        d.kill9();
+        tokio::time::sleep(slow_interval * 3).await;
+        wait_views(&refs, &with_d, Duration::ZERO).await
+    }
+    .await;
+    signal(&pid, "-CONT")?;
+    frozen?;
+    for rx in &mut events {
+        wait_event(rx, WAIT, healthy).await?;
+    }
+    // After the grace the dead node goes, the live ones stay although every heartbeat in
+    // Redis looked stale when it came back.
+    for rx in &mut events {
+        let e = wait_event(rx, WAIT, |e| matches!(e, MeshEvent::Left { .. })).await?;
+        assert!(
+            matches!(&e, MeshEvent::Left { node, reason: LeaveReason::Expired } if node.id == d.id),
+            "{e:?}"
+        );
+    }
+    wait_views(&refs, &ids, Duration::ZERO).await?;
+    tokio::time::sleep(INTERVAL * 3).await;
+    for rx in &mut events {
+        let l = lefts(rx);
+        assert!(l.is_empty(), "{l:?}");
+    }
+    let n: usize = plain(&url)?.zcard("{f}:hb")?;
+    assert_eq!(n, 3);
+    for m in nodes {
+        m.stop().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_with_its_data_evicts_nobody() -> TestResult {
+    init_tracing();
+    let mut redis = RedisServer::start()?;
+    let url = redis.url();
+    let stats = RedisStats::new();
+    let config = RedisConfig::standalone(&url).with_stats(stats.clone());
+    let a = util::node_with(config, "d", "game").await?;
+    let b = node(&url, "d", "game").await?;
+    // A slower node reconnects later than a and b.
+    let slow_interval = Duration::from_millis(500);
+    let c = builder(Discovery::redis(&url), "d", "slow")
+        .update_interval(slow_interval)
+        .expiry(slow_interval * 2)
+        .start()
+        .await?;
+    let mut d = util::NodeProcess::spawn(&[("MESH_REDIS_URL", &url), ("MESH_PREFIX", "d")])?;
+    let nodes = [a, b, c];
+    let ids: Vec<_> = nodes.iter().map(Mesh::id).collect();
+    let refs: Vec<&Mesh> = nodes.iter().collect();
+    let mut with_d = ids.clone();
+    with_d.push(d.id);
+    wait_views(&refs, &with_d, WAIT).await?;
+    let mut events: Vec<_> = nodes.iter().map(Mesh::events).collect();
+    // d dies; Redis saves its data (d still listed) and dies too, for longer than the slow
+    // node's expiry, then comes back with that data: every deadline in it has passed.
+    d.kill9();
+    let () = redis::cmd("SAVE").query(&mut plain(&url)?)?;
+    redis.kill();
+    for rx in &mut events {
+        wait_event(rx, WAIT, degraded).await?;
+    }
+    tokio::time::sleep(slow_interval * 3).await;
+    block_in_place(|| redis.restart())?;
+    for rx in &mut events {
+        wait_event(rx, WAIT, healthy).await?;
+    }
+    // After the grace the dead node goes; the live ones stay.
+    for rx in &mut events {
+        let e = wait_event(rx, WAIT, |e| matches!(e, MeshEvent::Left { .. })).await?;
+        assert!(
+            matches!(&e, MeshEvent::Left { node, reason: LeaveReason::Expired } if node.id == d.id),
+            "{e:?}"
+        );
+    }
+    wait_views(&refs, &ids, Duration::ZERO).await?;
+    tokio::time::sleep(INTERVAL * 3).await;
+    for rx in &mut events {
+        let l = lefts(rx);
+        assert!(l.is_empty(), "{l:?}");
+    }
+    // Same epoch, and the server had a's last change: a continued from the log.
+    assert_eq!(stats.full_syncs(), 1, "{stats:?}");
+    for m in nodes {
+        m.stop().await;
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_subscriptions_are_reestablished() -> TestResult {
+    init_tracing();
+    let redis = RedisServer::start()?;
+    let url = redis.url();
+    let stats = RedisStats::new();
+    let a = util::node_with(
+        RedisConfig::standalone(&url).with_stats(stats.clone()),
+        "p",
+        "game",
+    )
+    .await?;
+    let b = node(&url, "p", "game").await?;
+    wait_views(&[&a, &b], &[a.id(), b.id()], WAIT).await?;
+    let mut rx = a.events();
+    // Redis drops every subscriber: a and b notice, reconnect and resync.
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut plain(&url)?)?;
+    assert_eq!(killed, 2);
+    let c = node(&url, "p", "lobby").await?;
+    wait_views(&[&a, &b, &c], &[a.id(), b.id(), c.id()], WAIT).await?;
+    wait_for("a reconnect", WAIT, || stats.reconnects() >= 1).await?;
+    assert!(a.health().is_healthy());
+    // The same server, which still has a's last change: a continued from the log.
+    assert_eq!(stats.full_syncs(), 1, "{stats:?}");
+    c.stop().await;
+    wait_event(&mut rx, WAIT, |e| {
+        matches!(e, MeshEvent::Left { node, reason: LeaveReason::Graceful } if node.id == c.id())
     })
     .await?;
     a.stop().await;

@@ -267,6 +267,7 @@ impl Driver {
             lease: self.t.expiry,
             epoch: self.sync.epoch(),
             seq: self.sync.seq(),
+            verify_tag: self.sync.verify_tag(),
             outage_gap: self.t.outage_gap,
             grace: self.t.grace,
         };

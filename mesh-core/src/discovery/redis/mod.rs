@@ -16,6 +16,7 @@
 //! | `{p}:lease` | string | the reaper lease (holder's node id, with a TTL of its expiry) |
 //! | `{p}:alive` | string | server time of the last heartbeat of any node (detects outages) |
 //! | `{p}:grace` | string | after an outage: no node is reaped before this server time |
+//! | `{p}:maxgrace` | string | the longest grace any node needs (slow heartbeats need longer) |
 //!
 //! Every change is also published on the channel `{p}:chg` as
 //! `epoch\nseq\nop\nid\nrecord` so the other nodes apply it at once.

@@ -22,7 +22,7 @@ pub(super) const REAP_LIMIT: usize = 256;
 /// The names of one prefix's keys and channel (all in the hash tag `{prefix}`).
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
-    keys: [String; 8],
+    keys: [String; 9],
     /// The pub/sub channel of changes.
     pub(super) channel: String,
 }
@@ -40,27 +40,29 @@ impl Keys {
                 k("lease"),
                 k("alive"),
                 k("grace"),
+                k("maxgrace"),
             ],
             channel: k("chg"),
         }
     }
 }
 
-/// KEYS: 1 hb, 2 nodes, 3 seq, 4 log, 5 epoch, 6 lease, 7 alive, 8 grace.
+/// KEYS: 1 hb, 2 nodes, 3 seq, 4 log, 5 epoch, 6 lease, 7 alive, 8 grace, 9 maxgrace.
 /// ARGV: 1 op (hb|watch|sync|leave), 2 id, 3 record, 4 expiry ms, 5 lease ms (0: never reap),
 /// 6 reap limit, 7 caller's epoch, 8 caller's seq, 9 max log entries, 10 epoch candidate,
-/// 11 channel, 12 log maxlen, 13 outage gap ms, 14 grace ms.
-/// Returns {epoch, seq, held, next_reap_ms, mode (none|log|full), data}; `leave` returns
-/// {epoch, seq}.
+/// 11 channel, 12 log maxlen, 13 outage gap ms, 14 grace ms, 15 tag of the caller's last
+/// change to verify ('' = do not).
+/// Returns {epoch, seq, held, next_reap_ms, mode (none|log|full), data, tag of change seq};
+/// `leave` returns {epoch, seq}.
 const LUA: &str = r#"
 pcall(redis.replicate_commands)
-local hb, nodes, seqk, log, epk, lease, alive, gracek =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local hb, nodes, seqk, log, epk, lease, alive, gracek, maxgk =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local op, id, rec = ARGV[1], ARGV[2], ARGV[3]
 local expiry, lease_ms, reap_limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local cepoch, cseq, max_log = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
 local channel, maxlen = ARGV[11], ARGV[12]
-local gap_ms, grace_ms = tonumber(ARGV[13]), tonumber(ARGV[14])
+local gap_ms, grace_ms, ctag = tonumber(ARGV[13]), tonumber(ARGV[14]), ARGV[15]
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -70,12 +72,15 @@ if not epoch then
   redis.call('SET', epk, epoch)
 end
 
+-- Every change carries a tag (the server time of the script that made it): with the seq it
+-- names the change, so a client can check its last change is the one this server has.
+local tag = t[1] .. '.' .. t[2]
 local function change(kind, who, data)
   local seq = redis.call('INCR', seqk)
   redis.pcall('XADD', log, 'MAXLEN', '~', maxlen, '0-' .. seq,
-    'op', kind, 'id', who, 'rec', data)
+    'tag', tag, 'op', kind, 'id', who, 'rec', data)
   redis.call('PUBLISH', channel,
-    epoch .. '\n' .. seq .. '\n' .. kind .. '\n' .. who .. '\n' .. data)
+    epoch .. '\n' .. seq .. '\n' .. tag .. '\n' .. kind .. '\n' .. who .. '\n' .. data)
 end
 
 if op == 'leave' then
@@ -89,9 +94,16 @@ end
 
 local held, next_reap = 0, -1
 if op == 'hb' then
+  -- The grace after an outage must suit the slowest node: the largest any node asked for
+  -- lately (its holders keep it alive; it lapses ten graces after they are gone).
+  local maxg = tonumber(redis.call('GET', maxgk) or '') or 0
+  if grace_ms >= maxg then
+    redis.call('SET', maxgk, grace_ms, 'PX', grace_ms * 10)
+    maxg = grace_ms
+  end
   local last = tonumber(redis.call('GET', alive) or '')
   if last and now - last > gap_ms then
-    redis.call('SET', gracek, tostring(now + grace_ms), 'PX', grace_ms)
+    redis.call('SET', gracek, tostring(now + maxg), 'PX', maxg)
   end
   redis.call('SET', alive, tostring(now))
   redis.call('ZADD', hb, now + expiry, id)
@@ -133,12 +145,26 @@ if held == 1 then
 end
 
 local seq = tonumber(redis.call('GET', seqk) or '0')
-local mode, data = 'none', {}
+local mode, data, last_tag = 'none', {}, ''
+local function entry_fields(e)
+  local f, out = e[2], {}
+  for i = 1, #f, 2 do out[f[i]] = f[i + 1] end
+  return out
+end
+local function tag_of(n)
+  local e = redis.pcall('XRANGE', log, '0-' .. n, '0-' .. n)
+  if type(e) ~= 'table' or e.err or #e == 0 then return '' end
+  return entry_fields(e[1]).tag or ''
+end
 local function full()
   mode = 'full'
   data = redis.call('HGETALL', nodes)
+  last_tag = tag_of(seq)
 end
 if cepoch ~= epoch or cseq > seq or seq - cseq > max_log then
+  full()
+elseif ctag ~= '' and cseq > 0 and tag_of(cseq) ~= ctag then
+  -- The caller's last change is not this server's (a promoted replica lost it).
   full()
 elseif cseq < seq then
   local from = '0-' .. (cseq + 1)
@@ -148,21 +174,16 @@ elseif cseq < seq then
   else
     mode = 'log'
     for _, e in ipairs(entries) do
-      local f = e[2]
-      local kind, who, what = '', '', ''
-      for i = 1, #f, 2 do
-        if f[i] == 'op' then kind = f[i + 1]
-        elseif f[i] == 'id' then who = f[i + 1]
-        elseif f[i] == 'rec' then what = f[i + 1] end
-      end
+      local f = entry_fields(e)
       data[#data + 1] = string.sub(e[1], 3)
-      data[#data + 1] = kind
-      data[#data + 1] = who
-      data[#data + 1] = what
+      data[#data + 1] = f.tag or ''
+      data[#data + 1] = f.op or ''
+      data[#data + 1] = f.id or ''
+      data[#data + 1] = f.rec or ''
     end
   end
 end
-return {epoch, tostring(seq), held, next_reap, mode, data}
+return {epoch, tostring(seq), held, next_reap, mode, data, last_tag}
 "#;
 
 /// What a script run does.
@@ -204,6 +225,9 @@ pub(super) struct Call<'a> {
     pub(super) epoch: &'a str,
     /// The last change the caller applied.
     pub(super) seq: u64,
+    /// The tag of that change, to check it is this server's (after a reconnect); empty: no
+    /// check.
+    pub(super) verify_tag: &'a str,
     /// A silence longer than this in Redis's record of heartbeats is an outage.
     pub(super) outage_gap: Duration,
     /// How long nobody is reaped after an outage.
@@ -225,22 +249,35 @@ pub(super) enum Changes {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct LogEntry {
     pub(super) seq: u64,
+    /// Names the change together with `seq` (the server time it was made).
+    pub(super) tag: String,
     pub(super) op: String,
     pub(super) id: String,
     pub(super) rec: String,
 }
 
 impl LogEntry {
-    /// Parses a pub/sub payload `epoch\nseq\nop\nid\nrecord` into its epoch and entry.
+    /// Parses a pub/sub payload `epoch\nseq\ntag\nop\nid\nrecord` into its epoch and
+    /// entry.
     pub(super) fn parse_message(payload: &[u8]) -> Option<(String, LogEntry)> {
         let text = std::str::from_utf8(payload).ok()?;
-        let mut parts = text.splitn(5, '\n');
+        let mut parts = text.splitn(6, '\n');
         let epoch = parts.next()?.to_string();
         let seq = parts.next()?.parse().ok()?;
+        let tag = parts.next()?.to_string();
         let op = parts.next()?.to_string();
         let id = parts.next()?.to_string();
         let rec = parts.next()?.to_string();
-        Some((epoch, LogEntry { seq, op, id, rec }))
+        Some((
+            epoch,
+            LogEntry {
+                seq,
+                tag,
+                op,
+                id,
+                rec,
+            },
+        ))
     }
 }
 
@@ -254,6 +291,8 @@ pub(super) struct Reply {
     /// As lease holder: milliseconds until the next member's deadline (0: more to reap now).
     pub(super) next_reap_ms: Option<u64>,
     pub(super) changes: Changes,
+    /// The tag of change `seq` (empty if unknown; log entries carry their own).
+    pub(super) tag: String,
 }
 
 /// The script, run by its SHA1 (falling back to its text once per connection when Redis
@@ -294,7 +333,8 @@ impl Script {
                 .arg(&keys.channel)
                 .arg(LOG_MAXLEN)
                 .arg(ms(call.outage_gap))
-                .arg(ms(call.grace));
+                .arg(ms(call.grace))
+                .arg(call.verify_tag);
             c
         };
         match link.query(&build("EVALSHA", &self.sha)).await {
@@ -340,7 +380,7 @@ pub(super) fn parse_reply(v: &Value) -> Result<Reply, LinkError> {
     let Value::Array(items) = v else {
         return Err(bad("not an array", v));
     };
-    let [epoch, seq, held, next_reap, mode, data] = &items[..] else {
+    let [epoch, seq, held, next_reap, mode, data, tag] = &items[..] else {
         return Err(bad("length", v));
     };
     let epoch = text(epoch).ok_or_else(|| bad("epoch", v))?;
@@ -360,15 +400,16 @@ pub(super) fn parse_reply(v: &Value) -> Result<Reply, LinkError> {
     let changes = match mode.as_str() {
         "none" => Changes::None,
         "log" => {
-            let mut out = Vec::with_capacity(data.len() / 4);
-            for c in data.chunks(4) {
-                let [seq, op, id, rec] = c else {
+            let mut out = Vec::with_capacity(data.len() / 5);
+            for c in data.chunks(5) {
+                let [seq, tag, op, id, rec] = c else {
                     return Err(bad("log entry", v));
                 };
                 out.push(LogEntry {
                     seq: int(seq)
                         .and_then(|s| u64::try_from(s).ok())
                         .ok_or_else(|| bad("log seq", v))?,
+                    tag: text(tag).unwrap_or_default(),
                     op: text(op).unwrap_or_default(),
                     id: text(id).unwrap_or_default(),
                     // A record that is not UTF-8 is garbled: keep it so it is counted.
@@ -398,6 +439,7 @@ pub(super) fn parse_reply(v: &Value) -> Result<Reply, LinkError> {
         lease_held,
         next_reap_ms,
         changes,
+        tag: text(tag).unwrap_or_default(),
     })
 }
 
@@ -413,6 +455,7 @@ mod tests {
     fn keys_share_one_hash_tag() {
         let k = Keys::new("game");
         assert!(k.keys.iter().all(|k| k.starts_with("{game}:")));
+        assert_eq!(k.keys.len(), 9);
         assert_eq!(k.channel, "{game}:chg");
         assert_eq!(k.keys[1], "{game}:nodes");
     }
@@ -425,7 +468,14 @@ mod tests {
             Value::Int(1),
             Value::Int(250),
             bulk("log"),
-            Value::Array(vec![bulk("7"), bulk("join"), bulk("a#1"), bulk("{}")]),
+            Value::Array(vec![
+                bulk("7"),
+                bulk("1.2"),
+                bulk("join"),
+                bulk("a#1"),
+                bulk("{}"),
+            ]),
+            bulk(""),
         ]);
         let r = parse_reply(&v).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.epoch, "e1");
@@ -436,6 +486,7 @@ mod tests {
             r.changes,
             Changes::Log(vec![LogEntry {
                 seq: 7,
+                tag: "1.2".into(),
                 op: "join".into(),
                 id: "a#1".into(),
                 rec: "{}".into()
@@ -448,9 +499,11 @@ mod tests {
             Value::Int(-1),
             bulk("full"),
             Value::Array(vec![bulk("a"), Value::BulkString(vec![0xff])]),
+            bulk("9.9"),
         ]);
         let r = parse_reply(&v).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(r.next_reap_ms, None);
+        assert_eq!(r.tag, "9.9");
         assert!(matches!(r.changes, Changes::Full(ref f) if f.len() == 1));
         for junk in [
             Value::Nil,
@@ -462,6 +515,7 @@ mod tests {
                 Value::Int(0),
                 bulk("none"),
                 Value::Nil,
+                bulk(""),
             ]),
             Value::Array(vec![
                 bulk("e"),
@@ -470,6 +524,7 @@ mod tests {
                 Value::Int(0),
                 bulk("what"),
                 Value::Nil,
+                bulk(""),
             ]),
             Value::Array(vec![
                 bulk("e"),
@@ -478,6 +533,7 @@ mod tests {
                 Value::Int(0),
                 bulk("log"),
                 Value::Array(vec![bulk("1")]),
+                bulk(""),
             ]),
         ] {
             assert!(parse_reply(&junk).is_err(), "{junk:?}");
@@ -486,14 +542,16 @@ mod tests {
 
     #[test]
     fn messages_parse() {
-        let (e, m) = LogEntry::parse_message(b"ep\n12\nupdate\n127.0.0.1:1#01\n{\"a\":\"x\ny\"}")
-            .unwrap_or_else(|| panic!("parse"));
+        let (e, m) =
+            LogEntry::parse_message(b"ep\n12\n5.6\nupdate\n127.0.0.1:1#01\n{\"a\":\"x\ny\"}")
+                .unwrap_or_else(|| panic!("parse"));
         assert_eq!(e, "ep");
         assert_eq!(m.seq, 12);
+        assert_eq!(m.tag, "5.6");
         assert_eq!(m.op, "update");
         assert_eq!(m.rec, "{\"a\":\"x\ny\"}");
-        assert!(LogEntry::parse_message(b"ep\nx\nupdate\nid\n").is_none());
-        assert!(LogEntry::parse_message(b"ep\n1\nupdate").is_none());
+        assert!(LogEntry::parse_message(b"ep\nx\nt\nupdate\nid\n").is_none());
+        assert!(LogEntry::parse_message(b"ep\n1\nt\nupdate").is_none());
         assert!(LogEntry::parse_message(&[0xff, b'\n']).is_none());
     }
 }

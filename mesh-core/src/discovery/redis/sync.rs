@@ -24,10 +24,16 @@ pub(super) enum Notified {
 /// Where this node is in the change sequence.
 #[derive(Debug)]
 pub(super) struct SyncState {
-    /// Epoch of the last reply; `None` before the first or after a reconnect.
+    /// Epoch of the last reply; `None` before the first.
     epoch: Option<String>,
     /// The last change applied.
     seq: u64,
+    /// Its tag (empty if unknown).
+    tag: String,
+    /// A reconnect happened since the last reply: the server may be another one (a promoted
+    /// replica that lost changes, or a restarted one), so the next read checks the last
+    /// change's tag, and notifications wait for that read.
+    reconnected: bool,
     /// A full snapshot has been applied once.
     synced_once: bool,
     /// Nodes missing from a snapshot taken after an outage or data loss: they leave only if
@@ -43,6 +49,8 @@ impl SyncState {
         SyncState {
             epoch: None,
             seq: 0,
+            tag: String::new(),
+            reconnected: false,
             synced_once: false,
             pending: HashMap::new(),
             grace,
@@ -51,9 +59,19 @@ impl SyncState {
         }
     }
 
-    /// The epoch to send (empty asks for a full snapshot).
+    /// The epoch to send (empty asks for a full snapshot: also after a reconnect when the
+    /// last change cannot be checked).
     pub(super) fn epoch(&self) -> &str {
+        if self.reconnected && self.seq > 0 && self.tag.is_empty() {
+            return "";
+        }
         self.epoch.as_deref().unwrap_or("")
+    }
+
+    /// The tag of the last change, for the server to check after a reconnect; empty
+    /// otherwise.
+    pub(super) fn verify_tag(&self) -> &str {
+        if self.reconnected { &self.tag } else { "" }
     }
 
     /// The last change applied.
@@ -61,10 +79,11 @@ impl SyncState {
         self.seq
     }
 
-    /// The connection was lost: the next read is a full snapshot, whose missing nodes get the
-    /// grace period (the server may be a promoted replica or a restarted, empty one).
+    /// The connection was lost. The next read continues from the log if the server still
+    /// has this node's last change; otherwise it is a full snapshot whose missing nodes get
+    /// the grace period (the server may be a promoted replica or a restarted, empty one).
     pub(super) fn reconnecting(&mut self) {
-        self.epoch = None;
+        self.reconnected = true;
     }
 
     /// Applies a script reply.
@@ -77,6 +96,7 @@ impl SyncState {
                     if e.seq == self.seq + 1 {
                         self.apply_entry(m, &e);
                         self.seq = e.seq;
+                        self.tag = e.tag;
                     } else if e.seq > self.seq + 1 {
                         // Cannot happen (the script sends a contiguous run): resync next time.
                         tracing::warn!(
@@ -85,16 +105,17 @@ impl SyncState {
                             "redis: change log out of sequence"
                         );
                         self.epoch = None;
+                        self.tag.clear();
                         return;
                     }
                 }
             }
             Changes::Full(records) => {
                 self.stats.full_sync();
-                // After a reconnect the epoch is unknown, so it counts as changed.
-                let lenient = self.synced_once && epoch_changed;
+                let lenient = self.synced_once && (epoch_changed || self.reconnected);
                 self.apply_snapshot(m, records, lenient, now);
                 self.synced_once = true;
+                self.tag = reply.tag;
             }
         }
         if epoch_changed && self.epoch.is_some() {
@@ -102,6 +123,7 @@ impl SyncState {
         }
         self.epoch = Some(reply.epoch);
         self.seq = reply.seq;
+        self.reconnected = false;
         self.expire_pending(m, now);
     }
 
@@ -119,6 +141,10 @@ impl SyncState {
             // Not synced yet: the coming read covers it.
             return Notified::Done;
         };
+        if self.reconnected {
+            // Until the server is known to continue this node's sequence.
+            return Notified::Done;
+        }
         if epoch != mine {
             return Notified::CatchUp;
         }
@@ -131,6 +157,7 @@ impl SyncState {
         }
         self.apply_entry(m, &entry);
         self.seq = entry.seq;
+        self.tag = entry.tag;
         Notified::Done
     }
 
@@ -274,11 +301,12 @@ mod tests {
             lease_held: false,
             next_reap_ms: None,
             changes,
+            tag: format!("t{seq}"),
         }
     }
 
     fn msg(epoch: &str, seq: u64, op: &str, r: &NodeRecord) -> Vec<u8> {
-        format!("{epoch}\n{seq}\n{op}\n{}\n{}", r.id, json(r)).into_bytes()
+        format!("{epoch}\n{seq}\nt{seq}\n{op}\n{}\n{}", r.id, json(r)).into_bytes()
     }
 
     #[test]
@@ -311,6 +339,7 @@ mod tests {
         assert_eq!(m.known_ids(), vec![a.id]);
         let log = Changes::Log(vec![LogEntry {
             seq: 8,
+            tag: "t8".into(),
             op: "expire".into(),
             id: a.id.to_string(),
             rec: String::new(),
@@ -376,16 +405,48 @@ mod tests {
         let t0 = Instant::now();
         s.apply_reply(&m, reply("e", 0, Changes::Full(vec![])), t0);
         let a = rec(2);
-        let wrong_id = format!("e\n1\njoin\n127.0.0.1:9#09\n{}", json(&a));
+        let wrong_id = format!("e\n1\nt\njoin\n127.0.0.1:9#09\n{}", json(&a));
         assert_eq!(s.on_message(&m, wrong_id.as_bytes()), Notified::Done);
         assert_eq!(
-            s.on_message(&m, b"e\n2\nexpire\nnot-an-id\n"),
+            s.on_message(&m, b"e\n2\nt\nexpire\nnot-an-id\n"),
             Notified::Done
         );
-        assert_eq!(s.on_message(&m, b"e\n3\nbogus\nx\n"), Notified::Done);
+        assert_eq!(s.on_message(&m, b"e\n3\nt\nbogus\nx\n"), Notified::Done);
         assert_eq!(s.on_message(&m, b"garbage"), Notified::Done);
         assert_eq!(s.on_message(&m, &msg("e", 4, "join", &a)), Notified::Done);
         assert_eq!(m.known_ids(), vec![a.id]);
         assert_eq!(stats.garbled_records(), 4);
+    }
+
+    #[test]
+    fn a_reconnect_continues_from_the_log_when_the_server_has_the_last_change() {
+        let m = membership();
+        let mut s = SyncState::new(Duration::from_secs(1), RedisStats::new());
+        let t0 = Instant::now();
+        let (a, b) = (rec(2), rec(3));
+        let both = vec![(a.id.to_string(), json(&a)), (b.id.to_string(), json(&b))];
+        s.apply_reply(&m, reply("e", 4, Changes::Full(both)), t0);
+        assert_eq!((s.epoch(), s.verify_tag()), ("e", ""));
+        s.reconnecting();
+        assert_eq!((s.epoch(), s.verify_tag()), ("e", "t4"));
+        // Notifications wait for the checked read.
+        assert_eq!(s.on_message(&m, &msg("e", 5, "leave", &b)), Notified::Done);
+        assert_eq!(m.known_ids().len(), 2);
+        // The server had our change 4: b's expiry during the outage comes from the log, at
+        // once and with its reason.
+        let log = Changes::Log(vec![LogEntry {
+            seq: 5,
+            tag: "t5".into(),
+            op: "expire".into(),
+            id: b.id.to_string(),
+            rec: String::new(),
+        }]);
+        s.apply_reply(&m, reply("e", 5, log), t0);
+        assert_eq!(m.known_ids(), vec![a.id]);
+        assert_eq!(s.verify_tag(), "");
+        // Without a known tag a reconnect asks for a full snapshot.
+        s.tag.clear();
+        s.reconnecting();
+        assert_eq!(s.epoch(), "");
     }
 }
