@@ -313,16 +313,17 @@ impl Driver {
                         None => std::future::pending().await,
                     }
                 };
+                // Timers before notifications, so a flood of them cannot delay heartbeats.
                 tokio::select! {
                     biased;
                     _ = m.stopping() => Wake::Stop,
-                    msg = message => Wake::Message(msg),
                     _ = sleep_opt(self.reconnect_at) => Wake::Reconnect,
                     _ = tick.tick() => Wake::Tick,
                     _ = sleep_opt(self.reap_at) => Wake::Reap,
                     _ = sleep_opt(self.push_at) => Wake::Push,
-                    _ = local_rx.changed() => Wake::LocalChanged,
                     _ = m.sync_requested() => Wake::SyncRequested,
+                    _ = local_rx.changed() => Wake::LocalChanged,
+                    msg = message => Wake::Message(msg),
                 }
             };
             match wake {
