@@ -11,7 +11,7 @@
 //! | `{p}:hb` | ZSET | member = node id (`ADDR#INCARNATION`), score = its deadline: Redis server time (ms) of its last heartbeat plus its expiry |
 //! | `{p}:nodes` | HASH | node id -> its record as JSON |
 //! | `{p}:seq` | string | change counter (INCR) |
-//! | `{p}:log` | STREAM | the changes, entry id `0-<seq>`, fields `op` (`join`, `update`, `leave`, `expire`), `id`, `rec`; trimmed to about 4096 entries |
+//! | `{p}:log` | STREAM | the changes, entry id `0-<seq>`, fields `tag` (server time of the change), `op` (`join`, `update`, `leave`, `expire`), `id`, `rec`; trimmed to about 4096 entries |
 //! | `{p}:epoch` | string | random, created when missing: a new epoch means Redis lost its data |
 //! | `{p}:lease` | string | the reaper lease (holder's node id, with a TTL of its expiry) |
 //! | `{p}:alive` | string | server time of the last heartbeat of any node (detects outages) |
@@ -19,7 +19,7 @@
 //! | `{p}:maxgrace` | string | the longest grace any node needs (slow heartbeats need longer) |
 //!
 //! Every change is also published on the channel `{p}:chg` as
-//! `epoch\nseq\nop\nid\nrecord` so the other nodes apply it at once.
+//! `epoch\nseq\ntag\nop\nid\nrecord` so the other nodes apply it at once.
 //!
 //! # Protocol
 //!
@@ -34,11 +34,17 @@
 //!
 //! While Redis is unreachable the view is frozen (never emptied), health is
 //! [`Degraded`](crate::discovery::Health::Degraded), and the node reconnects with jittered
-//! backoff (asking the sentinels for the master again each time), then re-registers. A
-//! heartbeat gap longer than 1.5 intervals in Redis's own record of activity is an outage:
-//! nobody is reaped for a grace period, so live nodes are not evicted because their last
-//! heartbeat looks old. Nodes missing after Redis lost its data get the same grace before
-//! they leave the view. Garbled records are skipped, logged and counted.
+//! backoff (asking the sentinels for the master again each time), then re-registers and
+//! continues from the log if the server still holds the last change it applied (same epoch,
+//! same tag at its seq), else reads a full snapshot. A heartbeat gap longer than 1.5
+//! intervals in Redis's own record of activity is an outage: nobody is reaped for a grace
+//! period, so live nodes are not evicted because their last heartbeat looks old. Nodes
+//! missing after Redis lost its data get the same grace before they leave the view. Garbled
+//! records are skipped, logged and counted ([`RedisStats`]).
+//!
+//! The lease holder schedules its next reaping call at the earliest deadline, so a killed
+//! node leaves every view about `expiry` after its last heartbeat; a graceful stop removes the
+//! node and publishes the leave at once. Guests do not register but may hold the lease.
 
 mod backend;
 mod conn;
