@@ -324,6 +324,7 @@ async fn start_fails_clearly_when_redis_is_unreachable() -> TestResult {
         return Err("start() succeeded without Redis".into());
     };
     let text = e.to_string();
+    eprintln!("{text}");
     assert!(text.contains("cannot connect"), "{text}");
     assert!(text.contains(&port.to_string()), "{text}");
     assert!(
@@ -358,6 +359,7 @@ async fn password_and_db_from_the_url() -> TestResult {
         .await
         .err()
         .ok_or("started with a bad password")?;
+    eprintln!("{e}");
     assert!(e.to_string().contains("discovery"), "{e}");
     a.stop().await;
     b.stop().await;
