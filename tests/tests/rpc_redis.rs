@@ -1,0 +1,176 @@
+//! Typed calls (`#[mesh_service]`) across nodes discovered through a spawned Redis, over real
+//! UDP on 127.0.0.1: plain, remote error, balanced over the nodes that serve the service,
+//! broadcast, and a node process killed with -9 mid-call.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use mesh_core::prelude::*;
+use mesh_core::{MeshEvent, rpc::CallOptions};
+use mesh_tests::node::NodeProcess;
+use mesh_tests::redis::RedisServer;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The counter's own error.
+pub enum CounterError {
+    /// Adding a negative number.
+    Negative,
+}
+
+impl std::fmt::Display for CounterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("negative")
+    }
+}
+
+#[mesh_service(id = 2000)]
+/// A counter service.
+pub trait Counter {
+    /// Adds one to `n`.
+    async fn add(&self, n: i64) -> Result<i64, CounterError>;
+    /// The serving node's name.
+    async fn name(&self) -> String;
+}
+
+struct MyCounter(String);
+
+impl Counter for MyCounter {
+    async fn add(&self, n: i64) -> Result<i64, CounterError> {
+        if n < 0 {
+            Err(CounterError::Negative)
+        } else {
+            Ok(n + 1)
+        }
+    }
+    async fn name(&self) -> String {
+        self.0.clone()
+    }
+}
+
+async fn node(url: &str, prefix: &str, ty: &str) -> Mesh {
+    Mesh::builder()
+        .node_type(ty)
+        .discovery(Discovery::redis(url))
+        .prefix(prefix)
+        .update_interval(Duration::from_millis(100))
+        .start()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_calls_between_nodes_found_through_redis() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let c1 = node(&url, "rpc", "counter").await;
+    let c2 = node(&url, "rpc", "counter").await;
+    let idle = node(&url, "rpc", "counter").await; // same type, does not serve
+    let web = node(&url, "rpc", "web").await;
+    let _s1 = c1
+        .serve(CounterServer::new(MyCounter("c1".into())))
+        .unwrap();
+    let _s2 = c2
+        .serve(CounterServer::new(MyCounter("c2".into())))
+        .unwrap();
+    // The services reach web's view through Redis.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while web.nodes_serving("counter", CounterClient::ADD).len() < 2 {
+        assert!(Instant::now() < deadline, "services not visible");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(web.nodes_by_type("counter").len(), 3);
+
+    assert_eq!(CounterClient::new(&web, c1.id()).add(1).await, Ok(2));
+    assert_eq!(
+        CounterClient::new(&web, c2.addr()).add(-1).await,
+        Err(CallError::Remote(CounterError::Negative))
+    );
+    // Balanced: spread evenly over the two that serve, never the idle one.
+    let mut names = Vec::new();
+    for _ in 0..10 {
+        names.push(
+            CounterClient::for_type("counter")
+                .on(&web)
+                .name()
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(names.iter().filter(|n| *n == "c1").count(), 5);
+    assert_eq!(names.iter().filter(|n| *n == "c2").count(), 5);
+    let all = CounterBroadcast::to_type("counter")
+        .on(&web)
+        .name()
+        .await
+        .unwrap();
+    let mut got: Vec<String> = all.into_iter().map(|(_, r)| r.unwrap()).collect();
+    got.sort();
+    assert_eq!(got, vec!["c1".to_string(), "c2".to_string()]);
+
+    for m in [web, idle, c2, c1] {
+        m.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_call_fails_the_call_as_unreachable() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let me = node(&url, "kill", "caller").await;
+    let mut events = me.events();
+    let env_url = url.clone();
+    let mut victim = tokio::task::spawn_blocking(move || {
+        NodeProcess::spawn(&[
+            ("MESH_REDIS_URL", env_url.as_str()),
+            ("MESH_PREFIX", "kill"),
+            ("MESH_NODE_TYPE", "victim"),
+            ("MESH_UPDATE_INTERVAL", "100ms"),
+        ])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let vid = victim.id;
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !me.exists(vid) {
+            let _ = events.recv().await;
+        }
+    })
+    .await
+    .unwrap();
+    // Command 2 of mesh-node sleeps for the given milliseconds.
+    let call = {
+        let me = me.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let r = me
+                .request_with::<_, u64>(
+                    vid,
+                    2,
+                    &30_000u64,
+                    CallOptions::timeout(Duration::from_secs(20)),
+                )
+                .await;
+            (r, t.elapsed())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    victim.kill();
+    let (r, took) = call.await.unwrap();
+    let e = r.unwrap_err();
+    assert!(e.is_unreachable(), "{e}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    // And discovery drops it.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Ok(MeshEvent::Left { node, .. }) = events.recv().await
+                && node.id == vid
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    me.stop().await;
+}
