@@ -1,6 +1,6 @@
 //! The endpoint: every session of one node, the handshake, budgets, events and transmits.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use super::config::{Config, ConfigError};
 use super::counters::Counters;
+use super::hash::FastMap;
 use super::recv::Budget;
 use super::send::{MessageId, Outcome};
 use super::session::{ReadyQueue, Session, SessionOutput, State};
@@ -200,7 +201,7 @@ const REJECT_TOKENS_PER_SEC: u32 = 50;
 pub struct Endpoint {
     cfg: Config,
     incarnation: u64,
-    sessions: HashMap<SocketAddr, Session>,
+    sessions: FastMap<SocketAddr, Session>,
     budget: Budget,
     ready: ReadyQueue,
     events: VecDeque<Event>,
@@ -210,11 +211,13 @@ pub struct Endpoint {
     rng: StdRng,
     reject_tokens: u32,
     reject_refill: Option<Instant>,
-    incompatible_reported: HashMap<SocketAddr, Instant>,
+    incompatible_reported: FastMap<SocketAddr, Instant>,
     /// Last incarnation and session id seen per address (restart detection, reopen ids).
-    remembered: HashMap<SocketAddr, (u64, u64)>,
+    remembered: FastMap<SocketAddr, (u64, u64)>,
     order: Vec<SocketAddr>,
     cursor: usize,
+    /// Scratch space for what a session reports while handling a packet.
+    outputs: Vec<SessionOutput>,
 }
 
 impl Endpoint {
@@ -232,7 +235,7 @@ impl Endpoint {
             budget: Budget::new(cfg.max_total_buffer),
             cfg,
             incarnation,
-            sessions: HashMap::new(),
+            sessions: FastMap::default(),
             ready: ReadyQueue::default(),
             events: VecDeque::new(),
             control: VecDeque::new(),
@@ -241,10 +244,11 @@ impl Endpoint {
             rng: StdRng::seed_from_u64(seed),
             reject_tokens: REJECT_TOKENS_PER_SEC,
             reject_refill: None,
-            incompatible_reported: HashMap::new(),
-            remembered: HashMap::new(),
+            incompatible_reported: FastMap::default(),
+            remembered: FastMap::default(),
             order: Vec::new(),
             cursor: 0,
+            outputs: Vec::new(),
         })
     }
 
@@ -335,11 +339,18 @@ impl Endpoint {
                 max: self.cfg.max_message_size,
             });
         }
-        if !self.has_room(peer, data.len()) {
-            return Err(SendError::Full {
-                peer,
-                queued: self.queued_bytes(peer),
-            });
+        // One lookup on the common path: a session exists.
+        let cfg = &self.cfg;
+        if let Some(s) = self.sessions.get_mut(&peer) {
+            let queued = s.unacked_bytes();
+            if queued != 0 && queued + data.len() as u64 > cfg.max_send_queue as u64 {
+                return Err(SendError::Full { peer, queued });
+            }
+            self.next_msg += 1;
+            let id = MessageId(self.next_msg);
+            s.push(cfg, now, channel, id, data);
+            self.counters.messages_sent += 1;
+            return Ok(id);
         }
         self.ensure_session(now, peer)?;
         let id = self.new_message_id();
@@ -771,7 +782,7 @@ impl Endpoint {
             }
             return;
         }
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.outputs);
         s.on_data(
             cfg,
             now,
@@ -782,7 +793,7 @@ impl Endpoint {
             &mut self.counters,
         );
         s.refresh_busy();
-        for o in out {
+        for o in out.drain(..) {
             match o {
                 SessionOutput::Outcome(Outcome::Delivered(id)) => {
                     self.events.push_back(Event::Delivered { peer: from, id })
@@ -807,6 +818,7 @@ impl Endpoint {
                 }
             }
         }
+        self.outputs = out;
     }
 
     fn send_reset(&mut self, now: Instant, to: SocketAddr, session: u64) {

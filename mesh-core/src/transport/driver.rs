@@ -1,6 +1,5 @@
 //! The transport handle and its driver task.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::socket::{MeshSocket, RecvBatch, SocketConfig, SocketError};
+use crate::rudp::hash::FastMap;
 use crate::rudp::{
     self, ConfigError, Counters, Endpoint, Event, Failure, MessageId, RejectReason, SendError,
     UnreachableReason,
@@ -130,7 +130,7 @@ type Waiter = oneshot::Sender<Result<(), Failure>>;
 
 struct State {
     ep: Endpoint,
-    waiters: HashMap<MessageId, (SocketAddr, Waiter)>,
+    waiters: FastMap<MessageId, (SocketAddr, Waiter)>,
     buf: Vec<u8>,
     /// Deadline the driver is sleeping towards.
     armed: Option<Instant>,
@@ -222,7 +222,7 @@ impl Transport {
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 ep,
-                waiters: HashMap::new(),
+                waiters: FastMap::default(),
                 buf: Vec::with_capacity(64 * 1024),
                 armed: None,
                 blocked: false,
@@ -300,16 +300,53 @@ impl Transport {
         channel: u8,
         data: Bytes,
     ) -> Result<Delivery, TransportError> {
+        // Common case: there is room, and the data moves in without a copy or a clone.
+        let mut data = match self.queue_or_return(peer, channel, data)? {
+            Ok(d) => return Ok(d),
+            Err(data) => data,
+        };
         loop {
             let room = self.inner.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_queue(peer, channel, data.clone()) {
-                Err(TransportError::Send(SendError::Full { .. })) => room.await,
-                other => return other,
-            }
+            // Check again now that a notification cannot be missed.
+            data = match self.queue_or_return(peer, channel, data)? {
+                Ok(d) => return Ok(d),
+                Err(data) => data,
+            };
+            room.await;
             self.check_open()?;
         }
+    }
+
+    /// Queues the message, or hands `data` back if the peer's send queue is full.
+    fn queue_or_return(
+        &self,
+        peer: SocketAddr,
+        channel: u8,
+        data: Bytes,
+    ) -> Result<Result<Delivery, Bytes>, TransportError> {
+        self.check_open()?;
+        let mut st = lock(&self.inner.state);
+        if !st.ep.has_room(peer, data.len()) {
+            return Ok(Err(data));
+        }
+        self.queue_locked(&mut st, peer, channel, data).map(Ok)
+    }
+
+    fn queue_locked(
+        &self,
+        st: &mut State,
+        peer: SocketAddr,
+        channel: u8,
+        data: Bytes,
+    ) -> Result<Delivery, TransportError> {
+        let now = Instant::now();
+        let id = st.ep.send(now, peer, channel, data)?;
+        let (tx, rx) = oneshot::channel();
+        st.waiters.insert(id, (peer, tx));
+        self.inner.flush(st, now);
+        Ok(Delivery { peer, rx })
     }
 
     /// Queues a reliable message without waiting: a full queue is an error.
@@ -320,30 +357,31 @@ impl Transport {
         data: Bytes,
     ) -> Result<Delivery, TransportError> {
         self.check_open()?;
-        let (tx, rx) = oneshot::channel();
         let mut st = lock(&self.inner.state);
-        let id = st.ep.send(Instant::now(), peer, channel, data)?;
-        st.waiters.insert(id, (peer, tx));
-        self.inner.flush(&mut st);
-        Ok(Delivery { peer, rx })
+        self.queue_locked(&mut st, peer, channel, data)
     }
 
     /// Sends an unreliable datagram (at most one datagram's payload; no retransmission).
     pub fn send_unreliable(&self, peer: SocketAddr, data: Bytes) -> Result<(), TransportError> {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
-        st.ep.send_datagram(Instant::now(), peer, data)?;
-        self.inner.flush(&mut st);
+        let now = Instant::now();
+        st.ep.send_datagram(now, peer, data)?;
+        self.inner.flush(&mut st, now);
         Ok(())
     }
 
     /// Receives the next message from any peer. Taking it returns flow-control credit to
     /// its sender.
     pub async fn recv(&self) -> Result<Received, TransportError> {
+        if let Some(m) = self.try_recv()? {
+            return Ok(m);
+        }
         loop {
             let notified = self.inner.incoming.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            // Check again now that a notification cannot be missed.
             if let Some(m) = self.try_recv()? {
                 return Ok(m);
             }
@@ -358,7 +396,7 @@ impl Transport {
         let m = st.ep.poll_message();
         if m.is_some() {
             // Credit updates may be due.
-            self.inner.flush(&mut st);
+            self.inner.flush(&mut st, Instant::now());
             if st.ep.pending_messages() > 0 {
                 self.inner.incoming.notify_one();
             }
@@ -374,7 +412,7 @@ impl Transport {
     pub fn close_peer(&self, peer: SocketAddr) {
         let mut st = lock(&self.inner.state);
         st.ep.close(peer);
-        self.inner.flush(&mut st);
+        self.inner.flush(&mut st, Instant::now());
     }
 
     /// Stops the driver; pending deliveries fail with [`TransportError::Closed`].
@@ -395,13 +433,12 @@ impl Inner {
         for (from, d) in batch.iter() {
             st.ep.handle(now, from, d);
         }
-        self.flush(&mut st);
+        self.flush(&mut st, now);
     }
 
     /// Writes what the endpoint has to send, dispatches its events, and re-arms the driver
     /// if the next deadline moved earlier. Called with the state locked.
-    fn flush(&self, st: &mut State) {
-        let now = Instant::now();
+    fn flush(&self, st: &mut State, now: Instant) {
         if !st.blocked {
             let mut buf = std::mem::take(&mut st.buf);
             while let Some(t) = st.ep.poll_transmit(now, &mut buf, self.gso) {
@@ -473,6 +510,7 @@ async fn drive(inner: Arc<Inner>) {
     let mut batch = RecvBatch::new();
     let sleep = tokio::time::sleep(std::time::Duration::from_secs(3600));
     tokio::pin!(sleep);
+    let mut reset_to: Option<Instant> = None;
     loop {
         let (deadline, blocked) = {
             let mut st = lock(&inner.state);
@@ -480,8 +518,12 @@ async fn drive(inner: Arc<Inner>) {
             st.armed = d;
             (d, st.blocked)
         };
-        if let Some(d) = deadline {
+        if let Some(d) = deadline
+            && reset_to != Some(d)
+        {
+            // Re-arming a timer costs a timer-wheel update: only when the deadline moved.
             sleep.as_mut().reset(tokio::time::Instant::from_std(d));
+            reset_to = Some(d);
         }
         tokio::select! {
             biased;
@@ -503,13 +545,14 @@ async fn drive(inner: Arc<Inner>) {
                 if r.is_ok() {
                     let mut st = lock(&inner.state);
                     st.blocked = false;
-                    inner.flush(&mut st);
+                    inner.flush(&mut st, Instant::now());
                 }
             }
             _ = &mut sleep, if deadline.is_some() => {
                 let mut st = lock(&inner.state);
-                st.ep.handle_timeout(Instant::now());
-                inner.flush(&mut st);
+                let now = Instant::now();
+                st.ep.handle_timeout(now);
+                inner.flush(&mut st, now);
             }
             _ = inner.wake_driver.notified() => {}
         }
