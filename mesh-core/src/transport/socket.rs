@@ -249,6 +249,11 @@ impl MeshSocket {
         segment_size: usize,
     ) -> io::Result<usize> {
         let n = contents.len().div_ceil(segment_size.max(1));
+        if n <= 1 {
+            // One datagram: a plain `sendto`, cheaper for the kernel than `sendmsg` with
+            // control messages (no ECN is set, so nothing is lost).
+            return self.io.try_send_to(contents, dest).map(|_| 1);
+        }
         let t = Transmit {
             destination: dest,
             ecn: None,
@@ -308,14 +313,19 @@ impl MeshSocket {
     pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.clear();
         let RecvBatch {
-            bufs, meta, msgs, ..
+            bufs,
+            meta,
+            msgs,
+            want,
         } = batch;
-        let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-        let want = meta.len();
+        let want_now = (*want).clamp(1, BATCH);
+        let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b.as_mut_slice()));
         let mut n = 0;
         let r = self.io.try_io(Interest::READABLE, || {
-            n = self.state.recv((&self.io).into(), &mut slices, meta)?;
-            if n < want {
+            n = self
+                .state
+                .recv((&self.io).into(), &mut slices[..want_now], meta)?;
+            if n < want_now {
                 // A short batch means the queue is drained: report WouldBlock so tokio
                 // clears readiness now instead of after one more (empty) system call.
                 Err(io::ErrorKind::WouldBlock.into())
@@ -328,6 +338,14 @@ impl MeshSocket {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => {}
             Err(e) => return Err(e),
         }
+        // Ask for as many datagrams as are likely waiting: a full batch doubles the next one,
+        // a short one shrinks it. Preparing 32 headers for one datagram costs more than the
+        // datagram; two keep a short batch the sign of an empty queue.
+        *want = if n >= want_now {
+            (want_now * 2).min(BATCH)
+        } else {
+            (n * 2).clamp(2.min(BATCH), BATCH)
+        };
         for (i, m) in meta.iter().take(n).enumerate() {
             let stride = m.stride.max(1);
             let mut off = 0;
@@ -341,12 +359,17 @@ impl MeshSocket {
     }
 }
 
+/// Datagrams one receive call may return.
+const BATCH: usize = quinn_udp::BATCH_SIZE;
+
 /// Reusable receive buffers; GRO super-datagrams are split into their datagrams.
 #[derive(Debug)]
 pub struct RecvBatch {
-    bufs: Vec<Vec<u8>>,
-    meta: Vec<RecvMeta>,
+    bufs: [Vec<u8>; BATCH],
+    meta: [RecvMeta; BATCH],
     msgs: Vec<(usize, usize, usize, SocketAddr)>,
+    /// How many datagrams the next receive asks for.
+    want: usize,
 }
 
 impl Default for RecvBatch {
@@ -358,11 +381,11 @@ impl Default for RecvBatch {
 impl RecvBatch {
     /// Buffers for `quinn_udp::BATCH_SIZE` receives of up to 64 KiB (GRO) each.
     pub fn new() -> Self {
-        let n = quinn_udp::BATCH_SIZE.max(1);
         RecvBatch {
-            bufs: (0..n).map(|_| vec![0u8; 64 * 1024]).collect(),
-            meta: vec![RecvMeta::default(); n],
-            msgs: Vec::with_capacity(n * 4),
+            bufs: std::array::from_fn(|_| vec![0u8; 64 * 1024]),
+            meta: [RecvMeta::default(); BATCH],
+            msgs: Vec::with_capacity(BATCH * 4),
+            want: 2,
         }
     }
 
