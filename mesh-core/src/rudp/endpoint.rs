@@ -218,6 +218,11 @@ pub struct Endpoint {
     cursor: usize,
     /// Scratch space for what a session reports while handling a packet.
     outputs: Vec<SessionOutput>,
+    /// See [`Endpoint::credit_update_due`].
+    credit_due: bool,
+    /// Something may have become sendable since `poll_transmit` last found nothing: set by
+    /// every input (datagrams, timers, sends, taking messages, closing).
+    tx_hint: bool,
 }
 
 impl Endpoint {
@@ -249,6 +254,8 @@ impl Endpoint {
             order: Vec::new(),
             cursor: 0,
             outputs: Vec::new(),
+            credit_due: false,
+            tx_hint: false,
         })
     }
 
@@ -350,6 +357,7 @@ impl Endpoint {
             let id = MessageId(self.next_msg);
             s.push(cfg, now, channel, id, data);
             self.counters.messages_sent += 1;
+            self.tx_hint = true;
             return Ok(id);
         }
         self.ensure_session(now, peer)?;
@@ -359,6 +367,7 @@ impl Endpoint {
             s.push(cfg, now, channel, id, data);
         }
         self.counters.messages_sent += 1;
+        self.tx_hint = true;
         Ok(id)
     }
 
@@ -377,6 +386,7 @@ impl Endpoint {
             });
         }
         self.ensure_session(now, peer)?;
+        self.tx_hint = true;
         let cfg = &self.cfg;
         if let Some(s) = self.sessions.get_mut(&peer)
             && !s.push_datagram(cfg, now, data)
@@ -446,6 +456,8 @@ impl Endpoint {
         let Some(mut s) = self.sessions.remove(&peer) else {
             return;
         };
+        // Freed budget may let other sessions announce credit.
+        self.tx_hint = true;
         self.budget.release(s.credit as usize);
         self.order.retain(|a| *a != peer);
         self.counters.sessions_closed += 1;
@@ -482,6 +494,7 @@ impl Endpoint {
 
     /// Handles one datagram received from `from`.
     pub fn handle(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.tx_hint = true;
         self.counters.datagrams_in += 1;
         self.counters.bytes_in += data.len() as u64;
         let (h, body) = match Header::decode(data) {
@@ -885,8 +898,23 @@ impl Endpoint {
             .min()
     }
 
+    /// When the timers of the session with `peer` next need
+    /// [`handle_timeout`](Self::handle_timeout) (one session's part of
+    /// [`poll_timeout`](Self::poll_timeout)).
+    pub fn poll_timeout_for(&self, peer: SocketAddr) -> Option<Instant> {
+        self.sessions.get(&peer)?.next_timeout(&self.cfg)
+    }
+
+    /// Whether taking messages with [`poll_message`](Self::poll_message) made a flow-control
+    /// credit update due: [`poll_transmit`](Self::poll_transmit) has it to send. Cleared when
+    /// `poll_transmit` has nothing left to send.
+    pub fn credit_update_due(&self) -> bool {
+        self.credit_due
+    }
+
     /// Runs the timers that are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx_hint = true;
         let mut dead = Vec::new();
         let cfg = &self.cfg;
         for s in self.sessions.values_mut() {
@@ -925,8 +953,10 @@ impl Endpoint {
                 let cfg = &self.cfg;
                 if let Some(s) = self.sessions.get_mut(&peer)
                     && s.id == session_id
+                    && s.consumed(ch, r.end, &mut self.budget, cfg)
                 {
-                    s.consumed(ch, r.end, &mut self.budget, cfg);
+                    self.credit_due = true;
+                    self.tx_hint = true;
                 }
             }
         }
@@ -944,6 +974,11 @@ impl Endpoint {
 
     /// Writes the next datagrams to send into `buf` (cleared first): up to `max_segments`
     /// datagrams of equal size to one destination (for GSO), the last possibly shorter.
+    ///
+    /// Once it has returned `None`, it returns `None` at once until an input arrives
+    /// ([`handle`](Self::handle), [`handle_timeout`](Self::handle_timeout), a send, taking
+    /// a message, closing): sends that become due with time alone are timers, so call
+    /// `handle_timeout` when [`poll_timeout`](Self::poll_timeout) says.
     pub fn poll_transmit(
         &mut self,
         now: Instant,
@@ -951,6 +986,10 @@ impl Endpoint {
         max_segments: usize,
     ) -> Option<Transmit> {
         buf.clear();
+        if !self.tx_hint {
+            // Nothing happened since the last call found nothing to send.
+            return None;
+        }
         if let Some((to, p)) = self.control.pop_front() {
             buf.extend_from_slice(&p);
             return Some(self.account(to, buf.len(), 1));
@@ -1025,6 +1064,8 @@ impl Endpoint {
                 return Some(self.account(peer, seg_size, segments));
             }
         }
+        self.credit_due = false;
+        self.tx_hint = false;
         None
     }
 

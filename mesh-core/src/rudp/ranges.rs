@@ -64,6 +64,17 @@ impl RangeSet {
         if r.start >= r.end {
             return false;
         }
+        // Fast path: the range extends the last one (in-order packet numbers, stream bytes).
+        if let Some(mut last) = self.map.last_entry()
+            && *last.key() <= r.start
+            && *last.get() >= r.start
+        {
+            if *last.get() >= r.end {
+                return false;
+            }
+            *last.get_mut() = r.end;
+            return true;
+        }
         let (mut start, mut end) = (r.start, r.end);
         if let Some((&s, &e)) = self.map.range(..=start).next_back()
             && e >= start

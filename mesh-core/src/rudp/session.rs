@@ -19,6 +19,8 @@ use super::wire::{self, Frame, Header, Kind, RawAck, RawFrame, RawFrames, varint
 
 /// How many packet-number ranges we remember (and acknowledge) at most.
 const MAX_RECV_RANGES: usize = 32;
+/// How many ranges one ACK frame carries at most (the newest).
+const ACK_RANGES: usize = 16;
 /// Timer granularity: loss detection never waits less than this.
 const GRANULARITY: Duration = Duration::from_millis(1);
 
@@ -527,13 +529,22 @@ impl Session {
     }
 
     /// The application consumed a message that ended at `end` on `channel`.
-    pub(super) fn consumed(&mut self, channel: u8, end: u64, budget: &mut Budget, cfg: &Config) {
-        if let Some(rc) = self.recv.get_mut(usize::from(channel)) {
-            let released = rc.consume(end);
-            self.credit -= released;
-            budget.release(released as usize);
-            try_grant(rc, &mut self.credit, budget, cfg);
-        }
+    /// Returns whether a credit update is now waiting to be sent.
+    pub(super) fn consumed(
+        &mut self,
+        channel: u8,
+        end: u64,
+        budget: &mut Budget,
+        cfg: &Config,
+    ) -> bool {
+        let Some(rc) = self.recv.get_mut(usize::from(channel)) else {
+            return false;
+        };
+        let released = rc.consume(end);
+        self.credit -= released;
+        budget.release(released as usize);
+        try_grant(rc, &mut self.credit, budget, cfg);
+        rc.announce_pending()
     }
 
     /// Retries pending large-message reservations (budget freed elsewhere).
@@ -739,6 +750,9 @@ impl Session {
                     let Some(sc) = self.send.get_mut(i) else {
                         break;
                     };
+                    if !sc.has_sendable() {
+                        break;
+                    }
                     let Some(r) = sc.next_range(room) else { break };
                     let len = (r.end - r.start) as usize;
                     wire::encode_stream_header(i as u8, r.start, len, out);
@@ -775,9 +789,15 @@ impl Session {
             // Insert the ACK at the front of the frames would need a shift; appending is
             // equivalent since frames are independent.
             let delay_us = self.ack_delay_us(now);
-            let ranges = self.ack_ranges();
-            if out.len() + wire::ack_frame_len(delay_us, ranges.clone()) <= limit {
-                wire::encode_ack_frame(delay_us, ranges, out);
+            let mut ranges = [(0u64, 0u64); ACK_RANGES];
+            let mut n = 0;
+            for (slot, r) in ranges.iter_mut().zip(self.ack_ranges()) {
+                *slot = r;
+                n += 1;
+            }
+            let ranges = &ranges[..n];
+            if out.len() + wire::ack_frame_len(delay_us, ranges.iter().copied()) <= limit {
+                wire::encode_ack_frame(delay_us, ranges.iter().copied(), out);
                 self.ack_pending = false;
                 self.ack_deadline = None;
                 self.eliciting_since_ack = 0;
@@ -830,12 +850,13 @@ impl Session {
         })
     }
 
-    /// The ranges an ACK frame carries: the newest 16, descending, as `(first, last)`.
-    fn ack_ranges(&self) -> impl Iterator<Item = (u64, u64)> + Clone + '_ {
+    /// The ranges an ACK frame carries: the newest [`ACK_RANGES`], descending, as
+    /// `(first, last)`.
+    fn ack_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.recv_pns
             .iter()
             .rev()
-            .take(16)
+            .take(ACK_RANGES)
             .map(|r| (r.start, r.end - 1))
     }
 
