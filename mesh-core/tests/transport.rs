@@ -120,3 +120,64 @@ async fn closed_peer_is_unreachable_once() {
     .unwrap();
     assert_eq!(ev, to);
 }
+
+/// Request/response where the receiving task reads the socket itself, on a multi-threaded
+/// runtime (the driver and the receivers may run on different threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_pong_multi_thread() {
+    let (a, b) = pair().await;
+    let server = b.clone();
+    let echo = tokio::spawn(async move {
+        for _ in 0..2000 {
+            let m = server.recv().await.unwrap();
+            drop(server.queue(m.from, 0, m.data).await.unwrap());
+        }
+    });
+    for i in 0..2000u32 {
+        let d = a
+            .queue(b.local_addr(), 0, Bytes::copy_from_slice(&i.to_be_bytes()))
+            .await
+            .unwrap();
+        let m = timeout(LIMIT, a.recv()).await.expect("reply").unwrap();
+        assert_eq!(&m.data[..], &i.to_be_bytes());
+        // Every request is acknowledged (the reply carries the acknowledgement).
+        timeout(LIMIT, d).await.expect("delivery").unwrap();
+    }
+    timeout(LIMIT, echo).await.unwrap().unwrap();
+}
+
+/// Several tasks receive from one transport at once: every message arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_receivers() {
+    let (a, b) = pair().await;
+    let n = 3000u32;
+    let to = b.local_addr();
+    let sender = tokio::spawn(async move {
+        for i in 0..n {
+            drop(
+                a.queue(to, (i % 3) as u8, Bytes::copy_from_slice(&i.to_be_bytes()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        a
+    });
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (b, got) = (b.clone(), got.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Ok(m)) = timeout(Duration::from_millis(500), b.recv()).await {
+                let i = u32::from_be_bytes(m.data[..].try_into().unwrap());
+                got.lock().unwrap().push(i);
+            }
+        }));
+    }
+    for t in tasks {
+        timeout(LIMIT, t).await.unwrap().unwrap();
+    }
+    let _a = timeout(LIMIT, sender).await.unwrap().unwrap();
+    let mut got = got.lock().unwrap().clone();
+    got.sort_unstable();
+    assert_eq!(got, (0..n).collect::<Vec<_>>(), "each message exactly once");
+}

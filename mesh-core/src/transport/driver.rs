@@ -4,7 +4,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -132,6 +132,9 @@ struct State {
     ep: Endpoint,
     waiters: FastMap<MessageId, (SocketAddr, Waiter)>,
     buf: Vec<u8>,
+    /// Receive buffers, used by whichever task reads the socket (the driver, or a task
+    /// waiting in [`Transport::recv`]).
+    batch: RecvBatch,
     /// Deadline the driver is sleeping towards.
     armed: Option<Instant>,
     /// The socket refused a write: the driver waits for writability and retries.
@@ -145,8 +148,19 @@ struct Inner {
     wake_driver: Notify,
     incoming: Notify,
     room: Notify,
+    /// Tasks waiting in [`Transport::queue`] for room (`room` is notified only if any).
+    room_waiters: AtomicUsize,
     events: broadcast::Sender<PeerEvent>,
     closed: AtomicBool,
+}
+
+/// Uncounts a task waiting for queue room when its wait ends (or is cancelled).
+struct RoomWaiter<'a>(&'a AtomicUsize);
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Aborts the driver when the last [`Transport`] handle goes.
@@ -224,6 +238,7 @@ impl Transport {
                 ep,
                 waiters: FastMap::default(),
                 buf: Vec::with_capacity(64 * 1024),
+                batch: RecvBatch::new(),
                 armed: None,
                 blocked: false,
             }),
@@ -232,6 +247,7 @@ impl Transport {
             wake_driver: Notify::new(),
             incoming: Notify::new(),
             room: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
             events,
             closed: AtomicBool::new(false),
         });
@@ -305,6 +321,10 @@ impl Transport {
             Ok(d) => return Ok(d),
             Err(data) => data,
         };
+        // Counted before the check below (under the state lock), so a delivery that frees
+        // room after the check sees the count and notifies.
+        self.inner.room_waiters.fetch_add(1, Ordering::Relaxed);
+        let _waiting = RoomWaiter(&self.inner.room_waiters);
         loop {
             let room = self.inner.room.notified();
             tokio::pin!(room);
@@ -345,7 +365,7 @@ impl Transport {
         let id = st.ep.send(now, peer, channel, data)?;
         let (tx, rx) = oneshot::channel();
         st.waiters.insert(id, (peer, tx));
-        self.inner.flush(st, now);
+        self.inner.flush(st, now, Rearm::Peer(peer));
         Ok(Delivery { peer, rx })
     }
 
@@ -367,25 +387,55 @@ impl Transport {
         let mut st = lock(&self.inner.state);
         let now = Instant::now();
         st.ep.send_datagram(now, peer, data)?;
-        self.inner.flush(&mut st, now);
+        self.inner.flush(&mut st, now, Rearm::Peer(peer));
         Ok(())
     }
 
     /// Receives the next message from any peer. Taking it returns flow-control credit to
     /// its sender.
+    ///
+    /// While it waits, the calling task reads the socket itself when datagrams arrive (the
+    /// driver task reads it too, for acknowledgements and when nobody is receiving): a
+    /// request is then answered without a hand-over from the driver task to this one.
     pub async fn recv(&self) -> Result<Received, TransportError> {
-        if let Some(m) = self.try_recv()? {
-            return Ok(m);
-        }
         loop {
             let notified = self.inner.incoming.notified();
             tokio::pin!(notified);
-            notified.as_mut().enable();
-            // Check again now that a notification cannot be missed.
-            if let Some(m) = self.try_recv()? {
+            {
+                self.check_open()?;
+                let mut st = lock(&self.inner.state);
+                if let Some(m) = self.inner.take_message(&mut st) {
+                    return Ok(m);
+                }
+                // Messages are announced under the lock: registered here, none is missed.
+                notified.as_mut().enable();
+            }
+            let got = std::future::poll_fn(|cx| {
+                if notified.as_mut().poll(cx).is_ready() {
+                    // Delivered by another task, or the transport closed: look again.
+                    return Poll::Ready(Ok(None));
+                }
+                match self.inner.socket.poll_recv_ready(cx) {
+                    // Not readable: both wake-ups are registered.
+                    Poll::Pending => Poll::Pending,
+                    // Readable: read one batch here. If it held no message for us, let other
+                    // tasks (the driver among them) run before looking again.
+                    Poll::Ready(Ok(())) => match self.inner.read_for_recv() {
+                        Ok(Some(m)) => Poll::Ready(Ok(Some(m))),
+                        Ok(None) => {
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                        Err(e) => Poll::Ready(Err(e)),
+                    },
+                    // The driver reports socket errors; wait for the notification.
+                    Poll::Ready(Err(_)) => Poll::Pending,
+                }
+            })
+            .await?;
+            if let Some(m) = got {
                 return Ok(m);
             }
-            notified.await;
         }
     }
 
@@ -393,26 +443,14 @@ impl Transport {
     pub fn try_recv(&self) -> Result<Option<Received>, TransportError> {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
-        let m = st.ep.poll_message();
-        if m.is_some() {
-            // Credit updates may be due.
-            self.inner.flush(&mut st, Instant::now());
-            if st.ep.pending_messages() > 0 {
-                self.inner.incoming.notify_one();
-            }
-        }
-        Ok(m.map(|m| Received {
-            from: m.peer,
-            channel: m.channel,
-            data: m.data,
-        }))
+        Ok(self.inner.take_message(&mut st))
     }
 
     /// Closes the session with `peer`: messages in flight to it fail as closed.
     pub fn close_peer(&self, peer: SocketAddr) {
         let mut st = lock(&self.inner.state);
         st.ep.close(peer);
-        self.inner.flush(&mut st, Instant::now());
+        self.inner.flush(&mut st, Instant::now(), Rearm::Peer(peer));
     }
 
     /// Stops the driver; pending deliveries fail with [`TransportError::Closed`].
@@ -426,28 +464,99 @@ impl Transport {
     }
 }
 
+/// Which timers a [`Inner::flush`] may have moved earlier than the driver's sleep.
+#[derive(Debug, Clone, Copy)]
+enum Rearm {
+    /// Called by the driver task, which re-arms its sleep before it waits again.
+    Driver,
+    /// Called by another task after touching the session with this peer.
+    Peer(SocketAddr),
+    /// Called by another task after handling datagrams: any session may have changed.
+    All,
+}
+
 impl Inner {
-    fn on_batch(&self, batch: &RecvBatch) {
-        let now = Instant::now();
-        let mut st = lock(&self.state);
+    /// Reads one batch from the socket (if it is readable) and handles it. Returns how many
+    /// datagrams were read; 0 when the socket had nothing (its readiness is then cleared).
+    fn read_batch(&self, st: &mut State, now: Instant) -> io::Result<usize> {
+        let n = match self.socket.try_recv_batch(&mut st.batch) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let State { ep, batch, .. } = st;
         for (from, d) in batch.iter() {
-            st.ep.handle(now, from, d);
+            ep.handle(now, from, d);
         }
-        self.flush(&mut st, now);
+        Ok(n)
     }
 
-    /// Writes what the endpoint has to send, dispatches its events, and re-arms the driver
-    /// if the next deadline moved earlier. Called with the state locked.
-    fn flush(&self, st: &mut State, now: Instant) {
+    /// [`Transport::recv`] found the socket readable: reads a batch and takes the first
+    /// message, if any.
+    fn read_for_recv(&self) -> Result<Option<Received>, TransportError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        let mut st = lock(&self.state);
+        let now = Instant::now();
+        match self.read_batch(&mut st, now) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "receive error");
+                return Ok(None);
+            }
+        }
+        // Take our message before the flush, so the flush does not wake us for it.
+        let m = st.ep.poll_message();
+        self.flush(&mut st, now, Rearm::All);
+        Ok(m.map(|m| Received {
+            from: m.peer,
+            channel: m.channel,
+            data: m.data,
+        }))
+    }
+
+    /// Takes the next message, sends a credit update if that made one due, and passes the
+    /// word on if more messages wait.
+    fn take_message(&self, st: &mut State) -> Option<Received> {
+        let m = st.ep.poll_message()?;
+        if st.ep.credit_update_due() {
+            self.flush(st, Instant::now(), Rearm::Peer(m.peer));
+        } else if st.ep.pending_messages() > 0 {
+            self.incoming.notify_one();
+        }
+        Some(Received {
+            from: m.peer,
+            channel: m.channel,
+            data: m.data,
+        })
+    }
+
+    /// Writes what the endpoint has to send, dispatches its events, and wakes the driver if
+    /// a deadline moved earlier than the one its sleep is armed for. Called with the state
+    /// locked.
+    fn flush(&self, st: &mut State, now: Instant, rearm: Rearm) {
+        // Deadlines can only have moved for the touched session and the sessions written to.
+        let mut earliest = match rearm {
+            Rearm::Peer(p) => st.ep.poll_timeout_for(p),
+            Rearm::Driver | Rearm::All => None,
+        };
         if !st.blocked {
             let mut buf = std::mem::take(&mut st.buf);
             while let Some(t) = st.ep.poll_transmit(now, &mut buf, self.gso) {
+                if let Rearm::Peer(p) = rearm
+                    && p != t.destination
+                    && let Some(d) = st.ep.poll_timeout_for(t.destination)
+                {
+                    earliest = Some(earliest.map_or(d, |e| e.min(d)));
+                }
                 match self.socket.try_send(t.destination, &buf, t.segment_size) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // The endpoint counts these packets as sent: loss recovery resends them.
                         st.blocked = true;
-                        self.wake_driver.notify_one();
+                        self.wake_driver.notify_waiters();
                         break;
                     }
                     Err(e) => {
@@ -458,9 +567,13 @@ impl Inner {
             st.buf = buf;
         }
         self.dispatch(st);
-        let next = st.ep.poll_timeout();
-        if next.is_some_and(|n| st.armed.is_none_or(|a| n < a)) {
-            self.wake_driver.notify_one();
+        if let Rearm::All = rearm {
+            earliest = st.ep.poll_timeout();
+        }
+        if earliest.is_some_and(|n| st.armed.is_none_or(|a| n < a)) {
+            // The driver registers for this before it reads `armed`, so nothing is missed
+            // (and no permit is left behind to wake it a second time).
+            self.wake_driver.notify_waiters();
         }
     }
 
@@ -497,7 +610,7 @@ impl Inner {
                 }
             }
         }
-        if room {
+        if room && self.room_waiters.load(Ordering::Relaxed) > 0 {
             self.room.notify_waiters();
         }
         if st.ep.pending_messages() > 0 {
@@ -506,55 +619,90 @@ impl Inner {
     }
 }
 
+/// The driver task: reads the socket when no [`Transport::recv`] caller does, runs the
+/// timers, and retries sends the socket refused.
+///
+/// Written as one hand-rolled poll with long-lived wake-up registrations: the driver is
+/// polled about once per datagram in a request/response exchange (if only to re-arm its
+/// timer), so a poll that finds nothing to do has to be cheap.
 async fn drive(inner: Arc<Inner>) {
-    let mut batch = RecvBatch::new();
     let sleep = tokio::time::sleep(std::time::Duration::from_secs(3600));
     tokio::pin!(sleep);
-    let mut reset_to: Option<Instant> = None;
-    loop {
-        let (deadline, blocked) = {
-            let mut st = lock(&inner.state);
-            let d = st.ep.poll_timeout();
-            st.armed = d;
-            (d, st.blocked)
-        };
-        if let Some(d) = deadline
-            && reset_to != Some(d)
-        {
-            // Re-arming a timer costs a timer-wheel update: only when the deadline moved.
-            sleep.as_mut().reset(tokio::time::Instant::from_std(d));
-            reset_to = Some(d);
-        }
-        tokio::select! {
-            biased;
-            r = inner.socket.recv_batch(&mut batch) => {
-                match r {
-                    Ok(_) => {
-                        inner.on_batch(&batch);
-                        // Let the application act on what arrived before reading the socket
-                        // again: the answer to its answer is then often already there, which
-                        // saves a readiness wait.
-                        tokio::task::yield_now().await;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "receive error");
-                    }
-                }
+    let mut sleep_at: Option<Instant> = None;
+    let readable = inner.socket.readable();
+    tokio::pin!(readable);
+    let writable = inner.socket.writable();
+    tokio::pin!(writable);
+    let wake = inner.wake_driver.notified();
+    tokio::pin!(wake);
+    std::future::poll_fn(|cx| {
+        loop {
+            // Register for wake-ups before reading the state they report on: a `flush`
+            // elsewhere that moves a deadline earlier than `armed` then always wakes us.
+            wake.as_mut().enable();
+            if wake.as_mut().poll(cx).is_ready() {
+                wake.set(inner.wake_driver.notified());
+                continue;
             }
-            r = inner.socket.writable(), if blocked => {
+            if let Poll::Ready(r) = readable.as_mut().poll(cx) {
+                readable.set(inner.socket.readable());
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "receive error");
+                    return Poll::Pending;
+                }
+                let mut st = lock(&inner.state);
+                let now = Instant::now();
+                match inner.read_batch(&mut st, now) {
+                    // A receiver took the datagrams first.
+                    Ok(0) => continue,
+                    Ok(_) => inner.flush(&mut st, now, Rearm::Driver),
+                    Err(e) => tracing::debug!(error = %e, "receive error"),
+                }
+                // Let the application act on what arrived (its answer then carries the
+                // acknowledgement) and other tasks run before reading again.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            let (deadline, blocked) = {
+                let mut st = lock(&inner.state);
+                let d = st.ep.poll_timeout();
+                st.armed = d;
+                (d, st.blocked)
+            };
+            if blocked && let Poll::Ready(r) = writable.as_mut().poll(cx) {
+                writable.set(inner.socket.writable());
                 if r.is_ok() {
                     let mut st = lock(&inner.state);
                     st.blocked = false;
-                    inner.flush(&mut st, Instant::now());
+                    inner.flush(&mut st, Instant::now(), Rearm::Driver);
+                }
+                continue;
+            }
+            if let Some(d) = deadline {
+                if sleep_at != Some(d) {
+                    let at = tokio::time::Instant::from_std(d);
+                    if sleep_at.is_some_and(|s| d > s) {
+                        // `Sleep::reset` to a later instant leaves the timer wheel entry at
+                        // the earlier one (it is re-inserted when that expires), and the
+                        // runtime then waits with that earlier, shorter timeout. A kernel
+                        // timer shorter than the scheduler tick is reprogrammed on every wait
+                        // (two VM exits under virtualization): replace the entry instead.
+                        sleep.set(tokio::time::sleep_until(at));
+                    } else {
+                        sleep.as_mut().reset(at);
+                    }
+                    sleep_at = Some(d);
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    let mut st = lock(&inner.state);
+                    let now = Instant::now();
+                    st.ep.handle_timeout(now);
+                    inner.flush(&mut st, now, Rearm::Driver);
+                    continue;
                 }
             }
-            _ = &mut sleep, if deadline.is_some() => {
-                let mut st = lock(&inner.state);
-                let now = Instant::now();
-                st.ep.handle_timeout(now);
-                inner.flush(&mut st, now);
-            }
-            _ = inner.wake_driver.notified() => {}
+            return Poll::Pending;
         }
-    }
+    })
+    .await
 }

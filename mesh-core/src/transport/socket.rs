@@ -191,6 +191,14 @@ impl MeshSocket {
             sock.send_buffer_size().unwrap_or(0),
         );
         let state = UdpSocketState::new((&sock).into())?;
+        // quinn-udp asks for the TOS byte of every datagram (for ECN, which the transport does
+        // not use): one control message less per receive.
+        if ip.is_ipv4() || !sock.only_v6().unwrap_or(true) {
+            let _ = sock.set_recv_tos_v4(false);
+        }
+        if ip.is_ipv6() {
+            let _ = sock.set_recv_tclass_v6(false);
+        }
         let std_sock: std::net::UdpSocket = sock.into();
         let io = UdpSocket::from_std(std_sock)?;
         let local = io.local_addr()?;
@@ -298,6 +306,21 @@ impl MeshSocket {
         self.io.writable().await
     }
 
+    /// Waits until the socket may be readable.
+    pub async fn readable(&self) -> io::Result<()> {
+        self.io.readable().await
+    }
+
+    /// Polls for read readiness. Only the task of the most recent call is woken (unlike
+    /// [`readable`](Self::readable), which wakes every waiter), and it is woken before the
+    /// `readable` waiters.
+    pub fn poll_recv_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.io.poll_recv_ready(cx)
+    }
+
     /// Waits for datagrams, then receives a batch into `batch`. Returns how many datagrams.
     pub async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         loop {
@@ -319,12 +342,21 @@ impl MeshSocket {
             want,
         } = batch;
         let want_now = (*want).clamp(1, BATCH);
-        let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b.as_mut_slice()));
         let mut n = 0;
         let r = self.io.try_io(Interest::READABLE, || {
-            n = self
-                .state
-                .recv((&self.io).into(), &mut slices[..want_now], meta)?;
+            n = match bufs.as_mut_slice() {
+                // Small batches (the common case) build two iovecs, not 32.
+                [a, b, ..] if want_now <= 2 => {
+                    let mut slices = [IoSliceMut::new(a), IoSliceMut::new(b)];
+                    self.state
+                        .recv((&self.io).into(), &mut slices[..want_now], meta)?
+                }
+                _ => {
+                    let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b.as_mut_slice()));
+                    self.state
+                        .recv((&self.io).into(), &mut slices[..want_now], meta)?
+                }
+            };
             if n < want_now {
                 // A short batch means the queue is drained: report WouldBlock so tokio
                 // clears readiness now instead of after one more (empty) system call.
