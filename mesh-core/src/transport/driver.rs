@@ -139,6 +139,8 @@ struct State {
     armed: Option<Instant>,
     /// The socket refused a write: the driver waits for writability and retries.
     blocked: bool,
+    /// A receiver handled datagrams and left the flush to the driver.
+    flush_pending: bool,
 }
 
 struct Inner {
@@ -241,6 +243,7 @@ impl Transport {
                 batch: RecvBatch::new(),
                 armed: None,
                 blocked: false,
+                flush_pending: false,
             }),
             socket,
             gso,
@@ -507,10 +510,20 @@ impl Inner {
                 return Ok(None);
             }
         }
-        // Take our message before the flush, so the flush does not wake us for it.
-        let m = st.ep.poll_message();
-        self.flush(&mut st, now, Rearm::All);
-        Ok(m.map(|m| Received {
+        let Some(m) = st.ep.poll_message() else {
+            self.flush(&mut st, now, Rearm::All);
+            return Ok(None);
+        };
+        if st.ep.pending_messages() > 0 {
+            self.incoming.notify_one();
+        }
+        // The rest (acknowledgements and data the batch let out, events, timers) is the
+        // driver's, which runs as soon as this task yields: the message reaches the caller
+        // first, and its answer usually carries the acknowledgement.
+        st.flush_pending = true;
+        drop(st);
+        self.wake_driver.notify_waiters();
+        Ok(Some(Received {
             from: m.peer,
             channel: m.channel,
             data: m.data,
@@ -665,6 +678,10 @@ async fn drive(inner: Arc<Inner>) {
             }
             let (deadline, blocked) = {
                 let mut st = lock(&inner.state);
+                if st.flush_pending {
+                    st.flush_pending = false;
+                    inner.flush(&mut st, Instant::now(), Rearm::Driver);
+                }
                 let d = st.ep.poll_timeout();
                 st.armed = d;
                 (d, st.blocked)

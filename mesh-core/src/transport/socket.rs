@@ -8,7 +8,7 @@ use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
 
 /// Where and how a node's UDP socket binds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +92,11 @@ pub enum SocketError {
 /// A bound UDP socket with batched I/O.
 #[derive(Debug)]
 pub struct MeshSocket {
-    io: UdpSocket,
+    /// Registered with the runtime for read readiness only: a socket registered for writes
+    /// too gets a (useless) write-readiness event after every send, which costs the runtime
+    /// one more `epoll_wait` per datagram sent. Sends go straight to the socket; the rare
+    /// wait for room in the send buffer registers a duplicate of it (see `writable`).
+    io: AsyncFd<std::net::UdpSocket>,
     state: UdpSocketState,
     local: SocketAddr,
     advertise: SocketAddr,
@@ -137,6 +141,20 @@ fn bind_one(addr: SocketAddr, cfg: &SocketConfig) -> io::Result<Socket> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(sock)
+}
+
+/// Registers `sock` (non-blocking, owned by the returned value) with the runtime's reactor for
+/// `interest` only. `AsyncFd::with_interest` is deprecated in recent tokio because it cannot
+/// check that the value owns its descriptor; a `std::net::UdpSocket` does, and keeps it open
+/// until after the registration is dropped, which is what the replacement (an `unsafe fn`
+/// spelling out that contract) asks for. tokio's `UdpSocket` offers no way to leave write
+/// readiness out.
+#[allow(deprecated)]
+fn register(
+    sock: std::net::UdpSocket,
+    interest: Interest,
+) -> io::Result<AsyncFd<std::net::UdpSocket>> {
+    AsyncFd::with_interest(sock, interest)
 }
 
 /// Turns an IPv4-mapped IPv6 address into the IPv4 one, so a peer has one identity.
@@ -200,8 +218,8 @@ impl MeshSocket {
             let _ = sock.set_recv_tclass_v6(false);
         }
         let std_sock: std::net::UdpSocket = sock.into();
-        let io = UdpSocket::from_std(std_sock)?;
-        let local = io.local_addr()?;
+        let io = register(std_sock, Interest::READABLE)?;
+        let local = io.get_ref().local_addr()?;
         let adv_ip = match config.advertise {
             Some(a) => a,
             None if ip.is_unspecified() => interfaces()?
@@ -260,7 +278,7 @@ impl MeshSocket {
         if n <= 1 {
             // One datagram: a plain `sendto`, cheaper for the kernel than `sendmsg` with
             // control messages (no ECN is set, so nothing is lost).
-            return self.io.try_send_to(contents, dest).map(|_| 1);
+            return self.io.get_ref().send_to(contents, dest).map(|_| 1);
         }
         let t = Transmit {
             destination: dest,
@@ -269,9 +287,7 @@ impl MeshSocket {
             segment_size: (n > 1).then_some(segment_size),
             src_ip: None,
         };
-        let r = self.io.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&self.io).into(), &t)
-        });
+        let r = self.state.try_send(self.io.get_ref().into(), &t);
         match r {
             Ok(()) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
@@ -287,9 +303,7 @@ impl MeshSocket {
                         segment_size: None,
                         src_ip: None,
                     };
-                    match self.io.try_io(Interest::WRITABLE, || {
-                        self.state.try_send((&self.io).into(), &t)
-                    }) {
+                    match self.state.try_send(self.io.get_ref().into(), &t) {
                         Ok(()) => sent += 1,
                         Err(e) if sent == 0 => return Err(e),
                         Err(_) => break,
@@ -301,14 +315,21 @@ impl MeshSocket {
         }
     }
 
-    /// Waits until the socket may be writable.
+    /// Waits until the socket may be writable (after a send returned `WouldBlock`).
     pub async fn writable(&self) -> io::Result<()> {
-        self.io.writable().await
+        // The socket is registered for reads only; watch a duplicate of it for writes for
+        // as long as this wait lasts (the send buffer rarely fills).
+        let dup = register(self.io.get_ref().try_clone()?, Interest::WRITABLE)?;
+        let mut ready = dup.writable().await?;
+        ready.retain_ready();
+        Ok(())
     }
 
     /// Waits until the socket may be readable.
     pub async fn readable(&self) -> io::Result<()> {
-        self.io.readable().await
+        let mut ready = self.io.readable().await?;
+        ready.retain_ready();
+        Ok(())
     }
 
     /// Polls for read readiness. Only the task of the most recent call is woken (unlike
@@ -318,13 +339,15 @@ impl MeshSocket {
         &self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
-        self.io.poll_recv_ready(cx)
+        self.io
+            .poll_read_ready(cx)
+            .map_ok(|mut ready| ready.retain_ready())
     }
 
     /// Waits for datagrams, then receives a batch into `batch`. Returns how many datagrams.
     pub async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         loop {
-            self.io.readable().await?;
+            self.readable().await?;
             match self.try_recv_batch(batch) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return other,
@@ -343,18 +366,18 @@ impl MeshSocket {
         } = batch;
         let want_now = (*want).clamp(1, BATCH);
         let mut n = 0;
-        let r = self.io.try_io(Interest::READABLE, || {
+        let r = self.io.try_io(Interest::READABLE, |sock| {
             n = match bufs.as_mut_slice() {
                 // Small batches (the common case) build two iovecs, not 32.
                 [a, b, ..] if want_now <= 2 => {
                     let mut slices = [IoSliceMut::new(a), IoSliceMut::new(b)];
                     self.state
-                        .recv((&self.io).into(), &mut slices[..want_now], meta)?
+                        .recv(sock.into(), &mut slices[..want_now], meta)?
                 }
                 _ => {
                     let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b.as_mut_slice()));
                     self.state
-                        .recv((&self.io).into(), &mut slices[..want_now], meta)?
+                        .recv(sock.into(), &mut slices[..want_now], meta)?
                 }
             };
             if n < want_now {
