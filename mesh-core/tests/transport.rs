@@ -181,3 +181,32 @@ async fn concurrent_receivers() {
     got.sort_unstable();
     assert_eq!(got, (0..n).collect::<Vec<_>>(), "each message exactly once");
 }
+
+/// Deliveries still in flight resolve as closed when the transport is closed or dropped.
+#[tokio::test]
+async fn pending_deliveries_resolve_on_close_and_drop() {
+    // A peer that never answers: an unbound port on loopback.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = silent.local_addr().unwrap();
+    let a = Transport::bind(TransportConfig::default()).await.unwrap();
+    let d1 = a.queue(to, 0, Bytes::from_static(b"x")).await.unwrap();
+    let d2 = a.queue(to, 0, Bytes::from_static(b"y")).await.unwrap();
+    let waiting = tokio::spawn(d1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    a.close();
+    let r = timeout(LIMIT, waiting).await.unwrap().unwrap();
+    assert!(matches!(r, Err(TransportError::Closed)), "{r:?}");
+    assert!(matches!(
+        timeout(LIMIT, d2).await.unwrap(),
+        Err(TransportError::Closed)
+    ));
+
+    let b = Transport::bind(TransportConfig::default()).await.unwrap();
+    let d3 = b.queue(to, 0, Bytes::from_static(b"z")).await.unwrap();
+    let waiting = tokio::spawn(d3);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    drop(b);
+    let r = timeout(LIMIT, waiting).await.unwrap().unwrap();
+    assert!(matches!(r, Err(TransportError::Closed)), "{r:?}");
+    drop(silent);
+}

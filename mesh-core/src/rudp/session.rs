@@ -264,7 +264,9 @@ impl Session {
         };
         self.last_recv = now;
         self.got_data = true;
-        if pn < self.pn_floor || self.recv_pns.contains(pn) {
+        // The next packet in order cannot be a duplicate (the common case: no lookup).
+        let next_in_order = self.largest_recv.is_some_and(|(l, _)| pn == l + 1);
+        if !next_in_order && (pn < self.pn_floor || self.recv_pns.contains(pn)) {
             counters.drops.duplicate += 1;
             self.ack_pending = true;
             self.ack_deadline = Some(now);

@@ -5,12 +5,12 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, broadcast, oneshot};
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -126,11 +126,31 @@ pub struct Received {
     pub data: Bytes,
 }
 
-type Waiter = oneshot::Sender<Result<(), Failure>>;
+/// What a live [`Delivery`] is waiting for.
+enum Slot {
+    /// In flight; the waker of the task polling the `Delivery`, if any.
+    Pending(Option<Waker>),
+    /// Acknowledged or failed.
+    Done(Result<(), Failure>),
+    /// The transport closed first.
+    Closed,
+}
+
+impl Slot {
+    fn finish(&mut self, outcome: Slot) {
+        if let Slot::Pending(w) = std::mem::replace(self, outcome)
+            && let Some(w) = w
+        {
+            w.wake();
+        }
+    }
+}
 
 struct State {
     ep: Endpoint,
-    waiters: FastMap<MessageId, (SocketAddr, Waiter)>,
+    /// Outcome slots of the messages whose [`Delivery`] is alive (dropping it removes its
+    /// slot: a message nobody waits for costs no allocation and no wake-up).
+    deliveries: FastMap<MessageId, Slot>,
     buf: Vec<u8>,
     /// Receive buffers, used by whichever task reads the socket (the driver, or a task
     /// waiting in [`Transport::recv`]).
@@ -152,6 +172,9 @@ struct Inner {
     room: Notify,
     /// Tasks waiting in [`Transport::queue`] for room (`room` is notified only if any).
     room_waiters: AtomicUsize,
+    /// Deliveries dropped while the state was locked; their slots are removed by a flush.
+    dropped: Mutex<Vec<MessageId>>,
+    has_dropped: AtomicBool,
     events: broadcast::Sender<PeerEvent>,
     closed: AtomicBool,
 }
@@ -195,19 +218,78 @@ impl std::fmt::Debug for Transport {
 #[derive(Debug)]
 pub struct Delivery {
     peer: SocketAddr,
-    rx: oneshot::Receiver<Result<(), Failure>>,
+    id: MessageId,
+    inner: Weak<Inner>,
+    finished: bool,
 }
 
 impl Future for Delivery {
     type Output = Result<(), TransportError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let peer = self.peer;
-        Pin::new(&mut self.rx).poll(cx).map(|r| match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(failure)) => Err(TransportError::Failed { peer, failure }),
-            Err(_) => Err(TransportError::Closed),
-        })
+        if self.finished {
+            return Poll::Ready(Err(TransportError::Closed));
+        }
+        let Some(inner) = self.inner.upgrade() else {
+            self.finished = true;
+            return Poll::Ready(Err(TransportError::Closed));
+        };
+        let mut st = lock(&inner.state);
+        let id = self.id;
+        let outcome = match st.deliveries.get_mut(&id) {
+            Some(Slot::Pending(w)) if !inner.closed.load(Ordering::Acquire) => {
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            Some(Slot::Done(Ok(()))) => Ok(()),
+            Some(Slot::Done(Err(failure))) => Err(TransportError::Failed {
+                peer: self.peer,
+                failure: *failure,
+            }),
+            Some(Slot::Pending(_) | Slot::Closed) | None => Err(TransportError::Closed),
+        };
+        st.deliveries.remove(&id);
+        drop(st);
+        self.finished = true;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        match inner.state.try_lock() {
+            Ok(mut st) => {
+                st.deliveries.remove(&self.id);
+            }
+            Err(_) => {
+                // Busy, or held by this very thread (a waker dropped under the state lock
+                // can drop the future owning this): leave the removal to the next flush.
+                inner
+                    .dropped
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(self.id);
+                inner.has_dropped.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Deliveries still waited for resolve as closed (their futures see the transport gone).
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for slot in st.deliveries.values_mut() {
+            slot.finish(Slot::Closed);
+        }
     }
 }
 
@@ -238,7 +320,7 @@ impl Transport {
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 ep,
-                waiters: FastMap::default(),
+                deliveries: FastMap::default(),
                 buf: Vec::with_capacity(64 * 1024),
                 batch: RecvBatch::new(),
                 armed: None,
@@ -251,6 +333,8 @@ impl Transport {
             incoming: Notify::new(),
             room: Notify::new(),
             room_waiters: AtomicUsize::new(0),
+            dropped: Mutex::new(Vec::new()),
+            has_dropped: AtomicBool::new(false),
             events,
             closed: AtomicBool::new(false),
         });
@@ -366,10 +450,14 @@ impl Transport {
     ) -> Result<Delivery, TransportError> {
         let now = Instant::now();
         let id = st.ep.send(now, peer, channel, data)?;
-        let (tx, rx) = oneshot::channel();
-        st.waiters.insert(id, (peer, tx));
+        st.deliveries.insert(id, Slot::Pending(None));
         self.inner.flush(st, now, Rearm::Peer(peer));
-        Ok(Delivery { peer, rx })
+        Ok(Delivery {
+            peer,
+            id,
+            inner: Arc::downgrade(&self.inner),
+            finished: false,
+        })
     }
 
     /// Queues a reliable message without waiting: a full queue is an error.
@@ -414,26 +502,24 @@ impl Transport {
                 notified.as_mut().enable();
             }
             let got = std::future::poll_fn(|cx| {
-                if notified.as_mut().poll(cx).is_ready() {
-                    // Delivered by another task, or the transport closed: look again.
-                    return Poll::Ready(Ok(None));
-                }
-                match self.inner.socket.poll_recv_ready(cx) {
-                    // Not readable: both wake-ups are registered.
-                    Poll::Pending => Poll::Pending,
+                if let Poll::Ready(Ok(())) = self.inner.socket.poll_recv_ready(cx) {
                     // Readable: read one batch here. If it held no message for us, let other
                     // tasks (the driver among them) run before looking again.
-                    Poll::Ready(Ok(())) => match self.inner.read_for_recv() {
+                    return match self.inner.read_for_recv() {
                         Ok(Some(m)) => Poll::Ready(Ok(Some(m))),
                         Ok(None) => {
                             cx.waker().wake_by_ref();
                             Poll::Pending
                         }
                         Err(e) => Poll::Ready(Err(e)),
-                    },
-                    // The driver reports socket errors; wait for the notification.
-                    Poll::Ready(Err(_)) => Poll::Pending,
+                    };
                 }
+                // Not readable (or a socket error, which the driver reports): wait for
+                // readiness or for a message another task delivered (or the close).
+                if notified.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(None));
+                }
+                Poll::Pending
             })
             .await?;
             if let Some(m) = got {
@@ -461,7 +547,10 @@ impl Transport {
         self.inner.closed.store(true, Ordering::Release);
         self._guard.0.abort();
         let mut st = lock(&self.inner.state);
-        st.waiters.clear();
+        for slot in st.deliveries.values_mut() {
+            slot.finish(Slot::Closed);
+        }
+        drop(st);
         self.inner.incoming.notify_waiters();
         self.inner.room.notify_waiters();
     }
@@ -591,19 +680,25 @@ impl Inner {
     }
 
     fn dispatch(&self, st: &mut State) {
+        if self.has_dropped.swap(false, Ordering::AcqRel) {
+            let ids = std::mem::take(&mut *self.dropped.lock().unwrap_or_else(|p| p.into_inner()));
+            for id in ids {
+                st.deliveries.remove(&id);
+            }
+        }
         let mut room = false;
         while let Some(e) = st.ep.poll_event() {
             match e {
                 Event::Delivered { id, .. } => {
                     room = true;
-                    if let Some((_, w)) = st.waiters.remove(&id) {
-                        let _ = w.send(Ok(()));
+                    if let Some(slot) = st.deliveries.get_mut(&id) {
+                        slot.finish(Slot::Done(Ok(())));
                     }
                 }
                 Event::Failed { id, error, .. } => {
                     room = true;
-                    if let Some((_, w)) = st.waiters.remove(&id) {
-                        let _ = w.send(Err(error));
+                    if let Some(slot) = st.deliveries.get_mut(&id) {
+                        slot.finish(Slot::Done(Err(error)));
                     }
                 }
                 Event::Connected { peer, incarnation } => {
