@@ -10,6 +10,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::task::AtomicWaker;
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -167,7 +168,10 @@ struct Inner {
     state: Mutex<State>,
     socket: MeshSocket,
     gso: usize,
-    wake_driver: Notify,
+    /// Wakes the driver task (socket full, flush left to it, a deadline moved earlier). The
+    /// state change comes first, under the state lock; the driver registers at the start of
+    /// every poll, before it looks at the state.
+    driver_waker: AtomicWaker,
     incoming: Notify,
     room: Notify,
     /// Tasks waiting in [`Transport::queue`] for room (`room` is notified only if any).
@@ -329,7 +333,7 @@ impl Transport {
             }),
             socket,
             gso,
-            wake_driver: Notify::new(),
+            driver_waker: AtomicWaker::new(),
             incoming: Notify::new(),
             room: Notify::new(),
             room_waiters: AtomicUsize::new(0),
@@ -568,6 +572,10 @@ enum Rearm {
 }
 
 impl Inner {
+    fn wake_driver(&self) {
+        self.driver_waker.wake();
+    }
+
     /// Reads one batch from the socket (if it is readable) and handles it. Returns how many
     /// datagrams were read; 0 when the socket had nothing (its readiness is then cleared).
     fn read_batch(&self, st: &mut State, now: Instant) -> io::Result<usize> {
@@ -611,7 +619,7 @@ impl Inner {
         // first, and its answer usually carries the acknowledgement.
         st.flush_pending = true;
         drop(st);
-        self.wake_driver.notify_waiters();
+        self.wake_driver();
         Ok(Some(Received {
             from: m.peer,
             channel: m.channel,
@@ -658,7 +666,7 @@ impl Inner {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // The endpoint counts these packets as sent: loss recovery resends them.
                         st.blocked = true;
-                        self.wake_driver.notify_waiters();
+                        self.wake_driver();
                         break;
                     }
                     Err(e) => {
@@ -675,7 +683,7 @@ impl Inner {
         if earliest.is_some_and(|n| st.armed.is_none_or(|a| n < a)) {
             // The driver registers for this before it reads `armed`, so nothing is missed
             // (and no permit is left behind to wake it a second time).
-            self.wake_driver.notify_waiters();
+            self.wake_driver();
         }
     }
 
@@ -741,17 +749,11 @@ async fn drive(inner: Arc<Inner>) {
     tokio::pin!(readable);
     let writable = inner.socket.writable();
     tokio::pin!(writable);
-    let wake = inner.wake_driver.notified();
-    tokio::pin!(wake);
     std::future::poll_fn(|cx| {
+        // Register for wake-ups before reading the state they report on: a `flush`
+        // elsewhere that moves a deadline earlier than `armed` then always wakes us.
+        inner.driver_waker.register(cx.waker());
         loop {
-            // Register for wake-ups before reading the state they report on: a `flush`
-            // elsewhere that moves a deadline earlier than `armed` then always wakes us.
-            wake.as_mut().enable();
-            if wake.as_mut().poll(cx).is_ready() {
-                wake.set(inner.wake_driver.notified());
-                continue;
-            }
             if let Poll::Ready(r) = readable.as_mut().poll(cx) {
                 readable.set(inner.socket.readable());
                 if let Err(e) = r {
