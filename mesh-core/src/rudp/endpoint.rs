@@ -334,24 +334,40 @@ impl Endpoint {
         channel: u8,
         data: Bytes,
     ) -> Result<MessageId, SendError> {
+        self.send_or_return(now, peer, channel, data)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Like [`send`](Self::send), but a refused message's payload comes back with the error,
+    /// so a caller that waits for room ([`SendError::Full`]) and retries keeps it without a
+    /// clone.
+    pub fn send_or_return(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        channel: u8,
+        data: Bytes,
+    ) -> Result<MessageId, (SendError, Bytes)> {
         if channel >= self.cfg.channels {
-            return Err(SendError::NoSuchChannel {
+            let e = SendError::NoSuchChannel {
                 channel,
                 channels: self.cfg.channels,
-            });
+            };
+            return Err((e, data));
         }
         if data.len() > self.cfg.max_message_size {
-            return Err(SendError::TooLarge {
+            let e = SendError::TooLarge {
                 size: data.len(),
                 max: self.cfg.max_message_size,
-            });
+            };
+            return Err((e, data));
         }
         // One lookup on the common path: a session exists.
         let cfg = &self.cfg;
         if let Some(s) = self.sessions.get_mut(&peer) {
             let queued = s.unacked_bytes();
             if queued != 0 && queued + data.len() as u64 > cfg.max_send_queue as u64 {
-                return Err(SendError::Full { peer, queued });
+                return Err((SendError::Full { peer, queued }, data));
             }
             self.next_msg += 1;
             let id = MessageId(self.next_msg);
@@ -360,7 +376,9 @@ impl Endpoint {
             self.tx_hint = true;
             return Ok(id);
         }
-        self.ensure_session(now, peer)?;
+        if let Err(e) = self.ensure_session(now, peer) {
+            return Err((e, data));
+        }
         let id = self.new_message_id();
         let cfg = &self.cfg;
         if let Some(s) = self.sessions.get_mut(&peer) {

@@ -172,6 +172,9 @@ struct Inner {
     /// state change comes first, under the state lock; the driver registers at the start of
     /// every poll, before it looks at the state.
     driver_waker: AtomicWaker,
+    /// The driver was woken and has not yet re-read the state: it will re-arm its timer
+    /// anyway, so a flush need not work out whether a deadline moved earlier.
+    driver_pending: AtomicBool,
     incoming: Notify,
     room: Notify,
     /// Tasks waiting in [`Transport::queue`] for room (`room` is notified only if any).
@@ -334,6 +337,7 @@ impl Transport {
             socket,
             gso,
             driver_waker: AtomicWaker::new(),
+            driver_pending: AtomicBool::new(false),
             incoming: Notify::new(),
             room: Notify::new(),
             room_waiters: AtomicUsize::new(0),
@@ -439,10 +443,23 @@ impl Transport {
     ) -> Result<Result<Delivery, Bytes>, TransportError> {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
-        if !st.ep.has_room(peer, data.len()) {
-            return Ok(Err(data));
+        let now = Instant::now();
+        match st.ep.send_or_return(now, peer, channel, data) {
+            Ok(id) => Ok(Ok(self.delivery(&mut st, now, peer, id))),
+            Err((SendError::Full { .. }, data)) => Ok(Err(data)),
+            Err((e, _)) => Err(e.into()),
         }
-        self.queue_locked(&mut st, peer, channel, data).map(Ok)
+    }
+
+    fn delivery(&self, st: &mut State, now: Instant, peer: SocketAddr, id: MessageId) -> Delivery {
+        st.deliveries.insert(id, Slot::Pending(None));
+        self.inner.flush(st, now, Rearm::Peer(peer));
+        Delivery {
+            peer,
+            id,
+            inner: Arc::downgrade(&self.inner),
+            finished: false,
+        }
     }
 
     fn queue_locked(
@@ -454,14 +471,7 @@ impl Transport {
     ) -> Result<Delivery, TransportError> {
         let now = Instant::now();
         let id = st.ep.send(now, peer, channel, data)?;
-        st.deliveries.insert(id, Slot::Pending(None));
-        self.inner.flush(st, now, Rearm::Peer(peer));
-        Ok(Delivery {
-            peer,
-            id,
-            inner: Arc::downgrade(&self.inner),
-            finished: false,
-        })
+        Ok(self.delivery(st, now, peer, id))
     }
 
     /// Queues a reliable message without waiting: a full queue is an error.
@@ -573,6 +583,7 @@ enum Rearm {
 
 impl Inner {
     fn wake_driver(&self) {
+        self.driver_pending.store(true, Ordering::Relaxed);
         self.driver_waker.wake();
     }
 
@@ -647,6 +658,13 @@ impl Inner {
     /// a deadline moved earlier than the one its sleep is armed for. Called with the state
     /// locked.
     fn flush(&self, st: &mut State, now: Instant, rearm: Rearm) {
+        // A driver about to run re-arms anyway (the flag is cleared, under the lock, before
+        // it reads the deadlines).
+        let rearm = if self.driver_pending.load(Ordering::Relaxed) {
+            Rearm::Driver
+        } else {
+            rearm
+        };
         // Deadlines can only have moved for the touched session and the sessions written to.
         let mut earliest = match rearm {
             Rearm::Peer(p) => st.ep.poll_timeout_for(p),
@@ -775,6 +793,7 @@ async fn drive(inner: Arc<Inner>) {
             }
             let (deadline, blocked) = {
                 let mut st = lock(&inner.state);
+                inner.driver_pending.store(false, Ordering::Relaxed);
                 if st.flush_pending {
                     st.flush_pending = false;
                     inner.flush(&mut st, Instant::now(), Rearm::Driver);
