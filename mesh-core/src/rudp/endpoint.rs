@@ -1006,6 +1006,7 @@ impl Endpoint {
         buf.clear();
         if !self.tx_hint {
             // Nothing happened since the last call found nothing to send.
+            self.credit_due = false;
             return None;
         }
         if let Some((to, p)) = self.control.pop_front() {
@@ -1079,6 +1080,11 @@ impl Endpoint {
             s.refresh_busy();
             if segments > 0 {
                 self.cursor = (idx + 1) % n;
+                if n == 1 && self.control.is_empty() && !s.wants_to_send(now) {
+                    // The only session has nothing more: the next call need not look.
+                    self.tx_hint = false;
+                    self.credit_due = false;
+                }
                 return Some(self.account(peer, seg_size, segments));
             }
         }

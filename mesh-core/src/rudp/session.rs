@@ -497,8 +497,12 @@ impl Session {
         let Some(largest) = self.largest_acked else {
             return;
         };
+        let below = self.sent.span(0, largest);
+        if below.is_empty() {
+            return;
+        }
         let delay = self.loss_delay();
-        for pn in self.sent.span(0, largest) {
+        for pn in below {
             let Some(p) = self.sent.get(pn) else {
                 continue;
             };
@@ -740,6 +744,9 @@ impl Session {
                 .chain((0..n.saturating_sub(1)).map(|k| 1 + (rr - 1 + k) % (n - 1)));
             for i in order {
                 loop {
+                    if !self.send.get(i).is_some_and(SendChannel::has_sendable) {
+                        break;
+                    }
                     // Channel 0 carries small latency-sensitive messages: it is bounded by
                     // its flow-control window and does not wait behind bulk data's window.
                     if i != 0 && self.bulk_room(now) == 0 && !self.sent.is_empty() {
@@ -752,9 +759,6 @@ impl Session {
                     let Some(sc) = self.send.get_mut(i) else {
                         break;
                     };
-                    if !sc.has_sendable() {
-                        break;
-                    }
                     let Some(r) = sc.next_range(room) else { break };
                     let len = (r.end - r.start) as usize;
                     wire::encode_stream_header(i as u8, r.start, len, out);

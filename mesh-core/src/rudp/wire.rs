@@ -84,11 +84,13 @@ pub struct Header {
 impl Header {
     /// Writes the header into `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&MAGIC);
-        out.push(self.version);
-        out.push((self.kind as u8) | (self.flags & 0xF0));
-        out.put_u32(self.cluster);
-        out.put_u64(self.session);
+        let mut h = [0u8; HEADER_LEN];
+        h[0..2].copy_from_slice(&MAGIC);
+        h[2] = self.version;
+        h[3] = (self.kind as u8) | (self.flags & 0xF0);
+        h[4..8].copy_from_slice(&self.cluster.to_be_bytes());
+        h[8..16].copy_from_slice(&self.session.to_be_bytes());
+        out.extend_from_slice(&h);
     }
 
     /// Reads the version and magic only (stable across versions), then the rest.
