@@ -577,8 +577,6 @@ enum Rearm {
     Driver,
     /// Called by another task after touching the session with this peer.
     Peer(SocketAddr),
-    /// Called by another task after handling datagrams: any session may have changed.
-    All,
 }
 
 impl Inner {
@@ -619,7 +617,11 @@ impl Inner {
             }
         }
         let Some(m) = st.ep.poll_message() else {
-            self.flush(&mut st, now, Rearm::All);
+            // Nothing for us (acknowledgements, part of a large message): the driver sends
+            // what this let out, while this task yields.
+            st.flush_pending = true;
+            drop(st);
+            self.wake_driver();
             return Ok(None);
         };
         if st.ep.pending_messages() > 0 {
@@ -668,7 +670,7 @@ impl Inner {
         // Deadlines can only have moved for the touched session and the sessions written to.
         let mut earliest = match rearm {
             Rearm::Peer(p) => st.ep.poll_timeout_for(p),
-            Rearm::Driver | Rearm::All => None,
+            Rearm::Driver => None,
         };
         if !st.blocked {
             let mut buf = std::mem::take(&mut st.buf);
@@ -695,12 +697,8 @@ impl Inner {
             st.buf = buf;
         }
         self.dispatch(st);
-        if let Rearm::All = rearm {
-            earliest = st.ep.poll_timeout();
-        }
         if earliest.is_some_and(|n| st.armed.is_none_or(|a| n < a)) {
-            // The driver registers for this before it reads `armed`, so nothing is missed
-            // (and no permit is left behind to wake it a second time).
+            // The driver registers its waker before it reads `armed`: nothing is missed.
             self.wake_driver();
         }
     }
