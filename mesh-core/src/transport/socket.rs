@@ -1,5 +1,6 @@
 //! The node's UDP socket: binding (address, NIC, port scan, advertise address), buffer sizes,
-//! and batched I/O (GSO on send, recvmmsg + GRO on receive) through `quinn-udp`.
+//! and batched I/O (GSO on send, recvmmsg + GRO on receive) through `quinn-udp`; a single
+//! datagram goes out with a plain `sendto`.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
