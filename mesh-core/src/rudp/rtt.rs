@@ -71,7 +71,12 @@ impl RttEstimator {
         max_ack_delay: Duration,
         min_rto: Duration,
     ) -> Duration {
-        (self.smoothed() + (self.var * 4).max(granularity) + max_ack_delay).max(min_rto)
+        // In nanoseconds: cheaper than Duration arithmetic (it runs for every timer query).
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let pto = ns(self.smoothed())
+            .saturating_add(ns(self.var).saturating_mul(4).max(ns(granularity)))
+            .saturating_add(ns(max_ack_delay));
+        Duration::from_nanos(pto.max(ns(min_rto)))
     }
 }
 

@@ -569,6 +569,9 @@ impl Session {
             return None;
         }
         let pto = self.rtt.pto(GRANULARITY, cfg.max_ack_delay, cfg.min_rto);
+        if self.pto_count == 0 {
+            return Some(last + pto);
+        }
         Some(last + pto * 2u32.saturating_pow(self.pto_count.min(6)))
     }
 
