@@ -577,6 +577,8 @@ enum Rearm {
     Driver,
     /// Called by another task after touching the session with this peer.
     Peer(SocketAddr),
+    /// Called by another task after handling datagrams: any session may have changed.
+    All,
 }
 
 impl Inner {
@@ -617,11 +619,7 @@ impl Inner {
             }
         }
         let Some(m) = st.ep.poll_message() else {
-            // Nothing for us (acknowledgements, part of a large message): the driver sends
-            // what this let out, while this task yields.
-            st.flush_pending = true;
-            drop(st);
-            self.wake_driver();
+            self.flush(&mut st, now, Rearm::All);
             return Ok(None);
         };
         if st.ep.pending_messages() > 0 {
@@ -670,7 +668,7 @@ impl Inner {
         // Deadlines can only have moved for the touched session and the sessions written to.
         let mut earliest = match rearm {
             Rearm::Peer(p) => st.ep.poll_timeout_for(p),
-            Rearm::Driver => None,
+            Rearm::Driver | Rearm::All => None,
         };
         if !st.blocked {
             let mut buf = std::mem::take(&mut st.buf);
@@ -697,6 +695,9 @@ impl Inner {
             st.buf = buf;
         }
         self.dispatch(st);
+        if let Rearm::All = rearm {
+            earliest = st.ep.poll_timeout();
+        }
         if earliest.is_some_and(|n| st.armed.is_none_or(|a| n < a)) {
             // The driver registers its waker before it reads `armed`: nothing is missed.
             self.wake_driver();
