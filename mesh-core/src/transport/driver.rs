@@ -168,10 +168,13 @@ struct Inner {
     state: Mutex<State>,
     socket: MeshSocket,
     gso: usize,
-    /// Wakes the driver task (socket full, flush left to it, a deadline moved earlier). The
-    /// state change comes first, under the state lock; the driver registers at the start of
-    /// every poll, before it looks at the state.
-    driver_waker: AtomicWaker,
+    /// Who to wake when the socket becomes readable (and the driver's waker, also woken for
+    /// a socket refusing writes, a flush left to it, a deadline moved earlier: the state
+    /// change comes first, under the state lock; the driver registers at the start of every
+    /// poll, before it looks at the state).
+    wakers: Arc<ReadWakers>,
+    /// `wakers` as a `Waker`, registered in the socket's read-readiness slot.
+    read_waker: Waker,
     /// The driver was woken and has not yet re-read the state: it will re-arm its timer
     /// anyway, so a flush need not work out whether a deadline moved earlier.
     driver_pending: AtomicBool,
@@ -184,6 +187,27 @@ struct Inner {
     has_dropped: AtomicBool,
     events: broadcast::Sender<PeerEvent>,
     closed: AtomicBool,
+}
+
+/// The waker registered for the socket's read readiness: it wakes the task waiting in
+/// [`Transport::recv`] (if any) first, so that it reads the datagrams itself, and the driver
+/// (which reads them if nobody else did, and re-arms its timer). One registration slot and no
+/// waiter list: registering again costs a comparison.
+#[derive(Default)]
+struct ReadWakers {
+    receiver: AtomicWaker,
+    driver: AtomicWaker,
+}
+
+impl std::task::Wake for ReadWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.receiver.wake();
+        self.driver.wake();
+    }
 }
 
 /// Uncounts a task waiting for queue room when its wait ends (or is cancelled).
@@ -324,6 +348,7 @@ impl Transport {
             .min(65_000 / config.protocol.max_datagram_size)
             .max(1);
         let (events, _) = broadcast::channel(1024);
+        let wakers = Arc::new(ReadWakers::default());
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 ep,
@@ -336,7 +361,8 @@ impl Transport {
             }),
             socket,
             gso,
-            driver_waker: AtomicWaker::new(),
+            read_waker: Waker::from(wakers.clone()),
+            wakers,
             driver_pending: AtomicBool::new(false),
             incoming: Notify::new(),
             room: Notify::new(),
@@ -516,7 +542,9 @@ impl Transport {
                 notified.as_mut().enable();
             }
             let got = std::future::poll_fn(|cx| {
-                if let Poll::Ready(Ok(())) = self.inner.socket.poll_recv_ready(cx) {
+                self.inner.wakers.receiver.register(cx.waker());
+                let mut read_cx = Context::from_waker(&self.inner.read_waker);
+                if let Poll::Ready(Ok(())) = self.inner.socket.poll_recv_ready(&mut read_cx) {
                     // Readable: read one batch here. If it held no message for us, let other
                     // tasks (the driver among them) run before looking again.
                     return match self.inner.read_for_recv() {
@@ -535,8 +563,11 @@ impl Transport {
                 }
                 Poll::Pending
             })
-            .await?;
-            if let Some(m) = got {
+            .await;
+            // No longer waiting: readiness should not wake this task (another receiver may
+            // have registered since; it then waits for the incoming notification instead).
+            drop(self.inner.wakers.receiver.take());
+            if let Some(m) = got? {
                 return Ok(m);
             }
         }
@@ -584,7 +615,7 @@ enum Rearm {
 impl Inner {
     fn wake_driver(&self) {
         self.driver_pending.store(true, Ordering::Relaxed);
-        self.driver_waker.wake();
+        self.wakers.driver.wake();
     }
 
     /// Reads one batch from the socket (if it is readable) and handles it. Returns how many
@@ -762,17 +793,16 @@ async fn drive(inner: Arc<Inner>) {
     let sleep = tokio::time::sleep(std::time::Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut sleep_at: Option<Instant> = None;
-    let readable = inner.socket.readable();
-    tokio::pin!(readable);
     let writable = inner.socket.writable();
     tokio::pin!(writable);
     std::future::poll_fn(|cx| {
         // Register for wake-ups before reading the state they report on: a `flush`
         // elsewhere that moves a deadline earlier than `armed` then always wakes us.
-        inner.driver_waker.register(cx.waker());
+        inner.wakers.driver.register(cx.waker());
         loop {
-            if let Poll::Ready(r) = readable.as_mut().poll(cx) {
-                readable.set(inner.socket.readable());
+            // Read readiness wakes a waiting receiver first, then us (see `ReadWakers`).
+            let mut read_cx = Context::from_waker(&inner.read_waker);
+            if let Poll::Ready(r) = inner.socket.poll_recv_ready(&mut read_cx) {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "receive error");
                     return Poll::Pending;
