@@ -120,3 +120,93 @@ async fn closed_peer_is_unreachable_once() {
     .unwrap();
     assert_eq!(ev, to);
 }
+
+/// Request/response where the receiving task reads the socket itself, on a multi-threaded
+/// runtime (the driver and the receivers may run on different threads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_pong_multi_thread() {
+    let (a, b) = pair().await;
+    let server = b.clone();
+    let echo = tokio::spawn(async move {
+        for _ in 0..2000 {
+            let m = server.recv().await.unwrap();
+            drop(server.queue(m.from, 0, m.data).await.unwrap());
+        }
+    });
+    for i in 0..2000u32 {
+        let d = a
+            .queue(b.local_addr(), 0, Bytes::copy_from_slice(&i.to_be_bytes()))
+            .await
+            .unwrap();
+        let m = timeout(LIMIT, a.recv()).await.expect("reply").unwrap();
+        assert_eq!(&m.data[..], &i.to_be_bytes());
+        // Every request is acknowledged (the reply carries the acknowledgement).
+        timeout(LIMIT, d).await.expect("delivery").unwrap();
+    }
+    timeout(LIMIT, echo).await.unwrap().unwrap();
+}
+
+/// Several tasks receive from one transport at once: every message arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_receivers() {
+    let (a, b) = pair().await;
+    let n = 3000u32;
+    let to = b.local_addr();
+    let sender = tokio::spawn(async move {
+        for i in 0..n {
+            drop(
+                a.queue(to, (i % 3) as u8, Bytes::copy_from_slice(&i.to_be_bytes()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        a
+    });
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let (b, got) = (b.clone(), got.clone());
+        tasks.push(tokio::spawn(async move {
+            while let Ok(Ok(m)) = timeout(Duration::from_millis(500), b.recv()).await {
+                let i = u32::from_be_bytes(m.data[..].try_into().unwrap());
+                got.lock().unwrap().push(i);
+            }
+        }));
+    }
+    for t in tasks {
+        timeout(LIMIT, t).await.unwrap().unwrap();
+    }
+    let _a = timeout(LIMIT, sender).await.unwrap().unwrap();
+    let mut got = got.lock().unwrap().clone();
+    got.sort_unstable();
+    assert_eq!(got, (0..n).collect::<Vec<_>>(), "each message exactly once");
+}
+
+/// Deliveries still in flight resolve as closed when the transport is closed or dropped.
+#[tokio::test]
+async fn pending_deliveries_resolve_on_close_and_drop() {
+    // A peer that never answers: an unbound port on loopback.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = silent.local_addr().unwrap();
+    let a = Transport::bind(TransportConfig::default()).await.unwrap();
+    let d1 = a.queue(to, 0, Bytes::from_static(b"x")).await.unwrap();
+    let d2 = a.queue(to, 0, Bytes::from_static(b"y")).await.unwrap();
+    let waiting = tokio::spawn(d1);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    a.close();
+    let r = timeout(LIMIT, waiting).await.unwrap().unwrap();
+    assert!(matches!(r, Err(TransportError::Closed)), "{r:?}");
+    assert!(matches!(
+        timeout(LIMIT, d2).await.unwrap(),
+        Err(TransportError::Closed)
+    ));
+
+    let b = Transport::bind(TransportConfig::default()).await.unwrap();
+    let d3 = b.queue(to, 0, Bytes::from_static(b"z")).await.unwrap();
+    let waiting = tokio::spawn(d3);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    drop(b);
+    let r = timeout(LIMIT, waiting).await.unwrap().unwrap();
+    assert!(matches!(r, Err(TransportError::Closed)), "{r:?}");
+    drop(silent);
+}

@@ -1,6 +1,6 @@
 //! The endpoint: every session of one node, the handshake, budgets, events and transmits.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use super::config::{Config, ConfigError};
 use super::counters::Counters;
+use super::hash::FastMap;
 use super::recv::Budget;
 use super::send::{MessageId, Outcome};
 use super::session::{ReadyQueue, Session, SessionOutput, State};
@@ -200,7 +201,7 @@ const REJECT_TOKENS_PER_SEC: u32 = 50;
 pub struct Endpoint {
     cfg: Config,
     incarnation: u64,
-    sessions: HashMap<SocketAddr, Session>,
+    sessions: FastMap<SocketAddr, Session>,
     budget: Budget,
     ready: ReadyQueue,
     events: VecDeque<Event>,
@@ -210,11 +211,18 @@ pub struct Endpoint {
     rng: StdRng,
     reject_tokens: u32,
     reject_refill: Option<Instant>,
-    incompatible_reported: HashMap<SocketAddr, Instant>,
+    incompatible_reported: FastMap<SocketAddr, Instant>,
     /// Last incarnation and session id seen per address (restart detection, reopen ids).
-    remembered: HashMap<SocketAddr, (u64, u64)>,
+    remembered: FastMap<SocketAddr, (u64, u64)>,
     order: Vec<SocketAddr>,
     cursor: usize,
+    /// Scratch space for what a session reports while handling a packet.
+    outputs: Vec<SessionOutput>,
+    /// See [`Endpoint::credit_update_due`].
+    credit_due: bool,
+    /// Something may have become sendable since `poll_transmit` last found nothing: set by
+    /// every input (datagrams, timers, sends, taking messages, closing).
+    tx_hint: bool,
 }
 
 impl Endpoint {
@@ -232,7 +240,7 @@ impl Endpoint {
             budget: Budget::new(cfg.max_total_buffer),
             cfg,
             incarnation,
-            sessions: HashMap::new(),
+            sessions: FastMap::default(),
             ready: ReadyQueue::default(),
             events: VecDeque::new(),
             control: VecDeque::new(),
@@ -241,10 +249,13 @@ impl Endpoint {
             rng: StdRng::seed_from_u64(seed),
             reject_tokens: REJECT_TOKENS_PER_SEC,
             reject_refill: None,
-            incompatible_reported: HashMap::new(),
-            remembered: HashMap::new(),
+            incompatible_reported: FastMap::default(),
+            remembered: FastMap::default(),
             order: Vec::new(),
             cursor: 0,
+            outputs: Vec::new(),
+            credit_due: false,
+            tx_hint: false,
         })
     }
 
@@ -323,31 +334,58 @@ impl Endpoint {
         channel: u8,
         data: Bytes,
     ) -> Result<MessageId, SendError> {
+        self.send_or_return(now, peer, channel, data)
+            .map_err(|(e, _)| e)
+    }
+
+    /// Like [`send`](Self::send), but a refused message's payload comes back with the error,
+    /// so a caller that waits for room ([`SendError::Full`]) and retries keeps it without a
+    /// clone.
+    pub fn send_or_return(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        channel: u8,
+        data: Bytes,
+    ) -> Result<MessageId, (SendError, Bytes)> {
         if channel >= self.cfg.channels {
-            return Err(SendError::NoSuchChannel {
+            let e = SendError::NoSuchChannel {
                 channel,
                 channels: self.cfg.channels,
-            });
+            };
+            return Err((e, data));
         }
         if data.len() > self.cfg.max_message_size {
-            return Err(SendError::TooLarge {
+            let e = SendError::TooLarge {
                 size: data.len(),
                 max: self.cfg.max_message_size,
-            });
+            };
+            return Err((e, data));
         }
-        if !self.has_room(peer, data.len()) {
-            return Err(SendError::Full {
-                peer,
-                queued: self.queued_bytes(peer),
-            });
+        // One lookup on the common path: a session exists.
+        let cfg = &self.cfg;
+        if let Some(s) = self.sessions.get_mut(&peer) {
+            let queued = s.unacked_bytes();
+            if queued != 0 && queued + data.len() as u64 > cfg.max_send_queue as u64 {
+                return Err((SendError::Full { peer, queued }, data));
+            }
+            self.next_msg += 1;
+            let id = MessageId(self.next_msg);
+            s.push(cfg, now, channel, id, data);
+            self.counters.messages_sent += 1;
+            self.tx_hint = true;
+            return Ok(id);
         }
-        self.ensure_session(now, peer)?;
+        if let Err(e) = self.ensure_session(now, peer) {
+            return Err((e, data));
+        }
         let id = self.new_message_id();
         let cfg = &self.cfg;
         if let Some(s) = self.sessions.get_mut(&peer) {
             s.push(cfg, now, channel, id, data);
         }
         self.counters.messages_sent += 1;
+        self.tx_hint = true;
         Ok(id)
     }
 
@@ -366,6 +404,7 @@ impl Endpoint {
             });
         }
         self.ensure_session(now, peer)?;
+        self.tx_hint = true;
         let cfg = &self.cfg;
         if let Some(s) = self.sessions.get_mut(&peer)
             && !s.push_datagram(cfg, now, data)
@@ -435,6 +474,8 @@ impl Endpoint {
         let Some(mut s) = self.sessions.remove(&peer) else {
             return;
         };
+        // Freed budget may let other sessions announce credit.
+        self.tx_hint = true;
         self.budget.release(s.credit as usize);
         self.order.retain(|a| *a != peer);
         self.counters.sessions_closed += 1;
@@ -471,6 +512,7 @@ impl Endpoint {
 
     /// Handles one datagram received from `from`.
     pub fn handle(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+        self.tx_hint = true;
         self.counters.datagrams_in += 1;
         self.counters.bytes_in += data.len() as u64;
         let (h, body) = match Header::decode(data) {
@@ -771,7 +813,7 @@ impl Endpoint {
             }
             return;
         }
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.outputs);
         s.on_data(
             cfg,
             now,
@@ -782,7 +824,7 @@ impl Endpoint {
             &mut self.counters,
         );
         s.refresh_busy();
-        for o in out {
+        for o in out.drain(..) {
             match o {
                 SessionOutput::Outcome(Outcome::Delivered(id)) => {
                     self.events.push_back(Event::Delivered { peer: from, id })
@@ -807,6 +849,7 @@ impl Endpoint {
                 }
             }
         }
+        self.outputs = out;
     }
 
     fn send_reset(&mut self, now: Instant, to: SocketAddr, session: u64) {
@@ -873,8 +916,23 @@ impl Endpoint {
             .min()
     }
 
+    /// When the timers of the session with `peer` next need
+    /// [`handle_timeout`](Self::handle_timeout) (one session's part of
+    /// [`poll_timeout`](Self::poll_timeout)).
+    pub fn poll_timeout_for(&self, peer: SocketAddr) -> Option<Instant> {
+        self.sessions.get(&peer)?.next_timeout(&self.cfg)
+    }
+
+    /// Whether taking messages with [`poll_message`](Self::poll_message) made a flow-control
+    /// credit update due: [`poll_transmit`](Self::poll_transmit) has it to send. Cleared when
+    /// `poll_transmit` has nothing left to send.
+    pub fn credit_update_due(&self) -> bool {
+        self.credit_due
+    }
+
     /// Runs the timers that are due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.tx_hint = true;
         let mut dead = Vec::new();
         let cfg = &self.cfg;
         for s in self.sessions.values_mut() {
@@ -913,8 +971,10 @@ impl Endpoint {
                 let cfg = &self.cfg;
                 if let Some(s) = self.sessions.get_mut(&peer)
                     && s.id == session_id
+                    && s.consumed(ch, r.end, &mut self.budget, cfg)
                 {
-                    s.consumed(ch, r.end, &mut self.budget, cfg);
+                    self.credit_due = true;
+                    self.tx_hint = true;
                 }
             }
         }
@@ -932,6 +992,11 @@ impl Endpoint {
 
     /// Writes the next datagrams to send into `buf` (cleared first): up to `max_segments`
     /// datagrams of equal size to one destination (for GSO), the last possibly shorter.
+    ///
+    /// Once it has returned `None`, it returns `None` at once until an input arrives
+    /// ([`handle`](Self::handle), [`handle_timeout`](Self::handle_timeout), a send, taking
+    /// a message, closing): sends that become due with time alone are timers, so call
+    /// `handle_timeout` when [`poll_timeout`](Self::poll_timeout) says.
     pub fn poll_transmit(
         &mut self,
         now: Instant,
@@ -939,6 +1004,11 @@ impl Endpoint {
         max_segments: usize,
     ) -> Option<Transmit> {
         buf.clear();
+        if !self.tx_hint {
+            // Nothing happened since the last call found nothing to send.
+            self.credit_due = false;
+            return None;
+        }
         if let Some((to, p)) = self.control.pop_front() {
             buf.extend_from_slice(&p);
             return Some(self.account(to, buf.len(), 1));
@@ -1010,9 +1080,16 @@ impl Endpoint {
             s.refresh_busy();
             if segments > 0 {
                 self.cursor = (idx + 1) % n;
+                if n == 1 && self.control.is_empty() && !s.wants_to_send(now) {
+                    // The only session has nothing more: the next call need not look.
+                    self.tx_hint = false;
+                    self.credit_due = false;
+                }
                 return Some(self.account(peer, seg_size, segments));
             }
         }
+        self.credit_due = false;
+        self.tx_hint = false;
         None
     }
 

@@ -23,10 +23,12 @@ mod config;
 mod congestion;
 mod counters;
 mod endpoint;
+pub(crate) mod hash;
 mod ranges;
 mod recv;
 mod rtt;
 mod send;
+mod sent;
 mod session;
 pub mod wire;
 

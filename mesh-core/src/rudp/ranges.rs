@@ -64,6 +64,17 @@ impl RangeSet {
         if r.start >= r.end {
             return false;
         }
+        // Fast path: the range extends the last one (in-order packet numbers, stream bytes).
+        if let Some(mut last) = self.map.last_entry()
+            && *last.key() <= r.start
+            && *last.get() >= r.start
+        {
+            if *last.get() >= r.end {
+                return false;
+            }
+            *last.get_mut() = r.end;
+            return true;
+        }
         let (mut start, mut end) = (r.start, r.end);
         if let Some((&s, &e)) = self.map.range(..=start).next_back()
             && e >= start
@@ -74,12 +85,12 @@ impl RangeSet {
             start = s;
             end = end.max(e);
         }
-        let overlapping: Vec<u64> = self.map.range(start..=end).map(|(&s, _)| s).collect();
-        for s in overlapping {
-            if let Some(e) = self.map.remove(&s) {
-                end = end.max(e);
-            }
+        // Ranges starting inside `start..=end` (other than at `start`) merge into this one.
+        while let Some((&s, &e)) = self.map.range(start.saturating_add(1)..=end).next() {
+            self.map.remove(&s);
+            end = end.max(e);
         }
+        // Extends the range starting at `start` in place, or adds one.
         self.map.insert(start, end);
         true
     }
@@ -133,7 +144,7 @@ impl RangeSet {
     }
 
     /// Ranges in ascending order.
-    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = Range<u64>> + '_ {
+    pub(crate) fn iter(&self) -> impl DoubleEndedIterator<Item = Range<u64>> + Clone + '_ {
         self.map.iter().map(|(&s, &e)| s..e)
     }
 }

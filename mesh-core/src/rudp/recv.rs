@@ -179,6 +179,30 @@ impl RecvChannel {
 
     fn feed(&mut self, mut data: &[u8], out: &mut VecDeque<Parsed>) -> Result<(), StreamReject> {
         while !data.is_empty() {
+            // Fast path: a whole small message (prefix and body) in `data`, the parser between
+            // messages. The same outcome as the byte-wise path below, with one copy.
+            if let Parser::Prefix { n: 0, .. } = self.parser {
+                let mut rest = data;
+                if let Some(len) = varint::get(&mut rest)
+                    && len > 0
+                    && len <= self.max_message
+                    && len <= self.window
+                    && len <= rest.len() as u64
+                {
+                    let prefix = data.len() - rest.len();
+                    let len = len as usize;
+                    self.head += (prefix + len) as u64;
+                    out.push_back(Parsed::Message {
+                        data: Bytes::copy_from_slice(&rest[..len]),
+                        end: self.head,
+                    });
+                    if let Parser::Prefix { start, .. } = &mut self.parser {
+                        *start = self.head;
+                    }
+                    data = &rest[len..];
+                    continue;
+                }
+            }
             match &mut self.parser {
                 Parser::Prefix { buf, n, start } => {
                     let b = data[0];

@@ -41,9 +41,14 @@ impl RttEstimator {
                 } else {
                     rtt
                 };
-                let diff = srtt.abs_diff(adjusted);
-                self.var = (self.var * 3 + diff) / 4;
-                self.smoothed = Some((srtt * 7 + adjusted) / 8);
+                // In nanoseconds (u64 covers 584 years): cheaper than Duration arithmetic.
+                let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+                let (s, a, v) = (ns(srtt), ns(adjusted), ns(self.var));
+                let diff = s.abs_diff(a);
+                self.var = Duration::from_nanos(v.saturating_mul(3).saturating_add(diff) / 4);
+                self.smoothed = Some(Duration::from_nanos(
+                    s.saturating_mul(7).saturating_add(a) / 8,
+                ));
             }
         }
     }
@@ -66,7 +71,12 @@ impl RttEstimator {
         max_ack_delay: Duration,
         min_rto: Duration,
     ) -> Duration {
-        (self.smoothed() + (self.var * 4).max(granularity) + max_ack_delay).max(min_rto)
+        // In nanoseconds: cheaper than Duration arithmetic (it runs for every timer query).
+        let ns = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let pto = ns(self.smoothed())
+            .saturating_add(ns(self.var).saturating_mul(4).max(ns(granularity)))
+            .saturating_add(ns(max_ack_delay));
+        Duration::from_nanos(pto.max(ns(min_rto)))
     }
 }
 

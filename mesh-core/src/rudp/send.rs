@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::ranges::RangeSet;
 use super::wire::varint;
@@ -30,11 +30,35 @@ pub(crate) enum Outcome {
     Refused(MessageId, u64, u64),
 }
 
+/// A piece of the channel's byte stream: a message's length prefix (held inline) or its
+/// payload (the caller's `Bytes`, not copied).
+#[derive(Debug)]
+enum Chunk {
+    Prefix([u8; 10], u8),
+    Data(Bytes),
+}
+
+impl Chunk {
+    fn len(&self) -> usize {
+        match self {
+            Chunk::Prefix(_, n) => usize::from(*n),
+            Chunk::Data(b) => b.len(),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Prefix(b, n) => &b[..usize::from(*n)],
+            Chunk::Data(b) => b,
+        }
+    }
+}
+
 /// Sending state of one channel.
 #[derive(Debug, Default)]
 pub(crate) struct SendChannel {
     write: u64,
-    chunks: VecDeque<(u64, Bytes)>,
+    chunks: VecDeque<(u64, Chunk)>,
     next_new: u64,
     lost: RangeSet,
     acked: RangeSet,
@@ -42,9 +66,6 @@ pub(crate) struct SendChannel {
     peer_max: u64,
     msgs: VecDeque<PendingMsg>,
 }
-
-/// Messages up to this size are copied together with their length prefix into one chunk.
-const SMALL: usize = 1024;
 
 impl SendChannel {
     /// A channel the peer initially lets us send `initial_credit` bytes on.
@@ -63,20 +84,9 @@ impl SendChannel {
     /// Appends a message.
     pub(crate) fn push(&mut self, id: MessageId, payload: Bytes) {
         let start = self.write;
-        let len = payload.len();
-        if len <= SMALL {
-            let mut b = BytesMut::with_capacity(len + 2);
-            let mut prefix = Vec::with_capacity(3);
-            varint::put(&mut prefix, len as u64);
-            b.put_slice(&prefix);
-            b.put_slice(&payload);
-            self.append(b.freeze());
-        } else {
-            let mut prefix = Vec::with_capacity(4);
-            varint::put(&mut prefix, len as u64);
-            self.append(Bytes::from(prefix));
-            self.append(payload);
-        }
+        let (prefix, n) = varint::to_array(payload.len() as u64);
+        self.append(Chunk::Prefix(prefix, n as u8));
+        self.append(Chunk::Data(payload));
         self.msgs.push_back(PendingMsg {
             id,
             start,
@@ -85,7 +95,7 @@ impl SendChannel {
         });
     }
 
-    fn append(&mut self, b: Bytes) {
+    fn append(&mut self, b: Chunk) {
         let len = b.len() as u64;
         if len > 0 {
             self.chunks.push_back((self.write, b));
@@ -151,7 +161,7 @@ impl SendChannel {
             }
             let from = (pos - off) as usize;
             let to = ((r.end - off) as usize).min(b.len());
-            out.extend_from_slice(&b[from..to]);
+            out.extend_from_slice(&b.bytes()[from..to]);
             pos = off + to as u64;
         }
     }
@@ -173,31 +183,41 @@ impl SendChannel {
         if r.end <= self.acked_prefix {
             return;
         }
-        self.acked.insert(r.start.max(self.acked_prefix)..r.end);
-        if let Some(first) = self.acked.first()
-            && first.start <= self.acked_prefix
+        if r.start > self.acked_prefix {
+            // A hole remains below: remember the range until the hole is filled.
+            self.acked.insert(r);
+            return;
+        }
+        // The acknowledged prefix grows (the common, in-order case): absorb the ranges
+        // acknowledged earlier that now touch it.
+        let mut prefix = r.end;
+        while let Some(first) = self.acked.first()
+            && first.start <= prefix
         {
-            self.acked_prefix = first.end;
-            self.acked.remove_below(self.acked_prefix);
-            self.lost.remove_below(self.acked_prefix);
-            while let Some((off, b)) = self.chunks.front() {
-                if off + b.len() as u64 <= self.acked_prefix {
-                    self.chunks.pop_front();
-                } else {
-                    break;
-                }
+            prefix = prefix.max(first.end);
+            self.acked.pop_min();
+        }
+        self.acked_prefix = prefix;
+        if !self.lost.is_empty() {
+            self.lost.remove_below(prefix);
+        }
+        while let Some((off, b)) = self.chunks.front() {
+            if off + b.len() as u64 <= self.acked_prefix {
+                self.chunks.pop_front();
+            } else {
+                break;
             }
-            while let Some(m) = self.msgs.front() {
-                if m.end > self.acked_prefix {
-                    break;
-                }
-                let outcome = match m.refused {
-                    Some((size, max)) => Outcome::Refused(m.id, size, max),
-                    None => Outcome::Delivered(m.id),
-                };
-                done.push(outcome);
-                self.msgs.pop_front();
+        }
+        while let Some(m) = self.msgs.front() {
+            if m.end > self.acked_prefix {
+                break;
             }
+            let outcome = match m.refused {
+                Some((size, max)) => Outcome::Refused(m.id, size, max),
+                None => Outcome::Delivered(m.id),
+            };
+            done.push(outcome);
+            self.msgs.pop_front();
         }
     }
 

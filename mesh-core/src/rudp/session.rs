@@ -1,7 +1,7 @@
 //! One peer's session: packet numbers, acknowledgements, loss detection and retransmission,
 //! congestion and flow control, liveness. No I/O: the endpoint feeds it and drains it.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,10 +14,13 @@ use super::ranges::RangeSet;
 use super::recv::{Budget, Parsed, RecvChannel, StreamReject};
 use super::rtt::RttEstimator;
 use super::send::{MessageId, Outcome, SendChannel};
-use super::wire::{self, AckFrame, Frame, Frames, Header, Kind, varint};
+use super::sent::{SentPacket, SentPackets, StreamRanges};
+use super::wire::{self, Frame, Header, Kind, RawAck, RawFrame, RawFrames, varint};
 
 /// How many packet-number ranges we remember (and acknowledge) at most.
 const MAX_RECV_RANGES: usize = 32;
+/// How many ranges one ACK frame carries at most (the newest).
+const ACK_RANGES: usize = 16;
 /// Timer granularity: loss detection never waits less than this.
 const GRANULARITY: Duration = Duration::from_millis(1);
 
@@ -34,16 +37,6 @@ pub(super) struct Ready {
 pub(super) struct ReadyQueue {
     pub(super) q: VecDeque<(SocketAddr, u64, Ready)>,
     pub(super) datagrams: usize,
-}
-
-#[derive(Debug)]
-struct SentPacket {
-    time: Instant,
-    size: usize,
-    ack_eliciting: bool,
-    stream: Vec<(u8, u64, u64)>,
-    max_data: Vec<u8>,
-    refused: Vec<(u8, u64, u64, u64)>,
 }
 
 /// Reserves memory for a large message waiting on `rc`, within the per-peer and global
@@ -89,7 +82,8 @@ pub(super) struct Session {
     send: Vec<SendChannel>,
     recv: Vec<RecvChannel>,
     next_pn: u64,
-    sent: BTreeMap<u64, SentPacket>,
+    /// Ack-eliciting packets in flight (the only ones remembered).
+    sent: SentPackets,
     largest_acked: Option<u64>,
     last_eliciting_sent: Option<Instant>,
     loss_time: Option<Instant>,
@@ -118,6 +112,9 @@ pub(super) struct Session {
     pub(super) credit: u64,
     /// A data packet was received on this session (it is no longer fresh).
     pub(super) got_data: bool,
+    /// Scratch space reused across packets (kept to avoid allocating per packet).
+    parsed: VecDeque<Parsed>,
+    done: Vec<Outcome>,
 }
 
 impl Session {
@@ -142,7 +139,7 @@ impl Session {
                 .map(|_| RecvChannel::new(window, cfg.max_message_size as u64))
                 .collect(),
             next_pn: 0,
-            sent: BTreeMap::new(),
+            sent: SentPackets::default(),
             largest_acked: None,
             last_eliciting_sent: None,
             loss_time: None,
@@ -173,6 +170,8 @@ impl Session {
             latency_window: cfg.latency_window,
             credit: window * channels as u64,
             got_data: false,
+            parsed: VecDeque::new(),
+            done: Vec::new(),
         }
     }
 
@@ -265,7 +264,9 @@ impl Session {
         };
         self.last_recv = now;
         self.got_data = true;
-        if pn < self.pn_floor || self.recv_pns.contains(pn) {
+        // The next packet in order cannot be a duplicate (the common case: no lookup).
+        let next_in_order = self.largest_recv.is_some_and(|(l, _)| pn == l + 1);
+        if !next_in_order && (pn < self.pn_floor || self.recv_pns.contains(pn)) {
             counters.drops.duplicate += 1;
             self.ack_pending = true;
             self.ack_deadline = Some(now);
@@ -273,8 +274,63 @@ impl Session {
         }
         let mut eliciting = false;
         let mut immediate = false;
-        let mut parsed = VecDeque::new();
-        for frame in Frames::new(body) {
+        let mut parsed = std::mem::take(&mut self.parsed);
+        let ok = self.on_frames(
+            cfg,
+            now,
+            body,
+            budget,
+            ready,
+            out,
+            counters,
+            &mut parsed,
+            &mut eliciting,
+            &mut immediate,
+        );
+        parsed.clear();
+        self.parsed = parsed;
+        if !ok {
+            return false;
+        }
+        // Record the packet number.
+        let in_order = self.largest_recv.is_none_or(|(l, _)| pn == l + 1);
+        self.recv_pns.insert(pn..pn + 1);
+        while self.recv_pns.len() > MAX_RECV_RANGES {
+            if let Some(r) = self.recv_pns.pop_min() {
+                self.pn_floor = r.end;
+            }
+        }
+        if self.largest_recv.is_none_or(|(l, _)| pn > l) {
+            self.largest_recv = Some((pn, now));
+        }
+        if eliciting {
+            self.ack_pending = true;
+            self.eliciting_since_ack += 1;
+            if immediate || !in_order || self.eliciting_since_ack >= cfg.ack_frequency {
+                self.ack_deadline = Some(now);
+            } else if self.ack_deadline.is_none() {
+                self.ack_deadline = Some(now + cfg.max_ack_delay);
+            }
+        }
+        true
+    }
+
+    /// Processes the frames of a packet body. False if the packet is to be dropped.
+    #[allow(clippy::too_many_arguments)]
+    fn on_frames(
+        &mut self,
+        cfg: &Config,
+        now: Instant,
+        body: &[u8],
+        budget: &mut Budget,
+        ready: &mut ReadyQueue,
+        out: &mut Vec<SessionOutput>,
+        counters: &mut Counters,
+        parsed: &mut VecDeque<Parsed>,
+        eliciting: &mut bool,
+        immediate: &mut bool,
+    ) -> bool {
+        for frame in RawFrames::new(body) {
             let frame = match frame {
                 Ok(f) => f,
                 Err(_) => {
@@ -284,13 +340,13 @@ impl Session {
                 }
             };
             match frame {
-                Frame::Ack(ack) => self.on_ack(cfg, now, &ack, out, counters),
-                Frame::Stream {
+                RawFrame::Ack(ack) => self.on_ack(cfg, now, &ack, out, counters),
+                RawFrame::Stream {
                     channel,
                     offset,
                     data,
                 } => {
-                    eliciting = true;
+                    *eliciting = true;
                     let Some(rc) = self.recv.get_mut(usize::from(channel)) else {
                         counters.drops.malformed += 1;
                         out.push(SessionOutput::Protocol(
@@ -298,7 +354,7 @@ impl Session {
                         ));
                         return false;
                     };
-                    match rc.on_stream(offset, data, &mut parsed) {
+                    match rc.on_stream(offset, data, parsed) {
                         Ok(()) => {}
                         Err(StreamReject::FlowControl) => {
                             counters.drops.flow_control += 1;
@@ -339,15 +395,15 @@ impl Session {
                     }
                     try_grant(rc, &mut self.credit, budget, cfg);
                 }
-                Frame::MaxData { channel, max } => {
-                    eliciting = true;
+                RawFrame::MaxData { channel, max } => {
+                    *eliciting = true;
                     if let Some(sc) = self.send.get_mut(usize::from(channel)) {
                         sc.on_max_data(max);
                         self.next_blocked_ping = None;
                     }
                 }
-                Frame::Datagram(d) => {
-                    eliciting = true;
+                RawFrame::Datagram(d) => {
+                    *eliciting = true;
                     if ready.datagrams >= cfg.max_datagram_queue {
                         counters.drops.datagram_queue_full += 1;
                     } else {
@@ -364,41 +420,21 @@ impl Session {
                         ));
                     }
                 }
-                Frame::Ping => {
-                    eliciting = true;
-                    immediate = true;
+                RawFrame::Ping => {
+                    *eliciting = true;
+                    *immediate = true;
                 }
-                Frame::Refused {
+                RawFrame::Refused {
                     channel,
                     offset,
                     size,
                     max,
                 } => {
-                    eliciting = true;
+                    *eliciting = true;
                     if let Some(sc) = self.send.get_mut(usize::from(channel)) {
                         sc.on_refused(offset, size, max);
                     }
                 }
-            }
-        }
-        // Record the packet number.
-        let in_order = self.largest_recv.is_none_or(|(l, _)| pn == l + 1);
-        self.recv_pns.insert(pn..pn + 1);
-        while self.recv_pns.len() > MAX_RECV_RANGES {
-            if let Some(r) = self.recv_pns.pop_min() {
-                self.pn_floor = r.end;
-            }
-        }
-        if self.largest_recv.is_none_or(|(l, _)| pn > l) {
-            self.largest_recv = Some((pn, now));
-        }
-        if eliciting {
-            self.ack_pending = true;
-            self.eliciting_since_ack += 1;
-            if immediate || !in_order || self.eliciting_since_ack >= cfg.ack_frequency {
-                self.ack_deadline = Some(now);
-            } else if self.ack_deadline.is_none() {
-                self.ack_deadline = Some(now + cfg.max_ack_delay);
             }
         }
         true
@@ -408,52 +444,47 @@ impl Session {
         &mut self,
         cfg: &Config,
         now: Instant,
-        ack: &AckFrame,
+        ack: &RawAck<'_>,
         out: &mut Vec<SessionOutput>,
         counters: &mut Counters,
     ) {
-        let Some(&(_, largest)) = ack.ranges.first() else {
-            return;
-        };
+        let largest = ack.largest();
         if largest >= self.next_pn {
             // Acknowledges a packet we never sent: ignore the frame.
             counters.drops.malformed += 1;
             return;
         }
-        let mut newly: Vec<(u64, SentPacket)> = Vec::new();
-        for &(lo, hi) in &ack.ranges {
-            let pns: Vec<u64> = self.sent.range(lo..=hi).map(|(&pn, _)| pn).collect();
-            for pn in pns {
-                if let Some(p) = self.sent.remove(&pn) {
-                    newly.push((pn, p));
+        // An RTT sample comes from the largest acknowledged packet if it is newly acknowledged.
+        let sample = self.sent.get(largest).map(|p| p.time);
+        let mut any = false;
+        let mut done = std::mem::take(&mut self.done);
+        for (lo, hi) in ack.ranges() {
+            for pn in self.sent.span(lo, hi.saturating_add(1)) {
+                let Some(p) = self.sent.remove(pn) else {
+                    continue;
+                };
+                any = true;
+                self.cc.on_acked(p.size, p.time);
+                for (ch, off, len) in p.stream.iter() {
+                    if let Some(sc) = self.send.get_mut(usize::from(ch)) {
+                        sc.on_acked(off..off + len, &mut done);
+                    }
                 }
             }
         }
-        if newly.is_empty() {
+        out.extend(done.drain(..).map(SessionOutput::Outcome));
+        self.done = done;
+        if !any {
             return;
         }
         if self.largest_acked.is_none_or(|l| largest > l) {
             self.largest_acked = Some(largest);
         }
-        if let Some((pn, p)) = newly.iter().max_by_key(|(pn, _)| *pn)
-            && *pn == largest
-            && p.ack_eliciting
-        {
+        if let Some(sent) = sample {
             let delay = Duration::from_micros(ack.delay_us).min(cfg.max_ack_delay * 4);
-            self.rtt
-                .update(now.saturating_duration_since(p.time), delay);
+            self.rtt.update(now.saturating_duration_since(sent), delay);
         }
         self.pto_count = 0;
-        let mut done = Vec::new();
-        for (_, p) in newly {
-            self.cc.on_acked(p.size, p.time);
-            for (ch, off, len) in p.stream {
-                if let Some(sc) = self.send.get_mut(usize::from(ch)) {
-                    sc.on_acked(off..off + len, &mut done);
-                }
-            }
-        }
-        out.extend(done.into_iter().map(SessionOutput::Outcome));
         self.detect_lost(now, counters);
     }
 
@@ -466,27 +497,30 @@ impl Session {
         let Some(largest) = self.largest_acked else {
             return;
         };
+        let below = self.sent.span(0, largest);
+        if below.is_empty() {
+            return;
+        }
         let delay = self.loss_delay();
-        let mut lost = Vec::new();
-        for (&pn, p) in self.sent.range(..largest) {
+        for pn in below {
+            let Some(p) = self.sent.get(pn) else {
+                continue;
+            };
             if pn + 3 <= largest || p.time + delay <= now {
-                lost.push(pn);
+                if let Some(p) = self.sent.remove(pn) {
+                    counters.packets_lost += 1;
+                    self.cc.on_lost(p.size, p.time, now);
+                    self.requeue(p, counters);
+                }
             } else {
                 let t = p.time + delay;
                 self.loss_time = Some(self.loss_time.map_or(t, |l| l.min(t)));
             }
         }
-        for pn in lost {
-            if let Some(p) = self.sent.remove(&pn) {
-                counters.packets_lost += 1;
-                self.cc.on_lost(p.size, p.time, now);
-                self.requeue(p, counters);
-            }
-        }
     }
 
     fn requeue(&mut self, p: SentPacket, counters: &mut Counters) {
-        for (ch, off, len) in p.stream {
+        for (ch, off, len) in p.stream.iter() {
             if let Some(sc) = self.send.get_mut(usize::from(ch)) {
                 counters.retransmitted_bytes += len;
                 sc.on_lost(off..off + len);
@@ -501,13 +535,22 @@ impl Session {
     }
 
     /// The application consumed a message that ended at `end` on `channel`.
-    pub(super) fn consumed(&mut self, channel: u8, end: u64, budget: &mut Budget, cfg: &Config) {
-        if let Some(rc) = self.recv.get_mut(usize::from(channel)) {
-            let released = rc.consume(end);
-            self.credit -= released;
-            budget.release(released as usize);
-            try_grant(rc, &mut self.credit, budget, cfg);
-        }
+    /// Returns whether a credit update is now waiting to be sent.
+    pub(super) fn consumed(
+        &mut self,
+        channel: u8,
+        end: u64,
+        budget: &mut Budget,
+        cfg: &Config,
+    ) -> bool {
+        let Some(rc) = self.recv.get_mut(usize::from(channel)) else {
+            return false;
+        };
+        let released = rc.consume(end);
+        self.credit -= released;
+        budget.release(released as usize);
+        try_grant(rc, &mut self.credit, budget, cfg);
+        rc.announce_pending()
     }
 
     /// Retries pending large-message reservations (budget freed elsewhere).
@@ -521,10 +564,14 @@ impl Session {
 
     fn pto_deadline(&self, cfg: &Config) -> Option<Instant> {
         let last = self.last_eliciting_sent?;
-        if !self.sent.values().any(|p| p.ack_eliciting) {
+        // Only ack-eliciting packets are remembered.
+        if self.sent.is_empty() {
             return None;
         }
         let pto = self.rtt.pto(GRANULARITY, cfg.max_ack_delay, cfg.min_rto);
+        if self.pto_count == 0 {
+            return Some(last + pto);
+        }
         Some(last + pto * 2u32.saturating_pow(self.pto_count.min(6)))
     }
 
@@ -575,14 +622,10 @@ impl Session {
             }
             // Every packet outstanding for longer than a PTO is presumed lost.
             let pto = self.rtt.pto(GRANULARITY, cfg.max_ack_delay, cfg.min_rto);
-            let old: Vec<u64> = self
-                .sent
-                .iter()
-                .filter(|(_, p)| p.time + pto <= now)
-                .map(|(&pn, _)| pn)
-                .collect();
-            for pn in old {
-                if let Some(p) = self.sent.remove(&pn) {
+            for pn in self.sent.span(0, u64::MAX) {
+                if self.sent.get(pn).is_some_and(|p| p.time + pto <= now)
+                    && let Some(p) = self.sent.remove(pn)
+                {
                     counters.packets_lost += 1;
                     self.cc.on_forgotten(p.size);
                     self.requeue(p, counters);
@@ -646,8 +689,7 @@ impl Session {
         let mut sp = SentPacket {
             time: now,
             size: 0,
-            ack_eliciting: false,
-            stream: Vec::new(),
+            stream: StreamRanges::default(),
             max_data: Vec::new(),
             refused: Vec::new(),
         };
@@ -700,13 +742,14 @@ impl Session {
             };
             // Channel 0 first (small, latency-sensitive traffic), then the others in turn.
             let n = self.send.len();
-            let mut order: Vec<usize> = Vec::with_capacity(n);
-            order.push(0);
-            for k in 0..n.saturating_sub(1) {
-                order.push(1 + (self.rr - 1 + k) % (n - 1));
-            }
+            let rr = self.rr;
+            let order = std::iter::once(0)
+                .chain((0..n.saturating_sub(1)).map(|k| 1 + (rr - 1 + k) % (n - 1)));
             for i in order {
                 loop {
+                    if !self.send.get(i).is_some_and(SendChannel::has_sendable) {
+                        break;
+                    }
                     // Channel 0 carries small latency-sensitive messages: it is bounded by
                     // its flow-control window and does not wait behind bulk data's window.
                     if i != 0 && self.bulk_room(now) == 0 && !self.sent.is_empty() {
@@ -754,11 +797,16 @@ impl Session {
         if self.ack_pending {
             // Insert the ACK at the front of the frames would need a shift; appending is
             // equivalent since frames are independent.
-            let ack = self.ack_frame(now);
-            let mut tmp = Vec::with_capacity(32);
-            Frame::Ack(ack).encode(&mut tmp);
-            if out.len() + tmp.len() <= limit {
-                out.extend_from_slice(&tmp);
+            let delay_us = self.ack_delay_us(now);
+            let mut ranges = [(0u64, 0u64); ACK_RANGES];
+            let mut n = 0;
+            for (slot, r) in ranges.iter_mut().zip(self.ack_ranges()) {
+                *slot = r;
+                n += 1;
+            }
+            let ranges = &ranges[..n];
+            if out.len() + wire::ack_frame_len(delay_us, ranges.iter().copied()) <= limit {
+                wire::encode_ack_frame(delay_us, ranges.iter().copied(), out);
                 self.ack_pending = false;
                 self.ack_deadline = None;
                 self.eliciting_since_ack = 0;
@@ -772,7 +820,6 @@ impl Session {
         self.next_pn += 1;
         counters.packets_sent += 1;
         if eliciting {
-            sp.ack_eliciting = true;
             sp.size = size;
             self.cc.on_sent(size);
             self.last_eliciting_sent = Some(now);
@@ -806,20 +853,20 @@ impl Session {
         }
     }
 
-    fn ack_frame(&self, now: Instant) -> AckFrame {
-        let delay_us = self.largest_recv.map_or(0, |(_, t)| {
+    fn ack_delay_us(&self, now: Instant) -> u64 {
+        self.largest_recv.map_or(0, |(_, t)| {
             now.saturating_duration_since(t).as_micros() as u64
-        });
-        AckFrame {
-            delay_us,
-            ranges: self
-                .recv_pns
-                .iter()
-                .rev()
-                .take(16)
-                .map(|r| (r.start, r.end - 1))
-                .collect(),
-        }
+        })
+    }
+
+    /// The ranges an ACK frame carries: the newest [`ACK_RANGES`], descending, as
+    /// `(first, last)`.
+    fn ack_ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.recv_pns
+            .iter()
+            .rev()
+            .take(ACK_RANGES)
+            .map(|r| (r.start, r.end - 1))
     }
 
     /// Updates idleness after sending/receiving: a session with nothing outstanding is idle.
@@ -836,7 +883,7 @@ impl Session {
         for sc in &mut self.send {
             ids.extend(sc.drain_pending());
         }
-        for (_, p) in std::mem::take(&mut self.sent) {
+        for p in self.sent.take_all() {
             self.cc.on_forgotten(p.size);
         }
         self.dgram_out.clear();

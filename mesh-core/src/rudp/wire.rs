@@ -84,11 +84,13 @@ pub struct Header {
 impl Header {
     /// Writes the header into `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&MAGIC);
-        out.push(self.version);
-        out.push((self.kind as u8) | (self.flags & 0xF0));
-        out.put_u32(self.cluster);
-        out.put_u64(self.session);
+        let mut h = [0u8; HEADER_LEN];
+        h[0..2].copy_from_slice(&MAGIC);
+        h[2] = self.version;
+        h[3] = (self.kind as u8) | (self.flags & 0xF0);
+        h[4..8].copy_from_slice(&self.cluster.to_be_bytes());
+        h[8..16].copy_from_slice(&self.session.to_be_bytes());
+        out.extend_from_slice(&h);
     }
 
     /// Reads the version and magic only (stable across versions), then the rest.
@@ -177,6 +179,19 @@ pub mod varint {
             v >>= 7;
         }
         out.push(v as u8);
+    }
+
+    /// `v` encoded into a fixed array: the bytes and how many of them are used.
+    pub(crate) fn to_array(mut v: u64) -> ([u8; 10], usize) {
+        let mut a = [0u8; 10];
+        let mut n = 0;
+        while v >= 0x80 && n < 9 {
+            a[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        a[n] = v as u8;
+        (a, n + 1)
     }
 
     /// Encoded length of `v`.
@@ -433,18 +448,29 @@ pub fn datagram_frame_len(len: usize) -> usize {
 }
 
 fn encode_ack(ack: &AckFrame, out: &mut Vec<u8>) {
-    let Some(&(first_lo, first_hi)) = ack.ranges.first() else {
+    encode_ack_ranges(ack.delay_us, ack.ranges.iter().copied(), out);
+}
+
+/// Encodes an ACK frame body from `(first, last)` ranges, descending and disjoint (at least one
+/// range: an empty iterator encodes an empty ACK). Nothing is allocated.
+pub(crate) fn encode_ack_ranges(
+    delay_us: u64,
+    ranges: impl Iterator<Item = (u64, u64)> + Clone,
+    out: &mut Vec<u8>,
+) {
+    let mut it = ranges.clone();
+    let Some((first_lo, first_hi)) = it.next() else {
         varint::put(out, 0);
-        varint::put(out, ack.delay_us);
+        varint::put(out, delay_us);
         varint::put(out, 0);
         return;
     };
     varint::put(out, first_hi);
-    varint::put(out, ack.delay_us);
-    varint::put(out, (ack.ranges.len() - 1) as u64);
+    varint::put(out, delay_us);
+    varint::put(out, it.count() as u64);
     varint::put(out, first_hi - first_lo);
     let mut prev_lo = first_lo;
-    for &(lo, hi) in &ack.ranges[1..] {
+    for (lo, hi) in ranges.skip(1) {
         // gap: number of missing packets between ranges, minus one (as in QUIC).
         varint::put(out, prev_lo - hi - 2);
         varint::put(out, hi - lo);
@@ -452,40 +478,190 @@ fn encode_ack(ack: &AckFrame, out: &mut Vec<u8>) {
     }
 }
 
-fn decode_ack(b: &mut &[u8]) -> Option<AckFrame> {
-    let largest = varint::get(b)?;
-    let delay_us = varint::get(b)?;
-    let extra = varint::get(b)?;
-    let first_len = varint::get(b)?;
-    let mut ranges = Vec::with_capacity((extra as usize).min(MAX_ACK_RANGES) + 1);
-    let mut lo = largest.checked_sub(first_len)?;
-    ranges.push((lo, largest));
-    for i in 0..extra {
-        let gap = varint::get(b)?;
-        let len = varint::get(b)?;
-        let hi = lo.checked_sub(gap.checked_add(2)?)?;
-        lo = hi.checked_sub(len)?;
-        if (i as usize) < MAX_ACK_RANGES {
-            ranges.push((lo, hi));
-        }
-    }
-    Some(AckFrame { delay_us, ranges })
+/// Appends an ACK frame (type byte and body) for `ranges`; see [`encode_ack_ranges`].
+pub(crate) fn encode_ack_frame(
+    delay_us: u64,
+    ranges: impl Iterator<Item = (u64, u64)> + Clone,
+    out: &mut Vec<u8>,
+) {
+    out.push(code::ACK);
+    encode_ack_ranges(delay_us, ranges, out);
 }
 
-/// Iterates over the frames of a `Data` packet body (after the packet number).
-pub struct Frames<'a> {
+/// Encoded size of an ACK frame (type byte included) for `ranges`, as
+/// [`encode_ack_ranges`] writes it.
+pub(crate) fn ack_frame_len(delay_us: u64, ranges: impl Iterator<Item = (u64, u64)>) -> usize {
+    let mut n = 1 + varint::len(delay_us);
+    let mut count = 0usize;
+    let mut prev_lo = 0;
+    for (i, (lo, hi)) in ranges.enumerate() {
+        if i == 0 {
+            n += varint::len(hi) + varint::len(hi - lo);
+        } else {
+            n += varint::len(prev_lo - hi - 2) + varint::len(hi - lo);
+        }
+        prev_lo = lo;
+        count += 1;
+    }
+    if count == 0 {
+        return 1 + 1 + varint::len(delay_us) + 1;
+    }
+    n + varint::len(count as u64 - 1)
+}
+
+/// An ACK frame as it lies in the packet: the ranges are decoded while iterating, so reading
+/// one allocates nothing. Validated when the frame is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RawAck<'a> {
+    /// Microseconds the receiver held the largest packet before acknowledging it.
+    pub(crate) delay_us: u64,
+    largest: u64,
+    first_len: u64,
+    extra: u64,
+    rest: &'a [u8],
+}
+
+impl<'a> RawAck<'a> {
+    fn decode(b: &mut &'a [u8]) -> Option<RawAck<'a>> {
+        let largest = varint::get(b)?;
+        let delay_us = varint::get(b)?;
+        let extra = varint::get(b)?;
+        let first_len = varint::get(b)?;
+        let start = *b;
+        let mut lo = largest.checked_sub(first_len)?;
+        for _ in 0..extra {
+            let gap = varint::get(b)?;
+            let len = varint::get(b)?;
+            let hi = lo.checked_sub(gap.checked_add(2)?)?;
+            lo = hi.checked_sub(len)?;
+        }
+        let used = start.len() - b.len();
+        Some(RawAck {
+            delay_us,
+            largest,
+            first_len,
+            extra,
+            rest: &start[..used],
+        })
+    }
+
+    /// The largest acknowledged packet number.
+    pub(crate) fn largest(&self) -> u64 {
+        self.largest
+    }
+
+    /// `(first, last)` inclusive ranges, descending; at most `1 + MAX_ACK_RANGES` of them.
+    pub(crate) fn ranges(&self) -> AckRanges<'a> {
+        AckRanges {
+            next: Some((self.largest - self.first_len, self.largest)),
+            left: self.extra.min(MAX_ACK_RANGES as u64),
+            rest: self.rest,
+        }
+    }
+
+    fn to_frame(self) -> AckFrame {
+        AckFrame {
+            delay_us: self.delay_us,
+            ranges: self.ranges().collect(),
+        }
+    }
+}
+
+/// Iterator over the ranges of a [`RawAck`].
+#[derive(Debug, Clone)]
+pub(crate) struct AckRanges<'a> {
+    next: Option<(u64, u64)>,
+    left: u64,
+    rest: &'a [u8],
+}
+
+impl Iterator for AckRanges<'_> {
+    type Item = (u64, u64);
+
+    fn next(&mut self) -> Option<(u64, u64)> {
+        let cur = self.next.take()?;
+        if self.left > 0 {
+            self.left -= 1;
+            // Validated when the frame was read; a failure here just ends the ranges.
+            self.next = (|| {
+                let gap = varint::get(&mut self.rest)?;
+                let len = varint::get(&mut self.rest)?;
+                let hi = cur.0.checked_sub(gap.checked_add(2)?)?;
+                Some((hi.checked_sub(len)?, hi))
+            })();
+        }
+        Some(cur)
+    }
+}
+
+/// A frame inside a `Data` packet as the receive path reads it (no allocation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RawFrame<'a> {
+    Ack(RawAck<'a>),
+    Stream {
+        channel: u8,
+        offset: u64,
+        data: &'a [u8],
+    },
+    MaxData {
+        channel: u8,
+        max: u64,
+    },
+    Datagram(&'a [u8]),
+    Ping,
+    Refused {
+        channel: u8,
+        offset: u64,
+        size: u64,
+        max: u64,
+    },
+}
+
+impl<'a> RawFrame<'a> {
+    fn into_frame(self) -> Frame<'a> {
+        match self {
+            RawFrame::Ack(a) => Frame::Ack(a.to_frame()),
+            RawFrame::Stream {
+                channel,
+                offset,
+                data,
+            } => Frame::Stream {
+                channel,
+                offset,
+                data,
+            },
+            RawFrame::MaxData { channel, max } => Frame::MaxData { channel, max },
+            RawFrame::Datagram(d) => Frame::Datagram(d),
+            RawFrame::Ping => Frame::Ping,
+            RawFrame::Refused {
+                channel,
+                offset,
+                size,
+                max,
+            } => Frame::Refused {
+                channel,
+                offset,
+                size,
+                max,
+            },
+        }
+    }
+}
+
+/// Iterates over the frames of a `Data` packet body without allocating.
+pub(crate) struct RawFrames<'a> {
     buf: &'a [u8],
 }
 
-impl<'a> Frames<'a> {
+impl<'a> RawFrames<'a> {
     /// Frames of `buf`.
-    pub fn new(buf: &'a [u8]) -> Self {
-        Frames { buf }
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
+        RawFrames { buf }
     }
 }
 
-impl<'a> Iterator for Frames<'a> {
-    type Item = Result<Frame<'a>, DecodeError>;
+impl<'a> Iterator for RawFrames<'a> {
+    type Item = Result<RawFrame<'a>, DecodeError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
@@ -494,14 +670,14 @@ impl<'a> Iterator for Frames<'a> {
             let b = &mut self.buf;
             let frame = match c {
                 code::PADDING => continue,
-                code::ACK => decode_ack(b).map(Frame::Ack),
+                code::ACK => RawAck::decode(b).map(RawFrame::Ack),
                 code::STREAM => (|| {
                     let channel = get_u8(b)?;
                     let offset = varint::get(b)?;
                     let len = varint::get(b)?;
                     offset.checked_add(len)?;
                     let data = get_bytes(b, len)?;
-                    Some(Frame::Stream {
+                    Some(RawFrame::Stream {
                         channel,
                         offset,
                         data,
@@ -510,19 +686,19 @@ impl<'a> Iterator for Frames<'a> {
                 code::MAX_DATA => (|| {
                     let channel = get_u8(b)?;
                     let max = varint::get(b)?;
-                    Some(Frame::MaxData { channel, max })
+                    Some(RawFrame::MaxData { channel, max })
                 })(),
                 code::DATAGRAM => (|| {
                     let len = varint::get(b)?;
-                    Some(Frame::Datagram(get_bytes(b, len)?))
+                    Some(RawFrame::Datagram(get_bytes(b, len)?))
                 })(),
-                code::PING => Some(Frame::Ping),
+                code::PING => Some(RawFrame::Ping),
                 code::REFUSED => (|| {
                     let channel = get_u8(b)?;
                     let offset = varint::get(b)?;
                     let size = varint::get(b)?;
                     let max = varint::get(b)?;
-                    Some(Frame::Refused {
+                    Some(RawFrame::Refused {
                         channel,
                         offset,
                         size,
@@ -542,6 +718,28 @@ impl<'a> Iterator for Frames<'a> {
     }
 }
 
+/// Iterates over the frames of a `Data` packet body (after the packet number).
+pub struct Frames<'a> {
+    raw: RawFrames<'a>,
+}
+
+impl<'a> Frames<'a> {
+    /// Frames of `buf`.
+    pub fn new(buf: &'a [u8]) -> Self {
+        Frames {
+            raw: RawFrames::new(buf),
+        }
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = Result<Frame<'a>, DecodeError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.raw.next().map(|r| r.map(RawFrame::into_frame))
+    }
+}
+
 /// Copies `data` into a fresh `Bytes` (payloads never keep a whole receive buffer alive).
 pub fn owned(data: &[u8]) -> Bytes {
     Bytes::copy_from_slice(data)
@@ -549,7 +747,7 @@ pub fn owned(data: &[u8]) -> Bytes {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
 
     #[test]
@@ -561,6 +759,8 @@ mod tests {
             let mut s = &out[..];
             assert_eq!(varint::get(&mut s), Some(v));
             assert!(s.is_empty());
+            let (a, n) = varint::to_array(v);
+            assert_eq!(&a[..n], &out[..]);
         }
         let mut over: &[u8] = &[0xff; 11];
         assert_eq!(varint::get(&mut over), None);
@@ -597,6 +797,44 @@ mod tests {
         }
         let back: Vec<_> = Frames::new(&out).collect::<Result<_, _>>().unwrap();
         assert_eq!(back, frames);
+    }
+
+    #[test]
+    fn ack_length_and_lazy_ranges() {
+        for ranges in [
+            vec![],
+            vec![(3u64, 3u64)],
+            vec![(10, 12), (5, 7), (0, 2)],
+            vec![(1 << 40, (1 << 40) + 5), (200, 300), (0, 0)],
+        ] {
+            let mut out = Vec::new();
+            out.push(code::ACK);
+            encode_ack_ranges(1234, ranges.iter().copied(), &mut out);
+            assert_eq!(out.len(), ack_frame_len(1234, ranges.iter().copied()));
+            let f = RawFrames::new(&out).next().unwrap();
+            if ranges.is_empty() {
+                // An empty ACK is never sent, and is not a valid frame.
+                assert!(f.is_err());
+                continue;
+            }
+            if let Ok(RawFrame::Ack(a)) = f {
+                assert_eq!(a.ranges().collect::<Vec<_>>(), ranges);
+                assert_eq!(a.largest(), ranges[0].1);
+                assert_eq!(a.delay_us, 1234);
+            } else {
+                panic!("not an ack: {f:?}");
+            }
+        }
+        // More ranges than MAX_ACK_RANGES: the extra ones are read past, not returned.
+        let many: Vec<(u64, u64)> = (0..100u64).rev().map(|i| (i * 3, i * 3)).collect();
+        let mut out = vec![code::ACK];
+        encode_ack_ranges(0, many.iter().copied(), &mut out);
+        out.push(code::PING);
+        let frames: Vec<_> = RawFrames::new(&out).collect::<Result<_, _>>().unwrap();
+        assert_eq!(frames.len(), 2);
+        if let RawFrame::Ack(a) = frames[0] {
+            assert_eq!(a.ranges().count(), 1 + MAX_ACK_RANGES);
+        }
     }
 
     #[test]

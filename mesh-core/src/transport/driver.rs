@@ -1,21 +1,22 @@
 //! The transport handle and its driver task.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
-use tokio::sync::{Notify, broadcast, oneshot};
+use futures::task::AtomicWaker;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::socket::{MeshSocket, RecvBatch, SocketConfig, SocketError};
+use crate::rudp::hash::FastMap;
 use crate::rudp::{
     self, ConfigError, Counters, Endpoint, Event, Failure, MessageId, RejectReason, SendError,
     UnreachableReason,
@@ -126,27 +127,96 @@ pub struct Received {
     pub data: Bytes,
 }
 
-type Waiter = oneshot::Sender<Result<(), Failure>>;
+/// What a live [`Delivery`] is waiting for.
+enum Slot {
+    /// In flight; the waker of the task polling the `Delivery`, if any.
+    Pending(Option<Waker>),
+    /// Acknowledged or failed.
+    Done(Result<(), Failure>),
+    /// The transport closed first.
+    Closed,
+}
+
+impl Slot {
+    fn finish(&mut self, outcome: Slot) {
+        if let Slot::Pending(w) = std::mem::replace(self, outcome)
+            && let Some(w) = w
+        {
+            w.wake();
+        }
+    }
+}
 
 struct State {
     ep: Endpoint,
-    waiters: HashMap<MessageId, (SocketAddr, Waiter)>,
+    /// Outcome slots of the messages whose [`Delivery`] is alive (dropping it removes its
+    /// slot: a message nobody waits for costs no allocation and no wake-up).
+    deliveries: FastMap<MessageId, Slot>,
     buf: Vec<u8>,
+    /// Receive buffers, used by whichever task reads the socket (the driver, or a task
+    /// waiting in [`Transport::recv`]).
+    batch: RecvBatch,
     /// Deadline the driver is sleeping towards.
     armed: Option<Instant>,
     /// The socket refused a write: the driver waits for writability and retries.
     blocked: bool,
+    /// A receiver handled datagrams and left the flush to the driver.
+    flush_pending: bool,
 }
 
 struct Inner {
     state: Mutex<State>,
     socket: MeshSocket,
     gso: usize,
-    wake_driver: Notify,
+    /// Who to wake when the socket becomes readable (and the driver's waker, also woken for
+    /// a socket refusing writes, a flush left to it, a deadline moved earlier: the state
+    /// change comes first, under the state lock; the driver registers at the start of every
+    /// poll, before it looks at the state).
+    wakers: Arc<ReadWakers>,
+    /// `wakers` as a `Waker`, registered in the socket's read-readiness slot.
+    read_waker: Waker,
+    /// The driver was woken and has not yet re-read the state: it will re-arm its timer
+    /// anyway, so a flush need not work out whether a deadline moved earlier.
+    driver_pending: AtomicBool,
     incoming: Notify,
     room: Notify,
+    /// Tasks waiting in [`Transport::queue`] for room (`room` is notified only if any).
+    room_waiters: AtomicUsize,
+    /// Deliveries dropped while the state was locked; their slots are removed by a flush.
+    dropped: Mutex<Vec<MessageId>>,
+    has_dropped: AtomicBool,
     events: broadcast::Sender<PeerEvent>,
     closed: AtomicBool,
+}
+
+/// The waker registered for the socket's read readiness: it wakes the task waiting in
+/// [`Transport::recv`] (if any) first, so that it reads the datagrams itself, and the driver
+/// (which reads them if nobody else did, and re-arms its timer). One registration slot and no
+/// waiter list: registering again costs a comparison.
+#[derive(Default)]
+struct ReadWakers {
+    receiver: AtomicWaker,
+    driver: AtomicWaker,
+}
+
+impl std::task::Wake for ReadWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.receiver.wake();
+        self.driver.wake();
+    }
+}
+
+/// Uncounts a task waiting for queue room when its wait ends (or is cancelled).
+struct RoomWaiter<'a>(&'a AtomicUsize);
+
+impl Drop for RoomWaiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Aborts the driver when the last [`Transport`] handle goes.
@@ -179,19 +249,78 @@ impl std::fmt::Debug for Transport {
 #[derive(Debug)]
 pub struct Delivery {
     peer: SocketAddr,
-    rx: oneshot::Receiver<Result<(), Failure>>,
+    id: MessageId,
+    inner: Weak<Inner>,
+    finished: bool,
 }
 
 impl Future for Delivery {
     type Output = Result<(), TransportError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let peer = self.peer;
-        Pin::new(&mut self.rx).poll(cx).map(|r| match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(failure)) => Err(TransportError::Failed { peer, failure }),
-            Err(_) => Err(TransportError::Closed),
-        })
+        if self.finished {
+            return Poll::Ready(Err(TransportError::Closed));
+        }
+        let Some(inner) = self.inner.upgrade() else {
+            self.finished = true;
+            return Poll::Ready(Err(TransportError::Closed));
+        };
+        let mut st = lock(&inner.state);
+        let id = self.id;
+        let outcome = match st.deliveries.get_mut(&id) {
+            Some(Slot::Pending(w)) if !inner.closed.load(Ordering::Acquire) => {
+                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *w = Some(cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            Some(Slot::Done(Ok(()))) => Ok(()),
+            Some(Slot::Done(Err(failure))) => Err(TransportError::Failed {
+                peer: self.peer,
+                failure: *failure,
+            }),
+            Some(Slot::Pending(_) | Slot::Closed) | None => Err(TransportError::Closed),
+        };
+        st.deliveries.remove(&id);
+        drop(st);
+        self.finished = true;
+        Poll::Ready(outcome)
+    }
+}
+
+impl Drop for Delivery {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        match inner.state.try_lock() {
+            Ok(mut st) => {
+                st.deliveries.remove(&self.id);
+            }
+            Err(_) => {
+                // Busy, or held by this very thread (a waker dropped under the state lock
+                // can drop the future owning this): leave the removal to the next flush.
+                inner
+                    .dropped
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(self.id);
+                inner.has_dropped.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Deliveries still waited for resolve as closed (their futures see the transport gone).
+        let st = self.state.get_mut().unwrap_or_else(|p| p.into_inner());
+        for slot in st.deliveries.values_mut() {
+            slot.finish(Slot::Closed);
+        }
     }
 }
 
@@ -219,19 +348,27 @@ impl Transport {
             .min(65_000 / config.protocol.max_datagram_size)
             .max(1);
         let (events, _) = broadcast::channel(1024);
+        let wakers = Arc::new(ReadWakers::default());
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 ep,
-                waiters: HashMap::new(),
+                deliveries: FastMap::default(),
                 buf: Vec::with_capacity(64 * 1024),
+                batch: RecvBatch::new(),
                 armed: None,
                 blocked: false,
+                flush_pending: false,
             }),
             socket,
             gso,
-            wake_driver: Notify::new(),
+            read_waker: Waker::from(wakers.clone()),
+            wakers,
+            driver_pending: AtomicBool::new(false),
             incoming: Notify::new(),
             room: Notify::new(),
+            room_waiters: AtomicUsize::new(0),
+            dropped: Mutex::new(Vec::new()),
+            has_dropped: AtomicBool::new(false),
             events,
             closed: AtomicBool::new(false),
         });
@@ -300,16 +437,67 @@ impl Transport {
         channel: u8,
         data: Bytes,
     ) -> Result<Delivery, TransportError> {
+        // Common case: there is room, and the data moves in without a copy or a clone.
+        let mut data = match self.queue_or_return(peer, channel, data)? {
+            Ok(d) => return Ok(d),
+            Err(data) => data,
+        };
+        // Counted before the check below (under the state lock), so a delivery that frees
+        // room after the check sees the count and notifies.
+        self.inner.room_waiters.fetch_add(1, Ordering::Relaxed);
+        let _waiting = RoomWaiter(&self.inner.room_waiters);
         loop {
             let room = self.inner.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_queue(peer, channel, data.clone()) {
-                Err(TransportError::Send(SendError::Full { .. })) => room.await,
-                other => return other,
-            }
+            // Check again now that a notification cannot be missed.
+            data = match self.queue_or_return(peer, channel, data)? {
+                Ok(d) => return Ok(d),
+                Err(data) => data,
+            };
+            room.await;
             self.check_open()?;
         }
+    }
+
+    /// Queues the message, or hands `data` back if the peer's send queue is full.
+    fn queue_or_return(
+        &self,
+        peer: SocketAddr,
+        channel: u8,
+        data: Bytes,
+    ) -> Result<Result<Delivery, Bytes>, TransportError> {
+        self.check_open()?;
+        let mut st = lock(&self.inner.state);
+        let now = Instant::now();
+        match st.ep.send_or_return(now, peer, channel, data) {
+            Ok(id) => Ok(Ok(self.delivery(&mut st, now, peer, id))),
+            Err((SendError::Full { .. }, data)) => Ok(Err(data)),
+            Err((e, _)) => Err(e.into()),
+        }
+    }
+
+    fn delivery(&self, st: &mut State, now: Instant, peer: SocketAddr, id: MessageId) -> Delivery {
+        st.deliveries.insert(id, Slot::Pending(None));
+        self.inner.flush(st, now, Rearm::Peer(peer));
+        Delivery {
+            peer,
+            id,
+            inner: Arc::downgrade(&self.inner),
+            finished: false,
+        }
+    }
+
+    fn queue_locked(
+        &self,
+        st: &mut State,
+        peer: SocketAddr,
+        channel: u8,
+        data: Bytes,
+    ) -> Result<Delivery, TransportError> {
+        let now = Instant::now();
+        let id = st.ep.send(now, peer, channel, data)?;
+        Ok(self.delivery(st, now, peer, id))
     }
 
     /// Queues a reliable message without waiting: a full queue is an error.
@@ -320,34 +508,68 @@ impl Transport {
         data: Bytes,
     ) -> Result<Delivery, TransportError> {
         self.check_open()?;
-        let (tx, rx) = oneshot::channel();
         let mut st = lock(&self.inner.state);
-        let id = st.ep.send(Instant::now(), peer, channel, data)?;
-        st.waiters.insert(id, (peer, tx));
-        self.inner.flush(&mut st);
-        Ok(Delivery { peer, rx })
+        self.queue_locked(&mut st, peer, channel, data)
     }
 
     /// Sends an unreliable datagram (at most one datagram's payload; no retransmission).
     pub fn send_unreliable(&self, peer: SocketAddr, data: Bytes) -> Result<(), TransportError> {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
-        st.ep.send_datagram(Instant::now(), peer, data)?;
-        self.inner.flush(&mut st);
+        let now = Instant::now();
+        st.ep.send_datagram(now, peer, data)?;
+        self.inner.flush(&mut st, now, Rearm::Peer(peer));
         Ok(())
     }
 
     /// Receives the next message from any peer. Taking it returns flow-control credit to
     /// its sender.
+    ///
+    /// While it waits, the calling task reads the socket itself when datagrams arrive (the
+    /// driver task reads it too, for acknowledgements and when nobody is receiving): a
+    /// request is then answered without a hand-over from the driver task to this one.
     pub async fn recv(&self) -> Result<Received, TransportError> {
         loop {
             let notified = self.inner.incoming.notified();
             tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(m) = self.try_recv()? {
+            {
+                self.check_open()?;
+                let mut st = lock(&self.inner.state);
+                if let Some(m) = self.inner.take_message(&mut st) {
+                    return Ok(m);
+                }
+                // Messages are announced under the lock: registered here, none is missed.
+                notified.as_mut().enable();
+            }
+            let got = std::future::poll_fn(|cx| {
+                self.inner.wakers.receiver.register(cx.waker());
+                let mut read_cx = Context::from_waker(&self.inner.read_waker);
+                if let Poll::Ready(Ok(())) = self.inner.socket.poll_recv_ready(&mut read_cx) {
+                    // Readable: read one batch here. If it held no message for us, let other
+                    // tasks (the driver among them) run before looking again.
+                    return match self.inner.read_for_recv() {
+                        Ok(Some(m)) => Poll::Ready(Ok(Some(m))),
+                        Ok(None) => {
+                            cx.waker().wake_by_ref();
+                            Poll::Pending
+                        }
+                        Err(e) => Poll::Ready(Err(e)),
+                    };
+                }
+                // Not readable (or a socket error, which the driver reports): wait for
+                // readiness or for a message another task delivered (or the close).
+                if notified.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(None));
+                }
+                Poll::Pending
+            })
+            .await;
+            // No longer waiting: readiness should not wake this task (another receiver may
+            // have registered since; it then waits for the incoming notification instead).
+            drop(self.inner.wakers.receiver.take());
+            if let Some(m) = got? {
                 return Ok(m);
             }
-            notified.await;
         }
     }
 
@@ -355,26 +577,14 @@ impl Transport {
     pub fn try_recv(&self) -> Result<Option<Received>, TransportError> {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
-        let m = st.ep.poll_message();
-        if m.is_some() {
-            // Credit updates may be due.
-            self.inner.flush(&mut st);
-            if st.ep.pending_messages() > 0 {
-                self.inner.incoming.notify_one();
-            }
-        }
-        Ok(m.map(|m| Received {
-            from: m.peer,
-            channel: m.channel,
-            data: m.data,
-        }))
+        Ok(self.inner.take_message(&mut st))
     }
 
     /// Closes the session with `peer`: messages in flight to it fail as closed.
     pub fn close_peer(&self, peer: SocketAddr) {
         let mut st = lock(&self.inner.state);
         st.ep.close(peer);
-        self.inner.flush(&mut st);
+        self.inner.flush(&mut st, Instant::now(), Rearm::Peer(peer));
     }
 
     /// Stops the driver; pending deliveries fail with [`TransportError::Closed`].
@@ -382,35 +592,130 @@ impl Transport {
         self.inner.closed.store(true, Ordering::Release);
         self._guard.0.abort();
         let mut st = lock(&self.inner.state);
-        st.waiters.clear();
+        for slot in st.deliveries.values_mut() {
+            slot.finish(Slot::Closed);
+        }
+        drop(st);
         self.inner.incoming.notify_waiters();
         self.inner.room.notify_waiters();
     }
 }
 
+/// Which timers a [`Inner::flush`] may have moved earlier than the driver's sleep.
+#[derive(Debug, Clone, Copy)]
+enum Rearm {
+    /// Called by the driver task, which re-arms its sleep before it waits again.
+    Driver,
+    /// Called by another task after touching the session with this peer.
+    Peer(SocketAddr),
+    /// Called by another task after handling datagrams: any session may have changed.
+    All,
+}
+
 impl Inner {
-    fn on_batch(&self, batch: &RecvBatch) {
-        let now = Instant::now();
-        let mut st = lock(&self.state);
-        for (from, d) in batch.iter() {
-            st.ep.handle(now, from, d);
-        }
-        self.flush(&mut st);
+    fn wake_driver(&self) {
+        self.driver_pending.store(true, Ordering::Relaxed);
+        self.wakers.driver.wake();
     }
 
-    /// Writes what the endpoint has to send, dispatches its events, and re-arms the driver
-    /// if the next deadline moved earlier. Called with the state locked.
-    fn flush(&self, st: &mut State) {
+    /// Reads one batch from the socket (if it is readable) and handles it. Returns how many
+    /// datagrams were read; 0 when the socket had nothing (its readiness is then cleared).
+    fn read_batch(&self, st: &mut State, now: Instant) -> io::Result<usize> {
+        let n = match self.socket.try_recv_batch(&mut st.batch) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let State { ep, batch, .. } = st;
+        for (from, d) in batch.iter() {
+            ep.handle(now, from, d);
+        }
+        Ok(n)
+    }
+
+    /// [`Transport::recv`] found the socket readable: reads a batch and takes the first
+    /// message, if any.
+    fn read_for_recv(&self) -> Result<Option<Received>, TransportError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(TransportError::Closed);
+        }
+        let mut st = lock(&self.state);
         let now = Instant::now();
+        match self.read_batch(&mut st, now) {
+            Ok(0) => return Ok(None),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "receive error");
+                return Ok(None);
+            }
+        }
+        let Some(m) = st.ep.poll_message() else {
+            self.flush(&mut st, now, Rearm::All);
+            return Ok(None);
+        };
+        if st.ep.pending_messages() > 0 {
+            self.incoming.notify_one();
+        }
+        // The rest (acknowledgements and data the batch let out, events, timers) is the
+        // driver's, which runs as soon as this task yields: the message reaches the caller
+        // first, and its answer usually carries the acknowledgement.
+        st.flush_pending = true;
+        drop(st);
+        self.wake_driver();
+        Ok(Some(Received {
+            from: m.peer,
+            channel: m.channel,
+            data: m.data,
+        }))
+    }
+
+    /// Takes the next message, sends a credit update if that made one due, and passes the
+    /// word on if more messages wait.
+    fn take_message(&self, st: &mut State) -> Option<Received> {
+        let m = st.ep.poll_message()?;
+        if st.ep.credit_update_due() {
+            self.flush(st, Instant::now(), Rearm::Peer(m.peer));
+        } else if st.ep.pending_messages() > 0 {
+            self.incoming.notify_one();
+        }
+        Some(Received {
+            from: m.peer,
+            channel: m.channel,
+            data: m.data,
+        })
+    }
+
+    /// Writes what the endpoint has to send, dispatches its events, and wakes the driver if
+    /// a deadline moved earlier than the one its sleep is armed for. Called with the state
+    /// locked.
+    fn flush(&self, st: &mut State, now: Instant, rearm: Rearm) {
+        // A driver about to run re-arms anyway (the flag is cleared, under the lock, before
+        // it reads the deadlines).
+        let rearm = if self.driver_pending.load(Ordering::Relaxed) {
+            Rearm::Driver
+        } else {
+            rearm
+        };
+        // Deadlines can only have moved for the touched session and the sessions written to.
+        let mut earliest = match rearm {
+            Rearm::Peer(p) => st.ep.poll_timeout_for(p),
+            Rearm::Driver | Rearm::All => None,
+        };
         if !st.blocked {
             let mut buf = std::mem::take(&mut st.buf);
             while let Some(t) = st.ep.poll_transmit(now, &mut buf, self.gso) {
+                if let Rearm::Peer(p) = rearm
+                    && p != t.destination
+                    && let Some(d) = st.ep.poll_timeout_for(t.destination)
+                {
+                    earliest = Some(earliest.map_or(d, |e| e.min(d)));
+                }
                 match self.socket.try_send(t.destination, &buf, t.segment_size) {
                     Ok(_) => {}
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                         // The endpoint counts these packets as sent: loss recovery resends them.
                         st.blocked = true;
-                        self.wake_driver.notify_one();
+                        self.wake_driver();
                         break;
                     }
                     Err(e) => {
@@ -421,26 +726,35 @@ impl Inner {
             st.buf = buf;
         }
         self.dispatch(st);
-        let next = st.ep.poll_timeout();
-        if next.is_some_and(|n| st.armed.is_none_or(|a| n < a)) {
-            self.wake_driver.notify_one();
+        if let Rearm::All = rearm {
+            earliest = st.ep.poll_timeout();
+        }
+        if earliest.is_some_and(|n| st.armed.is_none_or(|a| n < a)) {
+            // The driver registers its waker before it reads `armed`: nothing is missed.
+            self.wake_driver();
         }
     }
 
     fn dispatch(&self, st: &mut State) {
+        if self.has_dropped.swap(false, Ordering::AcqRel) {
+            let ids = std::mem::take(&mut *self.dropped.lock().unwrap_or_else(|p| p.into_inner()));
+            for id in ids {
+                st.deliveries.remove(&id);
+            }
+        }
         let mut room = false;
         while let Some(e) = st.ep.poll_event() {
             match e {
                 Event::Delivered { id, .. } => {
                     room = true;
-                    if let Some((_, w)) = st.waiters.remove(&id) {
-                        let _ = w.send(Ok(()));
+                    if let Some(slot) = st.deliveries.get_mut(&id) {
+                        slot.finish(Slot::Done(Ok(())));
                     }
                 }
                 Event::Failed { id, error, .. } => {
                     room = true;
-                    if let Some((_, w)) = st.waiters.remove(&id) {
-                        let _ = w.send(Err(error));
+                    if let Some(slot) = st.deliveries.get_mut(&id) {
+                        slot.finish(Slot::Done(Err(error)));
                     }
                 }
                 Event::Connected { peer, incarnation } => {
@@ -460,7 +774,7 @@ impl Inner {
                 }
             }
         }
-        if room {
+        if room && self.room_waiters.load(Ordering::Relaxed) > 0 {
             self.room.notify_waiters();
         }
         if st.ep.pending_messages() > 0 {
@@ -469,49 +783,88 @@ impl Inner {
     }
 }
 
+/// The driver task: reads the socket when no [`Transport::recv`] caller does, runs the
+/// timers, and retries sends the socket refused.
+///
+/// Written as one hand-rolled poll with long-lived wake-up registrations: the driver is
+/// polled about once per datagram in a request/response exchange (if only to re-arm its
+/// timer), so a poll that finds nothing to do has to be cheap.
 async fn drive(inner: Arc<Inner>) {
-    let mut batch = RecvBatch::new();
     let sleep = tokio::time::sleep(std::time::Duration::from_secs(3600));
     tokio::pin!(sleep);
-    loop {
-        let (deadline, blocked) = {
-            let mut st = lock(&inner.state);
-            let d = st.ep.poll_timeout();
-            st.armed = d;
-            (d, st.blocked)
-        };
-        if let Some(d) = deadline {
-            sleep.as_mut().reset(tokio::time::Instant::from_std(d));
-        }
-        tokio::select! {
-            biased;
-            r = inner.socket.recv_batch(&mut batch) => {
-                match r {
-                    Ok(_) => {
-                        inner.on_batch(&batch);
-                        // Let the application act on what arrived before reading the socket
-                        // again: the answer to its answer is then often already there, which
-                        // saves a readiness wait.
-                        tokio::task::yield_now().await;
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "receive error");
-                    }
+    let mut sleep_at: Option<Instant> = None;
+    let writable = inner.socket.writable();
+    tokio::pin!(writable);
+    std::future::poll_fn(|cx| {
+        // Register for wake-ups before reading the state they report on: a `flush`
+        // elsewhere that moves a deadline earlier than `armed` then always wakes us.
+        inner.wakers.driver.register(cx.waker());
+        loop {
+            // Read readiness wakes a waiting receiver first, then us (see `ReadWakers`).
+            let mut read_cx = Context::from_waker(&inner.read_waker);
+            if let Poll::Ready(r) = inner.socket.poll_recv_ready(&mut read_cx) {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "receive error");
+                    return Poll::Pending;
                 }
+                let mut st = lock(&inner.state);
+                let now = Instant::now();
+                match inner.read_batch(&mut st, now) {
+                    // A receiver took the datagrams first.
+                    Ok(0) => continue,
+                    Ok(_) => inner.flush(&mut st, now, Rearm::Driver),
+                    Err(e) => tracing::debug!(error = %e, "receive error"),
+                }
+                // Let the application act on what arrived (its answer then carries the
+                // acknowledgement) and other tasks run before reading again.
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
-            r = inner.socket.writable(), if blocked => {
+            let (deadline, blocked) = {
+                let mut st = lock(&inner.state);
+                inner.driver_pending.store(false, Ordering::Relaxed);
+                if st.flush_pending {
+                    st.flush_pending = false;
+                    inner.flush(&mut st, Instant::now(), Rearm::Driver);
+                }
+                let d = st.ep.poll_timeout();
+                st.armed = d;
+                (d, st.blocked)
+            };
+            if blocked && let Poll::Ready(r) = writable.as_mut().poll(cx) {
+                writable.set(inner.socket.writable());
                 if r.is_ok() {
                     let mut st = lock(&inner.state);
                     st.blocked = false;
-                    inner.flush(&mut st);
+                    inner.flush(&mut st, Instant::now(), Rearm::Driver);
+                }
+                continue;
+            }
+            if let Some(d) = deadline {
+                if sleep_at != Some(d) {
+                    let at = tokio::time::Instant::from_std(d);
+                    if sleep_at.is_some_and(|s| d > s) {
+                        // `Sleep::reset` to a later instant leaves the timer wheel entry at
+                        // the earlier one (it is re-inserted when that expires), and the
+                        // runtime then waits with that earlier, shorter timeout. A kernel
+                        // timer shorter than the scheduler tick is reprogrammed on every wait
+                        // (two VM exits under virtualization): replace the entry instead.
+                        sleep.set(tokio::time::sleep_until(at));
+                    } else {
+                        sleep.as_mut().reset(at);
+                    }
+                    sleep_at = Some(d);
+                }
+                if sleep.as_mut().poll(cx).is_ready() {
+                    let mut st = lock(&inner.state);
+                    let now = Instant::now();
+                    st.ep.handle_timeout(now);
+                    inner.flush(&mut st, now, Rearm::Driver);
+                    continue;
                 }
             }
-            _ = &mut sleep, if deadline.is_some() => {
-                let mut st = lock(&inner.state);
-                st.ep.handle_timeout(Instant::now());
-                inner.flush(&mut st);
-            }
-            _ = inner.wake_driver.notified() => {}
+            return Poll::Pending;
         }
-    }
+    })
+    .await
 }

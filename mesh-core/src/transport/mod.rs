@@ -2,10 +2,12 @@
 //!
 //! A [`Transport`] is a cheap-to-clone handle. Sending happens on the caller's task: the
 //! message is queued in the endpoint and the resulting datagrams are written to the socket at
-//! once, so a request costs no extra task hop. One driver task reads the socket (in batches),
-//! runs the protocol timers and hands received messages to [`Transport::recv`]. Messages are
-//! consumed from the endpoint only when the application takes them, so a slow application
-//! stalls its senders through flow control instead of growing a queue.
+//! once, so a request costs no extra task hop. A task waiting in [`Transport::recv`] reads the
+//! socket itself when datagrams arrive (it is woken first), so a request is answered without a
+//! hand-over between tasks; one driver task reads the socket when nobody else does, runs the
+//! protocol timers and sends what received acknowledgements let out. Messages are consumed
+//! from the endpoint only when the application takes them, so a slow application stalls its
+//! senders through flow control instead of growing a queue.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mesh_core::transport::TransportError> {

@@ -1,5 +1,6 @@
 //! The node's UDP socket: binding (address, NIC, port scan, advertise address), buffer sizes,
-//! and batched I/O (GSO on send, recvmmsg + GRO on receive) through `quinn-udp`.
+//! and batched I/O (GSO on send, recvmmsg + GRO on receive) through `quinn-udp`; a single
+//! datagram goes out with a plain `sendto`.
 
 use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -8,7 +9,7 @@ use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
-use tokio::net::UdpSocket;
+use tokio::io::unix::AsyncFd;
 
 /// Where and how a node's UDP socket binds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +93,11 @@ pub enum SocketError {
 /// A bound UDP socket with batched I/O.
 #[derive(Debug)]
 pub struct MeshSocket {
-    io: UdpSocket,
+    /// Registered with the runtime for read readiness only: a socket registered for writes
+    /// too gets a (useless) write-readiness event after every send, which costs the runtime
+    /// one more `epoll_wait` per datagram sent. Sends go straight to the socket; the rare
+    /// wait for room in the send buffer registers a duplicate of it (see `writable`).
+    io: AsyncFd<std::net::UdpSocket>,
     state: UdpSocketState,
     local: SocketAddr,
     advertise: SocketAddr,
@@ -137,6 +142,20 @@ fn bind_one(addr: SocketAddr, cfg: &SocketConfig) -> io::Result<Socket> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     Ok(sock)
+}
+
+/// Registers `sock` (non-blocking, owned by the returned value) with the runtime's reactor for
+/// `interest` only. `AsyncFd::with_interest` is deprecated in recent tokio because it cannot
+/// check that the value owns its descriptor; a `std::net::UdpSocket` does, and keeps it open
+/// until after the registration is dropped, which is what the replacement (an `unsafe fn`
+/// spelling out that contract) asks for. tokio's `UdpSocket` offers no way to leave write
+/// readiness out.
+#[allow(deprecated)]
+fn register(
+    sock: std::net::UdpSocket,
+    interest: Interest,
+) -> io::Result<AsyncFd<std::net::UdpSocket>> {
+    AsyncFd::with_interest(sock, interest)
 }
 
 /// Turns an IPv4-mapped IPv6 address into the IPv4 one, so a peer has one identity.
@@ -191,9 +210,17 @@ impl MeshSocket {
             sock.send_buffer_size().unwrap_or(0),
         );
         let state = UdpSocketState::new((&sock).into())?;
+        // quinn-udp asks for the TOS byte of every datagram (for ECN, which the transport does
+        // not use): one control message less per receive.
+        if ip.is_ipv4() || !sock.only_v6().unwrap_or(true) {
+            let _ = sock.set_recv_tos_v4(false);
+        }
+        if ip.is_ipv6() {
+            let _ = sock.set_recv_tclass_v6(false);
+        }
         let std_sock: std::net::UdpSocket = sock.into();
-        let io = UdpSocket::from_std(std_sock)?;
-        let local = io.local_addr()?;
+        let io = register(std_sock, Interest::READABLE)?;
+        let local = io.get_ref().local_addr()?;
         let adv_ip = match config.advertise {
             Some(a) => a,
             None if ip.is_unspecified() => interfaces()?
@@ -249,6 +276,11 @@ impl MeshSocket {
         segment_size: usize,
     ) -> io::Result<usize> {
         let n = contents.len().div_ceil(segment_size.max(1));
+        if n <= 1 {
+            // One datagram: a plain `sendto`, cheaper for the kernel than `sendmsg` with
+            // control messages (no ECN is set, so nothing is lost).
+            return self.io.get_ref().send_to(contents, dest).map(|_| 1);
+        }
         let t = Transmit {
             destination: dest,
             ecn: None,
@@ -256,9 +288,7 @@ impl MeshSocket {
             segment_size: (n > 1).then_some(segment_size),
             src_ip: None,
         };
-        let r = self.io.try_io(Interest::WRITABLE, || {
-            self.state.try_send((&self.io).into(), &t)
-        });
+        let r = self.state.try_send(self.io.get_ref().into(), &t);
         match r {
             Ok(()) => Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Err(e),
@@ -274,9 +304,7 @@ impl MeshSocket {
                         segment_size: None,
                         src_ip: None,
                     };
-                    match self.io.try_io(Interest::WRITABLE, || {
-                        self.state.try_send((&self.io).into(), &t)
-                    }) {
+                    match self.state.try_send(self.io.get_ref().into(), &t) {
                         Ok(()) => sent += 1,
                         Err(e) if sent == 0 => return Err(e),
                         Err(_) => break,
@@ -288,15 +316,39 @@ impl MeshSocket {
         }
     }
 
-    /// Waits until the socket may be writable.
+    /// Waits until the socket may be writable (after a send returned `WouldBlock`).
     pub async fn writable(&self) -> io::Result<()> {
-        self.io.writable().await
+        // The socket is registered for reads only; watch a duplicate of it for writes for
+        // as long as this wait lasts (the send buffer rarely fills).
+        let dup = register(self.io.get_ref().try_clone()?, Interest::WRITABLE)?;
+        let mut ready = dup.writable().await?;
+        ready.retain_ready();
+        Ok(())
+    }
+
+    /// Waits until the socket may be readable.
+    pub async fn readable(&self) -> io::Result<()> {
+        let mut ready = self.io.readable().await?;
+        ready.retain_ready();
+        Ok(())
+    }
+
+    /// Polls for read readiness. Only the task of the most recent call is woken (unlike
+    /// [`readable`](Self::readable), which wakes every waiter), and it is woken before the
+    /// `readable` waiters.
+    pub fn poll_recv_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.io
+            .poll_read_ready(cx)
+            .map_ok(|mut ready| ready.retain_ready())
     }
 
     /// Waits for datagrams, then receives a batch into `batch`. Returns how many datagrams.
     pub async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         loop {
-            self.io.readable().await?;
+            self.readable().await?;
             match self.try_recv_batch(batch) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                 other => return other,
@@ -308,14 +360,28 @@ impl MeshSocket {
     pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.clear();
         let RecvBatch {
-            bufs, meta, msgs, ..
+            bufs,
+            meta,
+            msgs,
+            want,
         } = batch;
-        let mut slices: Vec<IoSliceMut<'_>> = bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
-        let want = meta.len();
+        let want_now = (*want).clamp(1, BATCH);
         let mut n = 0;
-        let r = self.io.try_io(Interest::READABLE, || {
-            n = self.state.recv((&self.io).into(), &mut slices, meta)?;
-            if n < want {
+        let r = self.io.try_io(Interest::READABLE, |sock| {
+            n = match bufs.as_mut_slice() {
+                // Small batches (the common case) build two iovecs, not 32.
+                [a, b, ..] if want_now <= 2 => {
+                    let mut slices = [IoSliceMut::new(a), IoSliceMut::new(b)];
+                    self.state
+                        .recv(sock.into(), &mut slices[..want_now], meta)?
+                }
+                _ => {
+                    let mut slices = bufs.each_mut().map(|b| IoSliceMut::new(b.as_mut_slice()));
+                    self.state
+                        .recv(sock.into(), &mut slices[..want_now], meta)?
+                }
+            };
+            if n < want_now {
                 // A short batch means the queue is drained: report WouldBlock so tokio
                 // clears readiness now instead of after one more (empty) system call.
                 Err(io::ErrorKind::WouldBlock.into())
@@ -328,6 +394,14 @@ impl MeshSocket {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock && n > 0 => {}
             Err(e) => return Err(e),
         }
+        // Ask for as many datagrams as are likely waiting: a full batch doubles the next one,
+        // a short one shrinks it. Preparing 32 headers for one datagram costs more than the
+        // datagram; two keep a short batch the sign of an empty queue.
+        *want = if n >= want_now {
+            (want_now * 2).min(BATCH)
+        } else {
+            (n * 2).clamp(2.min(BATCH), BATCH)
+        };
         for (i, m) in meta.iter().take(n).enumerate() {
             let stride = m.stride.max(1);
             let mut off = 0;
@@ -341,12 +415,17 @@ impl MeshSocket {
     }
 }
 
+/// Datagrams one receive call may return.
+const BATCH: usize = quinn_udp::BATCH_SIZE;
+
 /// Reusable receive buffers; GRO super-datagrams are split into their datagrams.
 #[derive(Debug)]
 pub struct RecvBatch {
-    bufs: Vec<Vec<u8>>,
-    meta: Vec<RecvMeta>,
+    bufs: [Vec<u8>; BATCH],
+    meta: [RecvMeta; BATCH],
     msgs: Vec<(usize, usize, usize, SocketAddr)>,
+    /// How many datagrams the next receive asks for.
+    want: usize,
 }
 
 impl Default for RecvBatch {
@@ -358,11 +437,11 @@ impl Default for RecvBatch {
 impl RecvBatch {
     /// Buffers for `quinn_udp::BATCH_SIZE` receives of up to 64 KiB (GRO) each.
     pub fn new() -> Self {
-        let n = quinn_udp::BATCH_SIZE.max(1);
         RecvBatch {
-            bufs: (0..n).map(|_| vec![0u8; 64 * 1024]).collect(),
-            meta: vec![RecvMeta::default(); n],
-            msgs: Vec::with_capacity(n * 4),
+            bufs: std::array::from_fn(|_| vec![0u8; 64 * 1024]),
+            meta: [RecvMeta::default(); BATCH],
+            msgs: Vec::with_capacity(BATCH * 4),
+            want: 2,
         }
     }
 
