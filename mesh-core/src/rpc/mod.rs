@@ -15,7 +15,7 @@ pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -103,6 +103,8 @@ pub(crate) struct Rpc {
     running: Mutex<HashMap<(SocketAddr, u64), CancellationToken>>,
     pub(crate) permits: Arc<Semaphore>,
     accepting: AtomicBool,
+    /// Responses queued and not yet acknowledged (the drain at stop waits for them).
+    responding: AtomicUsize,
     /// Cancels every running handler (after the drain bound at stop).
     handlers_stop: CancellationToken,
     discovery_inbox: mpsc::Sender<(SocketAddr, Bytes)>,
@@ -132,6 +134,7 @@ impl Rpc {
             next_id: AtomicU64::new(1),
             running: Mutex::new(HashMap::new()),
             accepting: AtomicBool::new(true),
+            responding: AtomicUsize::new(0),
             handlers_stop: CancellationToken::new(),
             discovery_inbox,
             counters: RpcCounters::default(),
@@ -246,12 +249,17 @@ impl Rpc {
     /// every pending outgoing call.
     pub(crate) async fn drain(&self, bound: Duration) {
         let max = u32::try_from(self.settings.max_concurrent).unwrap_or(u32::MAX);
+        let until = tokio::time::Instant::now() + bound;
         let all = self.permits.acquire_many(max);
-        if tokio::time::timeout(bound, all).await.is_err() {
+        if tokio::time::timeout_at(until, all).await.is_err() {
             tracing::warn!(
                 running = lock(&self.running).len(),
                 "handlers still running after the shutdown bound: cancelling them"
             );
+        }
+        // Let the last responses be acknowledged before the socket closes.
+        while self.responding.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         self.handlers_stop.cancel();
         let pending: Vec<Pending> = lock(&self.pending).drain().map(|(_, v)| v).collect();
@@ -361,6 +369,14 @@ impl Rpc {
     /// Encodes a response and queues it; waits for its acknowledgement (bounded by the
     /// transport's own liveness).
     pub(crate) async fn respond(&self, to: SocketAddr, id: u64, reply: Reply) {
+        struct Responding<'a>(&'a AtomicUsize);
+        impl Drop for Responding<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        self.responding.fetch_add(1, Ordering::AcqRel);
+        let _responding = Responding(&self.responding);
         let max = self.settings.max_message_size;
         let reply = if reply.payload.len() + 10 > max {
             Reply::failure(

@@ -127,6 +127,9 @@ impl Rpc {
                     _ = tokio::time::sleep_until(deadline.into()) => None,
                 };
                 lock(&this.running).remove(&(from, id));
+                // The handler is done: its permit goes back before the response is
+                // acknowledged (the drain at stop waits for responses separately).
+                drop(permit);
                 match outcome {
                     Some(Ok(reply)) => {
                         tracing::debug!(status = ?reply.status, "request handled");
@@ -140,7 +143,6 @@ impl Rpc {
                     }
                     None => tracing::debug!("request cancelled or past its deadline: no response"),
                 }
-                drop(permit);
             }
             .instrument(span),
         );
