@@ -470,16 +470,34 @@ impl Transport {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
         let now = Instant::now();
+        let len = data.len();
         match st.ep.send_or_return(now, peer, channel, data) {
-            Ok(id) => Ok(Ok(self.delivery(&mut st, now, peer, id))),
+            Ok(id) => Ok(Ok(self.delivery(&mut st, now, peer, id, len))),
             Err((SendError::Full { .. }, data)) => Ok(Err(data)),
             Err((e, _)) => Err(e.into()),
         }
     }
 
-    fn delivery(&self, st: &mut State, now: Instant, peer: SocketAddr, id: MessageId) -> Delivery {
+    fn delivery(
+        &self,
+        st: &mut State,
+        now: Instant,
+        peer: SocketAddr,
+        id: MessageId,
+        len: usize,
+    ) -> Delivery {
         st.deliveries.insert(id, Slot::Pending(None));
-        self.inner.flush(st, now, Rearm::Peer(peer));
+        if st.ep.queued_bytes(peer) > len as u64 {
+            // Earlier messages to this peer are still unacknowledged: the peer is busy with
+            // a stream of them, not waiting for this one alone. Leave the write to the
+            // driver, which runs when this task yields, so the messages queued meanwhile
+            // share datagrams (one system call for many calls). A message to an idle peer
+            // still goes out at once.
+            st.flush_pending = true;
+            self.inner.wake_driver();
+        } else {
+            self.inner.flush(st, now, Rearm::Peer(peer));
+        }
         Delivery {
             peer,
             id,
@@ -496,8 +514,9 @@ impl Transport {
         data: Bytes,
     ) -> Result<Delivery, TransportError> {
         let now = Instant::now();
+        let len = data.len();
         let id = st.ep.send(now, peer, channel, data)?;
-        Ok(self.delivery(st, now, peer, id))
+        Ok(self.delivery(st, now, peer, id, len))
     }
 
     /// Queues a reliable message without waiting: a full queue is an error.
