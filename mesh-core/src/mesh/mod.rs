@@ -427,17 +427,15 @@ impl Mesh {
 
 /// Takes messages from the transport and hands them to the messaging layer.
 async fn dispatch(rpc: Arc<Rpc>, stop: CancellationToken) {
+    let on = |m: crate::transport::Received| rpc.on_message(m.from, m.channel.is_some(), m.data);
     loop {
         tokio::select! {
-            m = rpc.transport.recv() => match m {
-                Ok(m) => rpc.on_message(m.from, m.channel.is_some(), m.data),
-                Err(_) => break,
+            r = rpc.transport.recv_with(on) => if r.is_err() {
+                break;
             },
             _ = stop.cancelled() => {
                 // Keep serving responses while draining: stop only when the transport closes.
-                while let Ok(m) = rpc.transport.recv().await {
-                    rpc.on_message(m.from, m.channel.is_some(), m.data);
-                }
+                while rpc.transport.recv_with(on).await.is_ok() {}
                 break;
             }
         }

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
@@ -548,6 +548,28 @@ impl Transport {
     /// driver task reads it too, for acknowledgements and when nobody is receiving): a
     /// request is then answered without a hand-over from the driver task to this one.
     pub async fn recv(&self) -> Result<Received, TransportError> {
+        let (m, owed) = self.recv_inner(false).await?;
+        debug_assert!(!owed);
+        Ok(m)
+    }
+
+    /// Waits for a message, then hands it and every other message already waiting to `f`
+    /// (which must not block), and only then lets the driver flush what arriving had made
+    /// due. A dispatcher that answers or wakes its callers from `f` thus has its answers
+    /// (which carry the acknowledgements) written before the driver would send bare ones.
+    pub async fn recv_with(&self, mut f: impl FnMut(Received)) -> Result<(), TransportError> {
+        let (m, owed) = self.recv_inner(true).await?;
+        f(m);
+        while let Ok(Some(m)) = self.try_recv() {
+            f(m);
+        }
+        if owed {
+            self.inner.wake_driver();
+        }
+        Ok(())
+    }
+
+    async fn recv_inner(&self, defer: bool) -> Result<(Received, bool), TransportError> {
         loop {
             let notified = self.inner.incoming.notified();
             tokio::pin!(notified);
@@ -555,7 +577,7 @@ impl Transport {
                 self.check_open()?;
                 let mut st = lock(&self.inner.state);
                 if let Some(m) = self.inner.take_message(&mut st) {
-                    return Ok(m);
+                    return Ok((m, false));
                 }
                 // Messages are announced under the lock: registered here, none is missed.
                 notified.as_mut().enable();
@@ -566,8 +588,8 @@ impl Transport {
                 if let Poll::Ready(Ok(())) = self.inner.socket.poll_recv_ready(&mut read_cx) {
                     // Readable: read one batch here. If it held no message for us, let other
                     // tasks (the driver among them) run before looking again.
-                    return match self.inner.read_for_recv() {
-                        Ok(Some(m)) => Poll::Ready(Ok(Some(m))),
+                    return match self.inner.read_for_recv(defer) {
+                        Ok(Some(m)) => Poll::Ready(Ok(Some((m, defer)))),
                         Ok(None) => {
                             cx.waker().wake_by_ref();
                             Poll::Pending
@@ -654,7 +676,7 @@ impl Inner {
 
     /// [`Transport::recv`] found the socket readable: reads a batch and takes the first
     /// message, if any.
-    fn read_for_recv(&self) -> Result<Option<Received>, TransportError> {
+    fn read_for_recv(&self, defer: bool) -> Result<Option<Received>, TransportError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(TransportError::Closed);
         }
@@ -680,7 +702,9 @@ impl Inner {
         // first, and its answer usually carries the acknowledgement.
         st.flush_pending = true;
         drop(st);
-        self.wake_driver();
+        if !defer {
+            self.wake_driver();
+        }
         Ok(Some(Received {
             from: m.peer,
             channel: m.channel,
@@ -812,6 +836,8 @@ async fn drive(inner: Arc<Inner>) {
     let sleep = tokio::time::sleep(std::time::Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut sleep_at: Option<Instant> = None;
+    // Whether we already yielded once before moving the timer earlier (see below).
+    let mut yielded = false;
     let writable = inner.socket.writable();
     tokio::pin!(writable);
     std::future::poll_fn(|cx| {
@@ -860,6 +886,20 @@ async fn drive(inner: Arc<Inner>) {
                 continue;
             }
             if let Some(d) = deadline {
+                // Moving the timer earlier makes tokio wake its own I/O driver (an eventfd
+                // write and one more epoll_wait). When the new deadline is not imminent (a
+                // delayed acknowledgement, a retransmission timeout), let the other tasks
+                // run first: the application's answer, about to be written, usually carries
+                // the acknowledgement and the deadline is then gone.
+                if !yielded
+                    && sleep_at.is_none_or(|s| d < s)
+                    && d.saturating_duration_since(Instant::now()) > Duration::from_micros(300)
+                {
+                    yielded = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                yielded = false;
                 if sleep_at != Some(d) {
                     let at = tokio::time::Instant::from_std(d);
                     if sleep_at.is_some_and(|s| d > s) {
