@@ -453,7 +453,7 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                 Ok(PeerEvent::Unreachable { peer, reason }) => {
                     rpc.membership.set_reachable(peer, false);
                     rpc.fail_peer(peer, None, |p| CallError::Unreachable {
-                        target: p.target.clone(),
+                        target: p.target.to_string(),
                         command: p.command,
                         reason: Unreachable::Transport(reason),
                     });
@@ -461,7 +461,7 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                 Ok(PeerEvent::Restarted { peer, old, new }) => {
                     rpc.membership.set_reachable(peer, true);
                     rpc.fail_peer(peer, Some(old), |p| CallError::Restarted {
-                        target: p.target.clone(),
+                        target: p.target.to_string(),
                         command: p.command,
                         old,
                         new,
@@ -469,7 +469,7 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                 }
                 Ok(PeerEvent::Incompatible { peer, reason }) => {
                     rpc.fail_peer(peer, None, |p| CallError::Incompatible {
-                        target: p.target.clone(),
+                        target: p.target.to_string(),
                         command: p.command,
                         detail: format!("the transport refused: {reason}"),
                     });
@@ -484,14 +484,14 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                 Ok(MeshEvent::Left { node, reason: LeaveReason::Expired }) => {
                     let inc = node.id.incarnation;
                     rpc.fail_peer(node.id.addr, Some(inc), |p| CallError::Unreachable {
-                        target: p.target.clone(),
+                        target: p.target.to_string(),
                         command: p.command,
                         reason: Unreachable::Left,
                     });
                 }
                 Ok(MeshEvent::Restarted { old, new }) => {
                     rpc.fail_peer(old.id.addr, Some(old.id.incarnation), |p| CallError::Restarted {
-                        target: p.target.clone(),
+                        target: p.target.to_string(),
                         command: p.command,
                         old: old.id.incarnation,
                         new: new.id.incarnation,

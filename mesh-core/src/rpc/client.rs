@@ -258,7 +258,7 @@ impl Rpc {
         payload: Bytes,
         timeout: Duration,
     ) -> Result<Bytes, CallError<Bytes>> {
-        let span = tracing::debug_span!("call", %target, command);
+        let span = super::debug_span(|| tracing::debug_span!("call", %target, command));
         async move {
             let r = self
                 .call_inner(target, command, fingerprint, payload, timeout)
@@ -317,7 +317,7 @@ impl Rpc {
                     .peer_incarnation(addr)
                     .or(target.incarnation()),
                 command,
-                target: target.to_string(),
+                target: target.clone(),
                 tx,
             },
         );

@@ -15,7 +15,7 @@ pub(crate) mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
@@ -47,6 +47,28 @@ pub(crate) const CH_SMALL: u8 = 0;
 /// The transport channel for large messages.
 pub(crate) const CH_BULK: u8 = 1;
 
+/// A per-message span, built only when a subscriber wants debug spans (building one costs
+/// several hundred instructions when the `log` bridge is compiled in, even with no logger).
+pub(crate) fn debug_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        make()
+    } else {
+        tracing::Span::none()
+    }
+}
+
+/// Runs `fut` until its first pending point on the calling task, and spawns the rest only
+/// if it has to wait: a handler that answers at once costs no task.
+pub(crate) fn run_inline(fut: impl std::future::Future<Output = ()> + Send + 'static) {
+    let mut fut = Box::pin(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    if fut.as_mut().poll(&mut cx).is_pending() {
+        // Whatever it registered the no-op waker with is registered again by the task's
+        // first poll, which always happens: no wake-up is lost.
+        tokio::spawn(fut);
+    }
+}
+
 pub(crate) fn channel_for(len: usize) -> u8 {
     if len > BULK_THRESHOLD {
         CH_BULK
@@ -66,7 +88,7 @@ pub(crate) struct Pending {
     pub(crate) peer: SocketAddr,
     pub(crate) incarnation: Option<u64>,
     pub(crate) command: u16,
-    pub(crate) target: String,
+    pub(crate) target: crate::node::Target,
     pub(crate) tx: oneshot::Sender<Outcome>,
 }
 
@@ -103,8 +125,6 @@ pub(crate) struct Rpc {
     running: Mutex<HashMap<(SocketAddr, u64), CancellationToken>>,
     pub(crate) permits: Arc<Semaphore>,
     accepting: AtomicBool,
-    /// Responses queued and not yet acknowledged (the drain at stop waits for them).
-    responding: AtomicUsize,
     /// Cancels every running handler (after the drain bound at stop).
     handlers_stop: CancellationToken,
     discovery_inbox: mpsc::Sender<(SocketAddr, Bytes)>,
@@ -134,7 +154,6 @@ impl Rpc {
             next_id: AtomicU64::new(1),
             running: Mutex::new(HashMap::new()),
             accepting: AtomicBool::new(true),
-            responding: AtomicUsize::new(0),
             handlers_stop: CancellationToken::new(),
             discovery_inbox,
             counters: RpcCounters::default(),
@@ -258,7 +277,7 @@ impl Rpc {
             );
         }
         // Let the last responses be acknowledged before the socket closes.
-        while self.responding.load(Ordering::Acquire) > 0 && tokio::time::Instant::now() < until {
+        while self.transport.unacknowledged() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         self.handlers_stop.cancel();
@@ -366,17 +385,10 @@ impl Rpc {
         lock(&self.pending).remove(&id).is_some()
     }
 
-    /// Encodes a response and queues it; waits for its acknowledgement (bounded by the
-    /// transport's own liveness).
-    pub(crate) async fn respond(&self, to: SocketAddr, id: u64, reply: Reply) {
-        struct Responding<'a>(&'a AtomicUsize);
-        impl Drop for Responding<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::AcqRel);
-            }
-        }
-        self.responding.fetch_add(1, Ordering::AcqRel);
-        let _responding = Responding(&self.responding);
+    /// Encodes a response and queues it without waiting (a full send queue hands it to a
+    /// task that waits for room). Dropping the delivery does not cancel it; the drain at
+    /// stop waits until everything sent is acknowledged.
+    pub(crate) fn respond(self: &Arc<Self>, to: SocketAddr, id: u64, reply: Reply) {
         let max = self.settings.max_message_size;
         let reply = if reply.payload.len() + 10 > max {
             Reply::failure(
@@ -388,9 +400,17 @@ impl Rpc {
         };
         let bytes = wire::response(id, reply.status, &reply.payload);
         let ch = channel_for(bytes.len());
-        match self.transport.queue(to, ch, bytes).await {
-            Ok(delivery) => {
-                let _ = delivery.await;
+        match self.transport.try_queue(to, ch, bytes.clone()) {
+            Ok(_delivery) => {}
+            Err(crate::transport::TransportError::Send(crate::rudp::SendError::Full {
+                ..
+            })) => {
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.transport.queue(to, ch, bytes).await {
+                        tracing::debug!(%to, id, error = %e, "response not sent");
+                    }
+                });
             }
             Err(e) => tracing::debug!(%to, id, error = %e, "response not sent"),
         }

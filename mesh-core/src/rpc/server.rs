@@ -83,13 +83,8 @@ impl Rpc {
         fingerprint: u32,
         payload: Bytes,
     ) {
-        let span = tracing::debug_span!("request", %from, command = cmd, id);
-        let refuse = |reply: Reply| {
-            let this = self.clone();
-            tokio::spawn(
-                async move { this.respond(from, id, reply).await }.instrument(span.clone()),
-            );
-        };
+        let span = super::debug_span(|| tracing::debug_span!("request", %from, command = cmd, id));
+        let refuse = |reply: Reply| self.respond(from, id, reply);
         let entry = match self.admit(cmd, fingerprint) {
             Ok(e) => e,
             Err(reply) => {
@@ -116,12 +111,13 @@ impl Rpc {
         let deadline = Instant::now() + Duration::from_millis(u64::from(deadline_ms));
         let ctx = self.context(from, cmd, Some(deadline), cancel.clone(), false);
         let this = self.clone();
-        tokio::spawn(
+        super::run_inline(
             async move {
                 let handler = entry.handler;
                 let run = AssertUnwindSafe(async move { handler.call(ctx, payload).await })
                     .catch_unwind();
                 let outcome = tokio::select! {
+                    biased;
                     r = run => Some(r),
                     _ = cancel.cancelled() => None,
                     _ = tokio::time::sleep_until(deadline.into()) => None,
@@ -133,13 +129,12 @@ impl Rpc {
                 match outcome {
                     Some(Ok(reply)) => {
                         tracing::debug!(status = ?reply.status, "request handled");
-                        this.respond(from, id, reply).await;
+                        this.respond(from, id, reply);
                     }
                     Some(Err(p)) => {
                         let message = panic_message(p.as_ref());
                         tracing::error!(%message, "handler panicked; the node keeps running");
-                        this.respond(from, id, Reply::failure(Status::Panicked, message))
-                            .await;
+                        this.respond(from, id, Reply::failure(Status::Panicked, message));
                     }
                     None => tracing::debug!("request cancelled or past its deadline: no response"),
                 }
@@ -175,13 +170,14 @@ impl Rpc {
         };
         let cancel = self.handlers_stop.child_token();
         let ctx = self.context(from, cmd, None, cancel.clone(), true);
-        let span = tracing::debug_span!("oneway", %from, command = cmd);
-        tokio::spawn(
+        let span = super::debug_span(|| tracing::debug_span!("oneway", %from, command = cmd));
+        super::run_inline(
             async move {
                 let handler = entry.handler;
                 let run = AssertUnwindSafe(async move { handler.call(ctx, payload).await })
                     .catch_unwind();
                 tokio::select! {
+                    biased;
                     r = run => if let Err(p) = r {
                         tracing::error!(message = %panic_message(p.as_ref()), "one-way handler panicked; the node keeps running");
                     },

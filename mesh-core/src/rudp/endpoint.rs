@@ -315,6 +315,11 @@ impl Endpoint {
         self.sessions.get(&peer).map_or(0, Session::unacked_bytes)
     }
 
+    /// Bytes queued to every peer and not yet acknowledged.
+    pub fn total_queued_bytes(&self) -> u64 {
+        self.sessions.values().map(Session::unacked_bytes).sum()
+    }
+
     /// Whether a message of `size` bytes would be accepted for `peer` now.
     pub fn has_room(&self, peer: SocketAddr, size: usize) -> bool {
         let q = self.queued_bytes(peer);

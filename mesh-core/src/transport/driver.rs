@@ -614,6 +614,12 @@ impl Transport {
         }
     }
 
+    /// Bytes sent to any peer and not yet acknowledged (zero once everything was delivered or
+    /// failed).
+    pub fn unacknowledged(&self) -> u64 {
+        lock(&self.inner.state).ep.total_queued_bytes()
+    }
+
     /// Receives a message if one is waiting.
     pub fn try_recv(&self) -> Result<Option<Received>, TransportError> {
         self.check_open()?;
