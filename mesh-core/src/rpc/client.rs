@@ -260,9 +260,9 @@ impl Rpc {
     ) -> Result<Bytes, CallError<Bytes>> {
         let span = super::debug_span(|| tracing::debug_span!("call", %target, command));
         async move {
-            let r = self
-                .call_inner(target, command, fingerprint, payload, timeout)
-                .await;
+            // The call's state (timers, queue wait, delivery) lives on the heap: the future
+            // callers hold and move around stays small.
+            let r = Box::pin(self.call_inner(target, command, fingerprint, payload, timeout)).await;
             if let Err(e) = &r
                 && !e.is_remote()
             {

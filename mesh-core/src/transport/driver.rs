@@ -162,6 +162,8 @@ struct State {
     blocked: bool,
     /// A receiver handled datagrams and left the flush to the driver.
     flush_pending: bool,
+    /// Messages queued since the last flush whose write was left to the driver.
+    deferred: u32,
 }
 
 struct Inner {
@@ -358,6 +360,7 @@ impl Transport {
                 armed: None,
                 blocked: false,
                 flush_pending: false,
+                deferred: 0,
             }),
             socket,
             gso,
@@ -487,7 +490,8 @@ impl Transport {
         len: usize,
     ) -> Delivery {
         st.deliveries.insert(id, Slot::Pending(None));
-        if st.ep.queued_bytes(peer) > len as u64 {
+        if st.ep.queued_bytes(peer) > len as u64 && st.deferred < DEFER_MAX {
+            st.deferred += 1;
             // Earlier messages to this peer are still unacknowledged: the peer is busy with
             // a stream of them, not waiting for this one alone. Leave the write to the
             // driver, which runs when this task yields, so the messages queued meanwhile
@@ -648,6 +652,11 @@ impl Transport {
     }
 }
 
+/// How many messages in a row may leave their write to the driver before one writes them
+/// all: the receiver then starts on the first ones while the sender writes the next, instead
+/// of waiting for a whole burst.
+const DEFER_MAX: u32 = 16;
+
 /// Which timers a [`Inner::flush`] may have moved earlier than the driver's sleep.
 #[derive(Debug, Clone, Copy)]
 enum Rearm {
@@ -738,6 +747,7 @@ impl Inner {
     /// a deadline moved earlier than the one its sleep is armed for. Called with the state
     /// locked.
     fn flush(&self, st: &mut State, now: Instant, rearm: Rearm) {
+        st.deferred = 0;
         // A driver about to run re-arms anyway (the flag is cleared, under the lock, before
         // it reads the deadlines).
         let rearm = if self.driver_pending.load(Ordering::Relaxed) {
