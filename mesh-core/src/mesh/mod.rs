@@ -360,6 +360,10 @@ impl Mesh {
 
     /// Serves a service (as `#[mesh_service]` generates: `GreeterServer::new(impl)`) until the
     /// returned guard is dropped. Its command ids are listed in this node's record.
+    ///
+    /// A handler runs on the task that received the request until its first `.await` (one
+    /// that answers at once costs no task switch), then on a task of its own: keep CPU-heavy
+    /// work in `tokio::task::spawn_blocking`.
     pub fn serve<S: Service>(&self, service: S) -> Result<Serving, RegisterError> {
         let name = service.name();
         let token = self.inner.rpc.register(name, service.methods(), false)?;
