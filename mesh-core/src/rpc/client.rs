@@ -559,16 +559,7 @@ impl Client {
         let mesh = self.mesh.get().ok_or(CallError::NotStarted)?;
         let rpc = mesh.rpc();
         let timeout = self.timeout.unwrap_or(rpc.settings.default_timeout);
-        let target = match &self.dest {
-            Destination::Node(t) => t.clone(),
-            Destination::Balanced(ty) => Target::Node(
-                mesh.select_balanced(ty, command)
-                    .map_err(CallError::widen)?,
-            ),
-            Destination::Random(ty) => {
-                Target::Node(mesh.select_random(ty, command).map_err(CallError::widen)?)
-            }
-        };
+        let target = self.target(&mesh, command).map_err(CallError::widen)?;
         rpc.call(&target, command, fingerprint, payload, timeout)
             .await
     }
@@ -604,7 +595,8 @@ impl Client {
         typed_fallible(command, self.raw(command, fingerprint, payload).await)
     }
 
-    async fn oneway_target(&self, mesh: &Mesh, command: u16) -> Result<Target, CallError> {
+    /// The node this call goes to (picked now for balanced and random destinations).
+    fn target(&self, mesh: &Mesh, command: u16) -> Result<Target, CallError> {
         Ok(match &self.dest {
             Destination::Node(t) => t.clone(),
             Destination::Balanced(ty) => Target::Node(mesh.select_balanced(ty, command)?),
@@ -621,7 +613,7 @@ impl Client {
     ) -> Result<(), CallError> {
         let mesh = self.mesh()?;
         let payload = encode(command, msg)?;
-        let target = self.oneway_target(&mesh, command).await?;
+        let target = self.target(&mesh, command)?;
         untyped(
             mesh.rpc()
                 .send_oneway(&target, command, fingerprint, payload)
@@ -639,7 +631,7 @@ impl Client {
     ) -> Result<(), CallError> {
         let mesh = self.mesh()?;
         let payload = encode(command, msg)?;
-        let target = self.oneway_target(&mesh, command).await?;
+        let target = self.target(&mesh, command)?;
         untyped(
             mesh.rpc()
                 .usend_oneway(&target, command, fingerprint, payload)
