@@ -232,3 +232,54 @@ mod tests {
         assert!(split(&[], 3).is_empty());
     }
 }
+
+#[cfg(test)]
+mod relay_tests {
+    use std::time::Duration;
+
+    use tokio::sync::mpsc;
+
+    use crate::rpc::{CallContext, handler, wire};
+    use crate::transport::{Transport, TransportConfig};
+    use crate::{Discovery, LocalRegistry, Mesh};
+
+    /// A relay from a stray peer reaches listed nodes only: it cannot make a node send to
+    /// an arbitrary address.
+    #[tokio::test]
+    async fn relays_forward_only_to_listed_nodes() {
+        let reg = LocalRegistry::new();
+        let start = || {
+            Mesh::builder()
+                .discovery(Discovery::local_registry(&reg))
+                .start()
+        };
+        let a = start().await.unwrap();
+        let b = start().await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _h = b
+            .handle(
+                9,
+                handler(move |_c: CallContext, v: u32| {
+                    let _ = tx.send(v);
+                    async {}
+                }),
+            )
+            .unwrap();
+        // Not a mesh node: a plain transport that would see anything sent to it.
+        let outsider = Transport::bind(TransportConfig::default()).await.unwrap();
+        let stray = Transport::bind(TransportConfig::default()).await.unwrap();
+        let payload = crate::codec::Codec::encode(&crate::codec::Postcard, &7u32).unwrap();
+        let relay = wire::relay(9, 0, 2, true, &[outsider.local_addr(), b.addr()], &payload);
+        stray.send(a.addr(), 0, relay).await.unwrap();
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .unwrap(),
+            Some(7)
+        );
+        let nothing = tokio::time::timeout(Duration::from_millis(300), outsider.recv()).await;
+        assert!(nothing.is_err(), "the outsider received {nothing:?}");
+        b.stop().await;
+        a.stop().await;
+    }
+}
