@@ -609,3 +609,63 @@ async fn raw_handlers_and_reserved_or_duplicate_ids() {
     b.stop().await;
     a.stop().await;
 }
+
+#[tokio::test]
+async fn each_call_times_out_at_its_own_deadline() {
+    let reg = LocalRegistry::new();
+    let a = start(&reg, "srv").await;
+    let b = start(&reg, "cli").await;
+    let _slow = a
+        .handle(
+            1,
+            handler(|_c: CallContext, ms: u64| async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                ms
+            }),
+        )
+        .unwrap();
+    // A long call is pending when shorter ones start: each still expires on time.
+    let long = b.request_with::<_, u64>(
+        a.id(),
+        1,
+        &2_000u64,
+        CallOptions::timeout(Duration::from_secs(5)),
+    );
+    let short = async {
+        let t = Instant::now();
+        let r = b
+            .request_with::<_, u64>(
+                a.id(),
+                1,
+                &2_000u64,
+                CallOptions::timeout(Duration::from_millis(150)),
+            )
+            .await;
+        (r, t.elapsed())
+    };
+    let shorter = async {
+        let t = Instant::now();
+        let r = b
+            .request_with::<_, u64>(
+                a.id(),
+                1,
+                &2_000u64,
+                CallOptions::timeout(Duration::from_millis(50)),
+            )
+            .await;
+        (r, t.elapsed())
+    };
+    let (l, (s, st), (ss, sst)) = tokio::join!(long, short, shorter);
+    assert_eq!(l.unwrap(), 2_000);
+    assert!(s.unwrap_err().is_timeout() && ss.unwrap_err().is_timeout());
+    assert!(
+        st >= Duration::from_millis(150) && st < Duration::from_millis(1_000),
+        "{st:?}"
+    );
+    assert!(
+        sst >= Duration::from_millis(50) && sst < Duration::from_millis(1_000),
+        "{sst:?}"
+    );
+    b.stop().await;
+    a.stop().await;
+}

@@ -1,18 +1,19 @@
 //! The membership view: every known node, kept up to date from what the backend reports and
 //! what the transport sees. Sans-IO: changes in, events out.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
 
 use super::event::{LeaveReason, MeshEvent};
 use crate::node::{NodeId, NodeRecord, NodeStatus};
+use crate::rudp::hash::FastMap;
 
 /// Every known node. The local node's own record is kept by the mesh, never by the backend.
 #[derive(Debug)]
 pub(crate) struct View {
     local: NodeId,
-    nodes: HashMap<NodeId, NodeRecord>,
-    by_addr: HashMap<SocketAddr, NodeId>,
+    nodes: FastMap<NodeId, NodeRecord>,
+    by_addr: FastMap<SocketAddr, NodeId>,
     unreachable: HashSet<SocketAddr>,
 }
 
@@ -20,8 +21,8 @@ impl View {
     pub(crate) fn new(local: NodeId) -> View {
         View {
             local,
-            nodes: HashMap::new(),
-            by_addr: HashMap::new(),
+            nodes: FastMap::default(),
+            by_addr: FastMap::default(),
             unreachable: HashSet::new(),
         }
     }

@@ -272,6 +272,7 @@ impl Mesh {
             tokio::spawn(dispatch(rpc.clone(), stop.clone()).instrument(span.clone())),
             tokio::spawn(bridge(rpc.clone(), stop.clone()).instrument(span.clone())),
             tokio::spawn(probe(rpc.clone(), stop.clone()).instrument(span.clone())),
+            tokio::spawn(rpc::expire_calls(rpc.clone(), stop.clone()).instrument(span.clone())),
         ];
         let backend = discovery.backend();
         tracing::info!(parent: &span, backend = backend.name(), addr = %id.addr, "starting");

@@ -319,6 +319,8 @@ impl Rpc {
                 command,
                 target: target.clone(),
                 tx,
+                deadline,
+                timeout,
             },
         );
         let mut guard = CallGuard {
@@ -359,7 +361,6 @@ impl Rpc {
                     }
                     self.set_pending_incarnation(id, self.transport.peer_incarnation(addr));
                 }
-                _ = tokio::time::sleep_until(deadline) => return Err(timed_out()),
             }
         };
         guard.armed = false;

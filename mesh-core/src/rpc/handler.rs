@@ -20,8 +20,9 @@ use crate::node::NodeId;
 #[derive(Debug, Clone)]
 pub struct CallContext {
     pub(crate) from: SocketAddr,
-    pub(crate) sender: Option<NodeId>,
-    pub(crate) sender_type: Option<String>,
+    /// Looked up in the view on first use: (id, type) of a listed sender.
+    pub(crate) sender: std::sync::OnceLock<Option<(NodeId, String)>>,
+    pub(crate) membership: crate::discovery::Membership,
     pub(crate) command: u16,
     pub(crate) deadline: Option<Instant>,
     pub(crate) cancel: CancellationToken,
@@ -36,12 +37,23 @@ impl CallContext {
 
     /// The sender's node id, if it is a listed node (guests are not).
     pub fn sender_id(&self) -> Option<NodeId> {
+        self.sender_info().map(|(id, _)| *id)
+    }
+
+    fn sender_info(&self) -> Option<&(NodeId, String)> {
         self.sender
+            .get_or_init(|| {
+                self.membership
+                    .view()
+                    .by_addr(self.from)
+                    .map(|r| (r.id, r.node_type.clone()))
+            })
+            .as_ref()
     }
 
     /// The sender's node type, if it is a listed node.
     pub fn sender_type(&self) -> Option<&str> {
-        self.sender_type.as_deref()
+        self.sender_info().map(|(_, t)| t.as_str())
     }
 
     /// The command id.

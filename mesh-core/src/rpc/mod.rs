@@ -13,7 +13,6 @@ mod registry;
 mod server;
 pub(crate) mod wire;
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -33,6 +32,7 @@ pub(crate) use registry::framework;
 pub use wire::fingerprint;
 
 use crate::discovery::Membership;
+use crate::rudp::hash::FastMap;
 use crate::transport::Transport;
 use registry::{Entry, Registry};
 
@@ -46,6 +46,27 @@ pub(crate) const BULK_THRESHOLD: usize = 16 * 1024;
 pub(crate) const CH_SMALL: u8 = 0;
 /// The transport channel for large messages.
 pub(crate) const CH_BULK: u8 = 1;
+
+/// Times out pending calls at their deadlines: one timer for all calls, moved only when a
+/// call has an earlier deadline than any pending one (calls with the same timeout never move
+/// it), instead of a timer per call.
+pub(crate) async fn expire_calls(rpc: Arc<Rpc>, stop: CancellationToken) {
+    loop {
+        let next = *lock(&rpc.armed);
+        tokio::select! {
+            _ = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                rpc.expire(tokio::time::Instant::now());
+            }
+            _ = rpc.rearm.notified() => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+}
 
 /// A per-message span, built only when a subscriber wants debug spans (building one costs
 /// several hundred instructions when the `log` bridge is compiled in, even with no logger).
@@ -90,6 +111,10 @@ pub(crate) struct Pending {
     pub(crate) command: u16,
     pub(crate) target: crate::node::Target,
     pub(crate) tx: oneshot::Sender<Outcome>,
+    /// When the call times out (enforced by [`expire_calls`]).
+    pub(crate) deadline: tokio::time::Instant,
+    /// The call's timeout, for the error.
+    pub(crate) timeout: Duration,
 }
 
 /// Counters of the messaging layer.
@@ -120,9 +145,14 @@ pub(crate) struct Rpc {
     pub(crate) local: SocketAddr,
     pub(crate) settings: RpcSettings,
     registry: RwLock<Registry>,
-    pending: Mutex<HashMap<u64, Pending>>,
+    pending: Mutex<FastMap<u64, Pending>>,
+    /// The earliest deadline of a pending call, as the expiry task is armed for (taken
+    /// after `pending` when both are needed).
+    armed: Mutex<Option<tokio::time::Instant>>,
+    /// Wakes the expiry task when a call has an earlier deadline than it is armed for.
+    rearm: tokio::sync::Notify,
     next_id: AtomicU64,
-    running: Mutex<HashMap<(SocketAddr, u64), CancellationToken>>,
+    running: Mutex<FastMap<(SocketAddr, u64), CancellationToken>>,
     pub(crate) permits: Arc<Semaphore>,
     accepting: AtomicBool,
     /// Cancels every running handler (after the drain bound at stop).
@@ -150,9 +180,11 @@ impl Rpc {
             permits: Arc::new(Semaphore::new(settings.max_concurrent)),
             settings,
             registry: RwLock::new(Registry::default()),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(FastMap::default()),
+            armed: Mutex::new(None),
+            rearm: tokio::sync::Notify::new(),
             next_id: AtomicU64::new(1),
-            running: Mutex::new(HashMap::new()),
+            running: Mutex::new(FastMap::default()),
             accepting: AtomicBool::new(true),
             handlers_stop: CancellationToken::new(),
             discovery_inbox,
@@ -281,6 +313,9 @@ impl Rpc {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         self.handlers_stop.cancel();
+        for t in lock(&self.running).values() {
+            t.cancel();
+        }
         let pending: Vec<Pending> = lock(&self.pending).drain().map(|(_, v)| v).collect();
         for p in pending {
             let _ =
@@ -369,7 +404,40 @@ impl Rpc {
     }
 
     pub(crate) fn insert_pending(&self, id: u64, p: Pending) {
-        lock(&self.pending).insert(id, p);
+        let deadline = p.deadline;
+        let mut pending = lock(&self.pending);
+        pending.insert(id, p);
+        let mut armed = lock(&self.armed);
+        if armed.is_none_or(|a| deadline < a) {
+            *armed = Some(deadline);
+            self.rearm.notify_one();
+        }
+    }
+
+    /// Fails the calls whose deadline passed; returns the next deadline to wake for.
+    fn expire(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
+        let (expired, next) = {
+            let mut pending = lock(&self.pending);
+            let ids: Vec<u64> = pending
+                .iter()
+                .filter(|(_, p)| p.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            let expired: Vec<Pending> = ids.iter().filter_map(|id| pending.remove(id)).collect();
+            let next = pending.values().map(|p| p.deadline).min();
+            *lock(&self.armed) = next;
+            (expired, next)
+        };
+        for p in expired {
+            let e = CallError::Timeout {
+                target: p.target.to_string(),
+                command: p.command,
+                after: p.timeout,
+            };
+            tracing::debug!(command = p.command, target = %p.target, "call timed out");
+            let _ = p.tx.send(Outcome::Failed(e));
+        }
+        next
     }
 
     /// Records which incarnation a call reached (once its request was acknowledged).

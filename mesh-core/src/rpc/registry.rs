@@ -1,10 +1,11 @@
 //! The handler registry: command id -> handler, with reserved-range and duplicate checks.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::error::RegisterError;
 use super::handler::Handler;
+use crate::rudp::hash::FastMap;
 
 /// First command id reserved for the framework.
 pub const RESERVED_START: u16 = 65000;
@@ -26,7 +27,7 @@ pub(crate) struct Entry {
 
 #[derive(Default)]
 pub(crate) struct Registry {
-    entries: HashMap<u16, Entry>,
+    entries: FastMap<u16, Entry>,
     next_token: u64,
 }
 

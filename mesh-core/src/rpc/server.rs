@@ -36,14 +36,10 @@ impl Rpc {
         cancel: CancellationToken,
         oneway: bool,
     ) -> CallContext {
-        let (sender, sender_type) = match self.membership.view().by_addr(from) {
-            Some(r) => (Some(r.id), Some(r.node_type.clone())),
-            None => (None, None),
-        };
         CallContext {
             from,
-            sender,
-            sender_type,
+            sender: std::sync::OnceLock::new(),
+            membership: self.membership.clone(),
             command,
             deadline,
             cancel,
@@ -99,7 +95,8 @@ impl Rpc {
             tracing::debug!(parent: &span, "overloaded: request refused");
             return refuse(Reply::failure(Status::Overloaded, ""));
         };
-        let cancel = self.handlers_stop.child_token();
+        // Cancelled by the caller, or at the end of the drain (see `Rpc::drain`).
+        let cancel = CancellationToken::new();
         {
             let mut running = lock(&self.running);
             if running.contains_key(&(from, id)) {
