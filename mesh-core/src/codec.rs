@@ -33,7 +33,8 @@ pub struct Postcard;
 
 impl Codec for Postcard {
     fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError> {
-        postcard::to_stdvec(value)
+        // Most messages are small: one allocation instead of several doublings from empty.
+        postcard::to_extend(value, Vec::with_capacity(128))
             .map(Bytes::from)
             .map_err(|e| CodecError::Encode(e.to_string()))
     }

@@ -433,12 +433,16 @@ impl Mesh {
 /// Takes messages from the transport and hands them to the messaging layer.
 async fn dispatch(rpc: Arc<Rpc>, stop: CancellationToken) {
     let on = |m: crate::transport::Received| rpc.on_message(m.from, m.channel.is_some(), m.data);
+    // Registered once: a fresh `cancelled()` per message costs a lock and a waiter list entry.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
+            biased;
             r = rpc.transport.recv_with(on) => if r.is_err() {
                 break;
             },
-            _ = stop.cancelled() => {
+            _ = &mut stopped => {
                 // Keep serving responses while draining: stop only when the transport closes.
                 while rpc.transport.recv_with(on).await.is_ok() {}
                 break;
