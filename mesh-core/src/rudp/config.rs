@@ -43,7 +43,7 @@ pub struct Config {
     /// Largest congestion window in bytes (default 512 KiB: deep enough for a LAN, shallow enough that a bulk transfer adds little queueing delay).
     pub max_window: usize,
     /// Bytes of bulk data (channels other than 0) in flight while channel 0 is in use
-    /// (default 32 KiB): a bulk transfer yields so small messages do not queue behind it.
+    /// (default 16 KiB): a bulk transfer yields so small messages do not queue behind it.
     pub latency_window: usize,
     /// Loss percentage within an epoch above which loss is taken as congestion (default 15).
     pub loss_threshold_pct: u8,
@@ -71,7 +71,7 @@ impl Default for Config {
             ack_frequency: 8,
             initial_window: 64 * 1200,
             max_window: 512 * 1024,
-            latency_window: 32 * 1024,
+            latency_window: 16 * 1024,
             loss_threshold_pct: 15,
             send_interval: Duration::ZERO,
         }
