@@ -145,10 +145,6 @@ impl DiscoveryBackend for LocalBackend {
     }
 }
 
-fn snapshot_others(registry: &LocalRegistry, prefix: &str) -> Vec<NodeRecord> {
-    registry.snapshot(prefix)
-}
-
 async fn run(registry: LocalRegistry, m: Membership) {
     let prefix = m.settings().prefix.clone();
     let guest = m.settings().guest;
@@ -166,7 +162,7 @@ async fn run(registry: LocalRegistry, m: Membership) {
         registry.put(&prefix, me);
     }
     local_rx.borrow_and_update();
-    m.replace_all(snapshot_others(&registry, &prefix), LeaveReason::Expired);
+    m.replace_all(registry.snapshot(&prefix), LeaveReason::Expired);
     m.end_sync();
     m.ready(Ok(()));
     let mut tick = tokio::time::interval(m.settings().update_interval);
@@ -182,7 +178,7 @@ async fn run(registry: LocalRegistry, m: Membership) {
                 Ok(_) => {}
                 Err(RecvError::Lagged(n)) => {
                     tracing::debug!(missed = n, "local registry: fell behind, resyncing");
-                    m.replace_all(snapshot_others(&registry, &prefix), LeaveReason::Expired);
+                    m.replace_all(registry.snapshot(&prefix), LeaveReason::Expired);
                 }
                 Err(RecvError::Closed) => break,
             },

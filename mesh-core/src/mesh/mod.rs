@@ -432,7 +432,7 @@ impl Mesh {
 
 /// Takes messages from the transport and hands them to the messaging layer.
 async fn dispatch(rpc: Arc<Rpc>, stop: CancellationToken) {
-    let on = |m: crate::transport::Received| rpc.on_message(m.from, m.channel.is_some(), m.data);
+    let on = |m: crate::transport::Received| rpc.on_message(m.from, m.data);
     // Registered once: a fresh `cancelled()` per message costs a lock and a waiter list entry.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);

@@ -18,7 +18,7 @@ use super::wire::{self, Status};
 use super::{Outcome, Pending, Rpc, channel_for};
 use crate::codec::{Codec, Postcard};
 use crate::mesh::{Mesh, MeshRef};
-use crate::node::{NodeId, Target};
+use crate::node::Target;
 use crate::rudp::{Failure, SendError};
 use crate::transport::TransportError;
 
@@ -758,13 +758,5 @@ impl Broadcast {
             .into_iter()
             .map(|(t, r)| (t, typed_fallible(command, r)))
             .collect())
-    }
-}
-
-/// The node id a broadcast result came from, when the target named one.
-pub fn target_node(t: &Target) -> Option<NodeId> {
-    match t {
-        Target::Node(id) => Some(*id),
-        _ => None,
     }
 }

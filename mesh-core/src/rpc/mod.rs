@@ -22,7 +22,7 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub use client::{Broadcast, CallOptions, Client, Destination, target_node};
+pub use client::{Broadcast, CallOptions, Client, Destination};
 pub use error::{CallError, CodecStage, RegisterError, Unreachable};
 pub use handler::{
     CallContext, Handler, Method, Reply, Service, fallible_handler, handler, raw_handler,
@@ -324,7 +324,7 @@ impl Rpc {
     }
 
     /// Handles one message from the transport.
-    pub(crate) fn on_message(self: &Arc<Self>, from: SocketAddr, reliable: bool, data: Bytes) {
+    pub(crate) fn on_message(self: &Arc<Self>, from: SocketAddr, data: Bytes) {
         let env = match wire::decode(data) {
             Ok(e) => e,
             Err(e) => {
@@ -371,13 +371,10 @@ impl Rpc {
                 cmd,
                 fingerprint,
                 limit,
-                reliable: rel,
+                reliable,
                 targets,
                 payload,
-            } => {
-                let _ = reliable;
-                self.on_relay(from, cmd, fingerprint, limit, rel, targets, payload)
-            }
+            } => self.on_relay(from, cmd, fingerprint, limit, reliable, targets, payload),
             wire::Envelope::Ping => {}
         }
     }
