@@ -223,6 +223,8 @@ pub struct Endpoint {
     /// Something may have become sendable since `poll_transmit` last found nothing: set by
     /// every input (datagrams, timers, sends, taking messages, closing).
     tx_hint: bool,
+    /// See [`Endpoint::ack_overdue`].
+    ack_overdue: bool,
 }
 
 impl Endpoint {
@@ -256,6 +258,7 @@ impl Endpoint {
             outputs: Vec::new(),
             credit_due: false,
             tx_hint: false,
+            ack_overdue: false,
         })
     }
 
@@ -829,6 +832,7 @@ impl Endpoint {
             &mut self.counters,
         );
         s.refresh_busy();
+        self.ack_overdue |= s.ack_overdue();
         for o in out.drain(..) {
             match o {
                 SessionOutput::Outcome(Outcome::Delivered(id)) => {
@@ -928,6 +932,16 @@ impl Endpoint {
         self.sessions.get(&peer)?.next_timeout(&self.cfg)
     }
 
+    /// Whether a session owes an acknowledgement for many packets (64 ack-eliciting ones).
+    /// A driver that reads datagrams in large batches (GRO, `recvmmsg`) checks this after
+    /// each [`handle`](Self::handle) and, when set, writes what
+    /// [`poll_transmit`](Self::poll_transmit) returns before handling the rest of the batch:
+    /// a window's worth of packets then gets several acknowledgements, and losing one of
+    /// them does not leave the sender waiting for a timeout.
+    pub fn ack_overdue(&self) -> bool {
+        self.ack_overdue
+    }
+
     /// Whether taking messages with [`poll_message`](Self::poll_message) made a flow-control
     /// credit update due: [`poll_transmit`](Self::poll_transmit) has it to send. Cleared when
     /// `poll_transmit` has nothing left to send.
@@ -1009,6 +1023,7 @@ impl Endpoint {
         max_segments: usize,
     ) -> Option<Transmit> {
         buf.clear();
+        self.ack_overdue = false;
         if !self.tx_hint {
             // Nothing happened since the last call found nothing to send.
             self.credit_due = false;

@@ -118,6 +118,12 @@ impl SentPackets {
         self.slots.get(i)?.as_ref()
     }
 
+    /// The newest outstanding packet number.
+    pub(super) fn newest(&self) -> Option<u64> {
+        let i = self.slots.iter().rposition(Option::is_some)?;
+        Some(self.base + i as u64)
+    }
+
     /// Removes and returns every outstanding packet.
     pub(super) fn take_all(&mut self) -> impl Iterator<Item = SentPacket> {
         self.base += self.slots.len() as u64;

@@ -18,9 +18,16 @@ use super::sent::{SentPacket, SentPackets, StreamRanges};
 use super::wire::{self, Frame, Header, Kind, RawAck, RawFrame, RawFrames, varint};
 
 /// How many packet-number ranges we remember (and acknowledge) at most.
-const MAX_RECV_RANGES: usize = 32;
-/// How many ranges one ACK frame carries at most (the newest).
-const ACK_RANGES: usize = 16;
+const MAX_RECV_RANGES: usize = 64;
+/// How many ranges one ACK frame carries at most (the newest). Enough that one window of a
+/// bulk transfer under a few percent of loss is covered by a single ACK: a range that drops
+/// out of the frame before its packets were acknowledged makes the sender resend them.
+const ACK_RANGES: usize = 32;
+/// Ack-eliciting packets received without an acknowledgement after which the ACK should go
+/// out even in the middle of a batch of datagrams (see [`Session::ack_overdue`]).
+const ACK_OVERDUE: u32 = 64;
+/// Probe packets a retransmission timeout lets out beyond the congestion window.
+const PTO_PROBES: u8 = 2;
 /// Timer granularity: loss detection never waits less than this.
 const GRANULARITY: Duration = Duration::from_millis(1);
 
@@ -101,6 +108,10 @@ pub(super) struct Session {
     dgram_out: VecDeque<Bytes>,
     refused_out: Vec<(u8, u64, u64, u64)>,
     ping_due: bool,
+    /// Probe packets still allowed past the congestion window after a timeout.
+    probes: u8,
+    /// The newest ack-eliciting packet asked for an immediate acknowledgement.
+    asked_immediate_ack: bool,
     next_blocked_ping: Option<Instant>,
     flush_at: Option<Instant>,
     burst: u32,
@@ -162,6 +173,8 @@ impl Session {
             dgram_out: VecDeque::new(),
             refused_out: Vec::new(),
             ping_due: false,
+            probes: 0,
+            asked_immediate_ack: false,
             next_blocked_ping: None,
             flush_at: None,
             burst: 0,
@@ -485,6 +498,7 @@ impl Session {
             self.rtt.update(now.saturating_duration_since(sent), delay);
         }
         self.pto_count = 0;
+        self.probes = 0;
         self.detect_lost(now, counters);
     }
 
@@ -568,11 +582,25 @@ impl Session {
         if self.sent.is_empty() {
             return None;
         }
-        let pto = self.rtt.pto(GRANULARITY, cfg.max_ack_delay, cfg.min_rto);
         if self.pto_count == 0 {
-            return Some(last + pto);
+            // The first timeout is a tail-loss probe (as RACK-TLP): twice the smoothed RTT,
+            // plus the peer's ack delay unless the newest packet asked for an immediate
+            // acknowledgement. It only sends probes, so firing early costs one packet.
+            let mut tlp = (self.rtt.smoothed() * 2).max(GRANULARITY);
+            if !self.asked_immediate_ack {
+                tlp += cfg.max_ack_delay;
+            }
+            return Some(last + tlp);
         }
-        Some(last + pto * 2u32.saturating_pow(self.pto_count.min(6)))
+        let pto = self.rtt.pto(GRANULARITY, cfg.max_ack_delay, cfg.min_rto);
+        Some(last + pto * 2u32.saturating_pow((self.pto_count - 1).min(6)))
+    }
+
+    /// An acknowledgement is owed for many packets: a driver reading datagrams in large
+    /// batches should write it before handling the rest of the batch, so that one lost ACK
+    /// does not hide a whole window from the sender.
+    pub(super) fn ack_overdue(&self) -> bool {
+        self.ack_pending && self.eliciting_since_ack >= ACK_OVERDUE
     }
 
     fn liveness_deadline(&self, cfg: &Config) -> Option<Instant> {
@@ -620,19 +648,19 @@ impl Session {
             if self.pto_count >= 3 {
                 self.cc.on_persistent_congestion(now);
             }
-            // Every packet outstanding for longer than a PTO is presumed lost.
-            let pto = self.rtt.pto(GRANULARITY, cfg.max_ack_delay, cfg.min_rto);
-            for pn in self.sent.span(0, u64::MAX) {
-                if self.sent.get(pn).is_some_and(|p| p.time + pto <= now)
-                    && let Some(p) = self.sent.remove(pn)
-                {
-                    counters.packets_lost += 1;
-                    self.cc.on_forgotten(p.size);
-                    self.requeue(p, counters);
-                }
-            }
-            if !self.send.iter().any(SendChannel::has_sendable) {
-                self.ping_due = true;
+            // As RFC 9002: a timeout declares nothing lost (its usual cause on a LAN is a lost
+            // ACK or a stalled peer, and resending a whole window for it would double the
+            // cost). It sends probes past the congestion window; their acknowledgement then
+            // tells which packets are really missing. With nothing new to send, the probe
+            // carries the newest outstanding packet again (a tail loss is repaired at once).
+            self.probes = PTO_PROBES;
+            self.ping_due = true;
+            if !self.send.iter().any(SendChannel::has_sendable)
+                && let Some(pn) = self.sent.newest()
+                && let Some(p) = self.sent.remove(pn)
+            {
+                self.cc.on_forgotten(p.size);
+                self.requeue(p, counters);
             }
             self.last_eliciting_sent = Some(now);
         }
@@ -656,7 +684,7 @@ impl Session {
             || !self.refused_out.is_empty()
             || (flush_ok
                 && (!self.dgram_out.is_empty()
-                    || (self.cc.available() > 0
+                    || ((self.cc.available() > 0 || self.probes > 0)
                         && self.send.iter().any(SendChannel::has_sendable))))
             || self.recv.iter().any(|r| r.announce_pending())
     }
@@ -736,7 +764,7 @@ impl Session {
             }
             // Reserve room for an ACK frame if one goes in.
             let ack_room = if self.ack_pending {
-                16 + 4 * self.recv_pns.len().min(8)
+                16 + 4 * self.recv_pns.len().min(ACK_RANGES)
             } else {
                 0
             };
@@ -752,7 +780,11 @@ impl Session {
                     }
                     // Channel 0 carries small latency-sensitive messages: it is bounded by
                     // its flow-control window and does not wait behind bulk data's window.
-                    if i != 0 && self.bulk_room(now) == 0 && !self.sent.is_empty() {
+                    if i != 0
+                        && self.probes == 0
+                        && self.bulk_room(now) == 0
+                        && !self.sent.is_empty()
+                    {
                         break;
                     }
                     let room = limit.saturating_sub(out.len() + ack_room + 12);
@@ -783,10 +815,12 @@ impl Session {
             // The last packet of a burst asks for an immediate acknowledgement.
             self.ping_due = true;
         }
+        let mut pinged = false;
         if self.ping_due && out.len() < limit {
             Frame::Ping.encode(out);
             self.ping_due = false;
             has_payload = true;
+            pinged = true;
         }
         let eliciting = has_payload || !sp.max_data.is_empty() || !sp.refused.is_empty();
         if !eliciting && !ack_due {
@@ -823,6 +857,8 @@ impl Session {
             sp.size = size;
             self.cc.on_sent(size);
             self.last_eliciting_sent = Some(now);
+            self.asked_immediate_ack = pinged;
+            self.probes = self.probes.saturating_sub(1);
             self.sent.insert(pn, sp);
             self.mark_busy(now);
             self.burst += 1;

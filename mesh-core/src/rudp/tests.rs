@@ -114,6 +114,137 @@ fn ten_megabytes_under_5pct_loss() {
 }
 
 #[test]
+fn lost_acks_make_the_sender_probe_not_resend_its_window() {
+    let mut net = Net::new(21);
+    net.rate = Some(125_000_000);
+    let a = net.add(Config::default());
+    let b = net.add(Config::default());
+    net.nodes[a]
+        .ep
+        .send(net.now, addr(b), 0, Bytes::from_static(b"hi"))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(1), |n| delivered(n, a) == 1));
+    // Every datagram from b to a is lost for a while (a stalled path or a string of lost
+    // ACKs) while a has a window of data in flight; everything a sent does arrive.
+    let dropped = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let d2 = dropped.clone();
+    let (from_b, to_a) = (addr(b), addr(a));
+    net.mangle = Some(Box::new(move |from, to, d: &mut Vec<u8>| {
+        if from == from_b && to == to_a && d2.get() < 12 {
+            d2.set(d2.get() + 1);
+            d.clear(); // an empty datagram is dropped as malformed
+        }
+    }));
+    let big: Bytes = (0..2 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
+    net.nodes[a]
+        .ep
+        .send(net.now, addr(b), 1, big.clone())
+        .unwrap();
+    let ok = net.run_until(Duration::from_secs(10), |n| delivered(n, a) == 2);
+    assert!(
+        ok,
+        "not delivered: a {:?}\nb {:?}\ndropped {}",
+        net.nodes[a].ep.counters(),
+        net.nodes[b].ep.counters(),
+        dropped.get()
+    );
+    assert!(net.nodes[b].received[1].data == big);
+    assert_eq!(dropped.get(), 12);
+    let c = net.nodes[a].ep.counters();
+    assert!(c.timeouts > 0, "the stall should have fired a timeout");
+    assert_eq!(c.packets_lost, 0, "nothing was lost: {c:?}");
+    // Only the probes (two per timeout) carried data a second time.
+    assert!(
+        c.retransmitted_bytes <= c.timeouts * 2 * 1200,
+        "{} bytes resent for {} timeouts",
+        c.retransmitted_bytes,
+        c.timeouts
+    );
+}
+
+#[test]
+fn tail_loss_is_repaired_by_a_probe_before_the_full_timeout() {
+    let mut net = Net::new(22);
+    let a = net.add(Config::default());
+    let b = net.add(Config::default());
+    net.nodes[a]
+        .ep
+        .send(net.now, addr(b), 0, Bytes::from_static(b"hi"))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(1), |n| delivered(n, a) == 1));
+    // The last datagram of a 10-datagram message is lost.
+    let seen = std::rc::Rc::new(std::cell::Cell::new(0u32));
+    let s2 = seen.clone();
+    let (from_a, to_b) = (addr(a), addr(b));
+    net.mangle = Some(Box::new(move |from, to, d: &mut Vec<u8>| {
+        if from == from_a && to == to_b {
+            s2.set(s2.get() + 1);
+            if s2.get() == 10 {
+                d.clear();
+            }
+        }
+    }));
+    let t0 = net.now;
+    net.nodes[a]
+        .ep
+        .send(net.now, addr(b), 1, payload(7, 10 * 1150))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(1), |n| delivered(n, a) == 2));
+    assert!(net.nodes[b].received[1].data == payload(7, 10 * 1150));
+    // A tail-loss probe goes after about 2 RTTs (1 ms here, the timer granularity),
+    // well before the full retransmission timeout (3 ms at least).
+    let took = net.now - t0;
+    assert!(took < Duration::from_millis(3), "repaired after {took:?}");
+    assert_eq!(net.nodes[a].ep.counters().timeouts, 1);
+}
+
+#[test]
+fn a_long_batch_of_datagrams_makes_an_acknowledgement_overdue() {
+    let mut net = Net::new(23);
+    // Windows wide enough that one burst holds more than 64 datagrams.
+    let cfg = Config {
+        initial_window: 256 * 1200,
+        channel_window: 1 << 20,
+        ..Config::default()
+    };
+    let a = net.add(cfg.clone());
+    let b = net.add(cfg);
+    net.nodes[a]
+        .ep
+        .send(net.now, addr(b), 1, Bytes::from_static(b"hi"))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(1), |n| delivered(n, a) == 1));
+    // Collect a window of datagrams from a without delivering them (channel 1: bulk data,
+    // and channel 0 unused, so a whole congestion window goes out).
+    net.nodes[a]
+        .ep
+        .send(net.now, addr(b), 1, Bytes::from(vec![3u8; 200 * 1024]))
+        .unwrap();
+    let now = net.now;
+    let mut datagrams = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(t) = net.nodes[a].ep.poll_transmit(now, &mut buf, 16) {
+        datagrams.extend(buf.chunks(t.segment_size).map(<[u8]>::to_vec));
+    }
+    assert!(datagrams.len() > 64, "{} datagrams", datagrams.len());
+    let ep = &mut net.nodes[b].ep;
+    let mut overdue_at = None;
+    for (i, d) in datagrams.iter().enumerate() {
+        ep.handle(now, addr(a), d);
+        if ep.ack_overdue() {
+            overdue_at = Some(i + 1);
+            break;
+        }
+    }
+    assert_eq!(overdue_at, Some(64));
+    let t = ep
+        .poll_transmit(now, &mut buf, 16)
+        .expect("an acknowledgement");
+    assert_eq!(t.destination, addr(a));
+    assert!(!ep.ack_overdue());
+}
+
+#[test]
 fn small_message_is_not_held_behind_a_large_one() {
     let mut net = Net::new(5);
     net.rate = Some(125_000_000); // 1 Gbit/s: 10 MB take about 80 ms on the wire

@@ -19,7 +19,7 @@ use super::socket::{MeshSocket, RecvBatch, SocketConfig, SocketError};
 use crate::rudp::hash::FastMap;
 use crate::rudp::{
     self, ConfigError, Counters, Endpoint, Event, Failure, MessageId, RejectReason, SendError,
-    UnreachableReason,
+    Transmit, UnreachableReason,
 };
 
 /// Configuration of a [`Transport`]: where to bind and the protocol tunables.
@@ -682,11 +682,48 @@ impl Inner {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(0),
             Err(e) => return Err(e),
         };
-        let State { ep, batch, .. } = st;
+        let State {
+            ep,
+            batch,
+            buf,
+            blocked,
+            ..
+        } = st;
         for (from, d) in batch.iter() {
             ep.handle(now, from, d);
+            if ep.ack_overdue() && !*blocked {
+                // A long batch: acknowledge what came so far before handling the rest.
+                self.write_out(ep, buf, blocked, now);
+            }
         }
         Ok(n)
+    }
+
+    /// Writes everything the endpoint has to send until it has nothing more or the socket
+    /// refuses (the driver then retries when it is writable).
+    fn write_out(&self, ep: &mut Endpoint, buf: &mut Vec<u8>, blocked: &mut bool, now: Instant) {
+        while let Some(t) = ep.poll_transmit(now, buf, self.gso) {
+            if !self.try_write(t, buf, blocked) {
+                break;
+            }
+        }
+    }
+
+    /// Writes one transmit. False when the socket refused it for now (`blocked` is set).
+    fn try_write(&self, t: Transmit, buf: &[u8], blocked: &mut bool) -> bool {
+        match self.socket.try_send(t.destination, buf, t.segment_size) {
+            Ok(_) => true,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                // The endpoint counts these packets as sent: loss recovery resends them.
+                *blocked = true;
+                self.wake_driver();
+                false
+            }
+            Err(e) => {
+                tracing::debug!(peer = %t.destination, error = %e, "send failed");
+                true
+            }
+        }
     }
 
     /// [`Transport::recv`] found the socket readable: reads a batch and takes the first
@@ -769,17 +806,8 @@ impl Inner {
                 {
                     earliest = Some(earliest.map_or(d, |e| e.min(d)));
                 }
-                match self.socket.try_send(t.destination, &buf, t.segment_size) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                        // The endpoint counts these packets as sent: loss recovery resends them.
-                        st.blocked = true;
-                        self.wake_driver();
-                        break;
-                    }
-                    Err(e) => {
-                        tracing::debug!(peer = %t.destination, error = %e, "send failed");
-                    }
+                if !self.try_write(t, &buf, &mut st.blocked) {
+                    break;
                 }
             }
             st.buf = buf;
