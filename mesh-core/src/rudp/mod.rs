@@ -24,6 +24,7 @@ mod congestion;
 mod counters;
 mod endpoint;
 pub(crate) mod hash;
+mod msgbuf;
 mod ranges;
 mod recv;
 mod rtt;

@@ -9,8 +9,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
+use super::msgbuf::MessageBuf;
 use super::ranges::RangeSet;
 use super::wire::varint;
 
@@ -66,9 +67,19 @@ pub(crate) enum Parsed {
 
 #[derive(Debug)]
 enum Parser {
-    Prefix { buf: [u8; 10], n: usize, start: u64 },
-    Body { buf: BytesMut, len: usize },
-    Skip { remaining: u64 },
+    Prefix {
+        buf: [u8; 10],
+        n: usize,
+        start: u64,
+    },
+    /// A message's bytes; `start` is the stream offset of its first byte.
+    Body {
+        buf: MessageBuf,
+        start: u64,
+    },
+    Skip {
+        remaining: u64,
+    },
 }
 
 /// Why a stream frame was not accepted.
@@ -129,7 +140,10 @@ impl RecvChannel {
 
     /// Bytes held out of order or in a partial message.
     pub(crate) fn buffered(&self) -> usize {
-        self.buffered
+        match &self.parser {
+            Parser::Body { buf, .. } => self.buffered + buf.stored(),
+            _ => self.buffered,
+        }
     }
 
     /// Accepts stream bytes at `offset`; complete messages are appended to `out`.
@@ -154,10 +168,21 @@ impl RecvChannel {
             for piece in self.received.missing(offset..end) {
                 let a = (piece.start - offset) as usize;
                 let b = (piece.end - offset) as usize;
-                self.buffered += b - a;
-                self.segments
-                    .insert(piece.start, Bytes::copy_from_slice(&data[a..b]));
-                self.received.insert(piece);
+                self.received.insert(piece.clone());
+                if piece.start == self.head {
+                    self.feed(&data[a..b], out)?;
+                    continue;
+                }
+                // Bytes of the message being reassembled go straight to their place; the
+                // rest waits aside until the head reaches it.
+                let placed = self.place(piece.start, &data[a..b]);
+                if placed < b - a {
+                    self.buffered += b - a - placed;
+                    self.segments.insert(
+                        piece.start + placed as u64,
+                        Bytes::copy_from_slice(&data[a + placed..b]),
+                    );
+                }
             }
         }
         while let Some(entry) = self.segments.first_entry() {
@@ -175,6 +200,21 @@ impl RecvChannel {
         }
         self.received.remove_below(self.head);
         Ok(())
+    }
+
+    /// Writes bytes at stream offset `at` (past the head) into the message being reassembled,
+    /// as far as its buffer reaches. Returns how many leading bytes of `data` it took.
+    fn place(&mut self, at: u64, data: &[u8]) -> usize {
+        let Parser::Body { buf, start } = &mut self.parser else {
+            return 0;
+        };
+        let rel = at - *start;
+        let room = (buf.extent() as u64).saturating_sub(rel);
+        let n = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        if n > 0 {
+            buf.place(rel as usize, &data[..n]);
+        }
+        n
     }
 
     fn feed(&mut self, mut data: &[u8], out: &mut VecDeque<Parsed>) -> Result<(), StreamReject> {
@@ -244,29 +284,28 @@ impl RecvChannel {
                         }
                         let cap = (len as usize).min(self.window as usize);
                         self.parser = Parser::Body {
-                            buf: BytesMut::with_capacity(cap),
-                            len: len as usize,
+                            buf: MessageBuf::new(len as usize, cap),
+                            start: self.head,
                         };
                     }
                 }
-                Parser::Body { buf, len } => {
-                    let take = (*len - buf.len()).min(data.len());
-                    buf.extend_from_slice(&data[..take]);
+                Parser::Body { buf, .. } => {
+                    let (take, advanced) = buf.write_next(data);
                     data = &data[take..];
-                    self.head += take as u64;
-                    self.buffered += take;
-                    if buf.len() == *len {
-                        let msg = std::mem::take(buf).freeze();
-                        self.buffered -= msg.len();
-                        out.push_back(Parsed::Message {
-                            data: msg,
-                            end: self.head,
-                        });
-                        self.parser = Parser::Prefix {
+                    self.head += advanced as u64;
+                    if buf.is_complete() {
+                        let next = Parser::Prefix {
                             buf: [0; 10],
                             n: 0,
                             start: self.head,
                         };
+                        if let Parser::Body { buf, .. } = std::mem::replace(&mut self.parser, next)
+                        {
+                            out.push_back(Parsed::Message {
+                                data: buf.freeze(),
+                                end: self.head,
+                            });
+                        }
                     }
                 }
                 Parser::Skip { remaining } => {
@@ -301,8 +340,8 @@ impl RecvChannel {
         self.reserved += self.wanted;
         self.wanted = 0;
         self.reserve_end = self.reserve_end.max(self.pending_end);
-        if let Parser::Body { buf, len } = &mut self.parser {
-            buf.reserve(*len - buf.len());
+        if let Parser::Body { buf, .. } = &mut self.parser {
+            buf.grow();
         }
         self.announce_needed = true;
     }
