@@ -428,6 +428,35 @@ mod tests {
     }
 
     #[test]
+    fn out_of_order_bytes_of_a_message_are_placed_and_counted_once() {
+        let body: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+        let stream = frame(&[&body, b"next"]);
+        let mut ch = RecvChannel::new(8192, 10_000);
+        let mut out = VecDeque::new();
+        // The prefix and a first piece start the message; then pieces after gaps, one of
+        // them twice, and one running past the message into the next.
+        ch.on_stream(0, &stream[..100], &mut out).unwrap();
+        ch.on_stream(1000, &stream[1000..1500], &mut out).unwrap();
+        ch.on_stream(1000, &stream[1000..1500], &mut out).unwrap();
+        ch.on_stream(2500, &stream[2500..], &mut out).unwrap();
+        assert!(out.is_empty());
+        let held = (100 - 2) + 500 + (stream.len() - 2500); // a 2-byte length prefix
+        assert_eq!(ch.buffered(), held);
+        ch.on_stream(100, &stream[100..1200], &mut out).unwrap();
+        assert!(out.is_empty());
+        ch.on_stream(1500, &stream[1500..2500], &mut out).unwrap();
+        let msgs: Vec<Bytes> = out
+            .into_iter()
+            .filter_map(|p| match p {
+                Parsed::Message { data, .. } => Some(data),
+                Parsed::Refused { .. } => None,
+            })
+            .collect();
+        assert_eq!(msgs, vec![&body[..], b"next"]);
+        assert_eq!(ch.buffered(), 0);
+    }
+
+    #[test]
     fn flow_control_and_oversize() {
         let mut ch = RecvChannel::new(8, 4);
         let mut out = VecDeque::new();
