@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
@@ -15,117 +15,15 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::socket::{MeshSocket, RecvBatch, SocketConfig, SocketError};
+use super::socket::{MeshSocket, RecvBatch};
 use crate::rudp::hash::FastMap;
-use crate::rudp::{
-    self, ConfigError, Counters, Endpoint, Event, Failure, MessageId, RejectReason, SendError,
-    Transmit, UnreachableReason,
-};
+use crate::rudp::{Counters, Endpoint, Event, Failure, MessageId, SendError, Transmit};
 
-/// Configuration of a [`Transport`]: where to bind and the protocol tunables.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct TransportConfig {
-    /// Socket binding.
-    pub socket: SocketConfig,
-    /// Protocol tunables.
-    pub protocol: rudp::Config,
-}
+mod task;
+mod types;
 
-impl TransportConfig {
-    /// Binds to `addr` (port 0 = any free port).
-    pub fn bind(mut self, addr: SocketAddr) -> Self {
-        self.socket.address = Some(addr.ip());
-        self.socket.port = addr.port();
-        self
-    }
-
-    /// Sets the protocol configuration.
-    pub fn protocol(mut self, protocol: rudp::Config) -> Self {
-        self.protocol = protocol;
-        self
-    }
-}
-
-/// What can go wrong with the transport.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum TransportError {
-    /// The socket could not be bound or configured.
-    #[error(transparent)]
-    Socket(#[from] SocketError),
-    /// The protocol configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// The message could not be queued.
-    #[error(transparent)]
-    Send(#[from] SendError),
-    /// The message was queued but failed.
-    #[error("message to {peer} failed: {failure}")]
-    Failed {
-        /// The peer.
-        peer: SocketAddr,
-        /// Why.
-        failure: Failure,
-    },
-    /// The transport was closed.
-    #[error("the transport is closed")]
-    Closed,
-}
-
-/// A change in a peer's state, as seen by the transport.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum PeerEvent {
-    /// A session is established.
-    Up {
-        /// The peer.
-        peer: SocketAddr,
-        /// Its incarnation.
-        incarnation: u64,
-    },
-    /// The peer restarted (new incarnation at the same address).
-    Restarted {
-        /// The peer.
-        peer: SocketAddr,
-        /// Previous incarnation.
-        old: u64,
-        /// New incarnation.
-        new: u64,
-    },
-    /// The peer is unreachable.
-    Unreachable {
-        /// The peer.
-        peer: SocketAddr,
-        /// Why.
-        reason: UnreachableReason,
-    },
-    /// The peer and we cannot talk (other cluster, wire version).
-    Incompatible {
-        /// The peer.
-        peer: SocketAddr,
-        /// Why.
-        reason: RejectReason,
-    },
-    /// We refused a message from the peer as too large.
-    Refused {
-        /// The peer.
-        peer: SocketAddr,
-        /// The refused size.
-        size: u64,
-    },
-}
-
-/// A received message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received {
-    /// The sender.
-    pub from: SocketAddr,
-    /// The channel of a reliable message; `None` for an unreliable one.
-    pub channel: Option<u8>,
-    /// The payload.
-    pub data: Bytes,
-}
+use task::drive;
+pub use types::{PeerEvent, Received, TransportConfig, TransportError};
 
 /// What a live [`Delivery`] is waiting for.
 enum Slot {
@@ -868,106 +766,4 @@ impl Inner {
             self.incoming.notify_one();
         }
     }
-}
-
-/// The driver task: reads the socket when no [`Transport::recv`] caller does, runs the
-/// timers, and retries sends the socket refused.
-///
-/// Written as one hand-rolled poll with long-lived wake-up registrations: the driver is
-/// polled about once per datagram in a request/response exchange (if only to re-arm its
-/// timer), so a poll that finds nothing to do has to be cheap.
-async fn drive(inner: Arc<Inner>) {
-    let sleep = tokio::time::sleep(std::time::Duration::from_secs(3600));
-    tokio::pin!(sleep);
-    let mut sleep_at: Option<Instant> = None;
-    // Whether we already yielded once before moving the timer earlier (see below).
-    let mut yielded = false;
-    let writable = inner.socket.writable();
-    tokio::pin!(writable);
-    std::future::poll_fn(|cx| {
-        // Register for wake-ups before reading the state they report on: a `flush`
-        // elsewhere that moves a deadline earlier than `armed` then always wakes us.
-        inner.wakers.driver.register(cx.waker());
-        loop {
-            // Read readiness wakes a waiting receiver first, then us (see `ReadWakers`).
-            let mut read_cx = Context::from_waker(&inner.read_waker);
-            if let Poll::Ready(r) = inner.socket.poll_recv_ready(&mut read_cx) {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "receive error");
-                    return Poll::Pending;
-                }
-                let mut st = lock(&inner.state);
-                let now = Instant::now();
-                match inner.read_batch(&mut st, now) {
-                    // A receiver took the datagrams first.
-                    Ok(0) => continue,
-                    Ok(_) => inner.flush(&mut st, now, Rearm::Driver),
-                    Err(e) => tracing::debug!(error = %e, "receive error"),
-                }
-                // Let the application act on what arrived (its answer then carries the
-                // acknowledgement) and other tasks run before reading again.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-            let (deadline, blocked) = {
-                let mut st = lock(&inner.state);
-                inner.driver_pending.store(false, Ordering::Relaxed);
-                if st.flush_pending {
-                    st.flush_pending = false;
-                    inner.flush(&mut st, Instant::now(), Rearm::Driver);
-                }
-                let d = st.ep.poll_timeout();
-                st.armed = d;
-                (d, st.blocked)
-            };
-            if blocked && let Poll::Ready(r) = writable.as_mut().poll(cx) {
-                writable.set(inner.socket.writable());
-                if r.is_ok() {
-                    let mut st = lock(&inner.state);
-                    st.blocked = false;
-                    inner.flush(&mut st, Instant::now(), Rearm::Driver);
-                }
-                continue;
-            }
-            if let Some(d) = deadline {
-                // Moving the timer earlier makes tokio wake its own I/O driver (an eventfd
-                // write and one more epoll_wait). When the new deadline is not imminent (a
-                // delayed acknowledgement, a retransmission timeout), let the other tasks
-                // run first: the application's answer, about to be written, usually carries
-                // the acknowledgement and the deadline is then gone.
-                if !yielded
-                    && sleep_at.is_none_or(|s| d < s)
-                    && d.saturating_duration_since(Instant::now()) > Duration::from_micros(300)
-                {
-                    yielded = true;
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                yielded = false;
-                if sleep_at != Some(d) {
-                    let at = tokio::time::Instant::from_std(d);
-                    if sleep_at.is_some_and(|s| d > s) {
-                        // `Sleep::reset` to a later instant leaves the timer wheel entry at
-                        // the earlier one (it is re-inserted when that expires), and the
-                        // runtime then waits with that earlier, shorter timeout. A kernel
-                        // timer shorter than the scheduler tick is reprogrammed on every wait
-                        // (two VM exits under virtualization): replace the entry instead.
-                        sleep.set(tokio::time::sleep_until(at));
-                    } else {
-                        sleep.as_mut().reset(at);
-                    }
-                    sleep_at = Some(d);
-                }
-                if sleep.as_mut().poll(cx).is_ready() {
-                    let mut st = lock(&inner.state);
-                    let now = Instant::now();
-                    st.ep.handle_timeout(now);
-                    inner.flush(&mut st, now, Rearm::Driver);
-                    continue;
-                }
-            }
-            return Poll::Pending;
-        }
-    })
-    .await
 }

@@ -1,0 +1,336 @@
+//! Wire format: packet headers and frames, encoded and decoded without panics.
+//!
+//! Every packet starts with the same 16 bytes, stable across wire versions so that any version
+//! can at least tell a foreign or incompatible packet apart and answer it:
+//!
+//! ```text
+//! 0      2        3           4            8              16
+//! | magic | version | kind|flags | cluster id | session id   | ...kind-specific body
+//! ```
+//!
+//! * `kind` is the low nibble of byte 3; the high nibble holds flags. Flag [`FLAG_AUTH_TAG`]
+//!   reserves room for a trailing authentication tag (a later wire feature; packets carrying it
+//!   are refused by this version).
+//! * Data packets continue with a varint packet number, then frames until the end.
+//! * Integers are big-endian; variable-length integers use 7 bits per byte, high bit =
+//!   continuation (at most 10 bytes for a `u64`).
+
+use bytes::BufMut;
+
+mod frames;
+#[cfg(test)]
+mod tests;
+
+pub use frames::{
+    AckFrame, Frame, Frames, MAX_ACK_RANGES, datagram_frame_len, encode_stream_header, owned,
+    stream_header_len,
+};
+pub(crate) use frames::{RawAck, RawFrame, RawFrames, ack_frame_len, encode_ack_frame};
+
+/// The two magic bytes every packet starts with ("MS").
+pub const MAGIC: [u8; 2] = *b"MS";
+/// The wire version this build speaks.
+pub const WIRE_VERSION: u8 = 1;
+/// Size of the fixed header every packet starts with.
+pub const HEADER_LEN: usize = 16;
+/// Flag bit: the packet ends with an authentication tag (reserved for cluster-key AEAD).
+pub const FLAG_AUTH_TAG: u8 = 0x10;
+
+/// What a packet is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Opens a session: carries the sender's incarnation and proposes a session id.
+    Hello = 1,
+    /// Accepts a session: carries the responder's incarnation and echoes the initiator's.
+    HelloAck = 2,
+    /// Carries a packet number and frames.
+    Data = 3,
+    /// "I have no such session": carries the sender's incarnation.
+    Reset = 4,
+    /// "I refuse your packets": wrong cluster or unsupported wire version.
+    Reject = 5,
+}
+
+impl Kind {
+    fn from_nibble(n: u8) -> Option<Kind> {
+        Some(match n {
+            1 => Kind::Hello,
+            2 => Kind::HelloAck,
+            3 => Kind::Data,
+            4 => Kind::Reset,
+            5 => Kind::Reject,
+            _ => return None,
+        })
+    }
+}
+
+/// Why a packet could not be decoded. Used as a drop-counter label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecodeError {
+    /// Not one of ours: too short for a header or wrong magic.
+    #[error("not a mesh packet (too short or wrong magic)")]
+    Foreign,
+    /// A header field or frame is malformed or truncated.
+    #[error("malformed or truncated packet")]
+    Malformed,
+}
+
+/// The fixed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Wire version of the sender.
+    pub version: u8,
+    /// Packet kind.
+    pub kind: Kind,
+    /// Flag bits (high nibble of byte 3).
+    pub flags: u8,
+    /// Cluster id of the sender.
+    pub cluster: u32,
+    /// Session id the packet belongs to (proposed one for `Hello`).
+    pub session: u64,
+}
+
+impl Header {
+    /// Writes the header into `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        let mut h = [0u8; HEADER_LEN];
+        h[0..2].copy_from_slice(&MAGIC);
+        h[2] = self.version;
+        h[3] = (self.kind as u8) | (self.flags & 0xF0);
+        h[4..8].copy_from_slice(&self.cluster.to_be_bytes());
+        h[8..16].copy_from_slice(&self.session.to_be_bytes());
+        out.extend_from_slice(&h);
+    }
+
+    /// Reads the version and magic only (stable across versions), then the rest.
+    ///
+    /// Returns the header and the body after it. An unknown kind is `Malformed` only when the
+    /// version is ours; for another version the caller refuses by version first.
+    pub fn decode(buf: &[u8]) -> Result<(Header, &[u8]), HeaderError> {
+        if buf.len() < HEADER_LEN || buf[0..2] != MAGIC {
+            return Err(HeaderError::Decode(DecodeError::Foreign));
+        }
+        let version = buf[2];
+        let cluster = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let mut s = [0u8; 8];
+        s.copy_from_slice(&buf[8..16]);
+        let session = u64::from_be_bytes(s);
+        let flags = buf[3] & 0xF0;
+        match Kind::from_nibble(buf[3] & 0x0F) {
+            Some(kind) => Ok((
+                Header {
+                    version,
+                    kind,
+                    flags,
+                    cluster,
+                    session,
+                },
+                &buf[HEADER_LEN..],
+            )),
+            None if version != WIRE_VERSION => Err(HeaderError::Version { version, cluster }),
+            None => Err(HeaderError::Decode(DecodeError::Malformed)),
+        }
+    }
+}
+
+/// Why a header could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Foreign or malformed.
+    Decode(DecodeError),
+    /// A kind we do not know from a version we do not speak.
+    Version {
+        /// The sender's wire version.
+        version: u8,
+        /// The sender's cluster id.
+        cluster: u32,
+    },
+}
+
+/// Why a peer refuses our packets (body of a `Reject` packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RejectReason {
+    /// The peer belongs to another cluster (different cluster id).
+    #[error(
+        "the peer belongs to another cluster (its cluster id is {theirs:#010x}, ours {ours:#010x}); check the cluster name in both configurations"
+    )]
+    OtherCluster {
+        /// The refusing peer's cluster id.
+        theirs: u32,
+        /// Our cluster id.
+        ours: u32,
+    },
+    /// The peer does not speak our wire version.
+    #[error("the peer speaks wire version {theirs}, we speak {ours}; upgrade the older node")]
+    Version {
+        /// The refusing peer's wire version.
+        theirs: u8,
+        /// Our wire version.
+        ours: u8,
+    },
+    /// The peer refuses packets with flags it does not support (e.g. an authentication tag).
+    #[error(
+        "the peer does not support packet flags {flags:#04x} (authentication configured on one side only?)"
+    )]
+    Flags {
+        /// The unsupported flags.
+        flags: u8,
+    },
+}
+
+/// Variable-length integers.
+pub mod varint {
+    /// Appends `v` as a varint.
+    pub fn put(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// `v` encoded into a fixed array: the bytes and how many of them are used.
+    pub(crate) fn to_array(mut v: u64) -> ([u8; 10], usize) {
+        let mut a = [0u8; 10];
+        let mut n = 0;
+        while v >= 0x80 && n < 9 {
+            a[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        a[n] = v as u8;
+        (a, n + 1)
+    }
+
+    /// Encoded length of `v`.
+    pub fn len(v: u64) -> usize {
+        let bits = 64 - (v | 1).leading_zeros() as usize;
+        bits.div_ceil(7)
+    }
+
+    /// Reads a varint from the front of `buf`, advancing it.
+    pub fn get(buf: &mut &[u8]) -> Option<u64> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let (&b, rest) = buf.split_first()?;
+            *buf = rest;
+            let part = u64::from(b & 0x7F);
+            if i == 9 && part > 1 {
+                return None;
+            }
+            v |= part << (7 * i);
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+}
+
+fn get_u8(buf: &mut &[u8]) -> Option<u8> {
+    let (&b, rest) = buf.split_first()?;
+    *buf = rest;
+    Some(b)
+}
+
+fn get_u64(buf: &mut &[u8]) -> Option<u64> {
+    if buf.len() < 8 {
+        return None;
+    }
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&buf[..8]);
+    *buf = &buf[8..];
+    Some(u64::from_be_bytes(a))
+}
+
+fn get_bytes<'a>(buf: &mut &'a [u8], len: u64) -> Option<&'a [u8]> {
+    let len = usize::try_from(len).ok()?;
+    if buf.len() < len {
+        return None;
+    }
+    let (head, rest) = buf.split_at(len);
+    *buf = rest;
+    Some(head)
+}
+
+/// Body of `Hello` and `HelloAck`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HelloBody {
+    /// The sender's incarnation.
+    pub incarnation: u64,
+    /// `HelloAck` only: the initiator's incarnation as the responder saw it.
+    pub echo: u64,
+    /// `HelloAck` only: the responder has received no data on this session yet, so the
+    /// initiator may adopt it with fresh stream state.
+    pub fresh: bool,
+}
+
+impl HelloBody {
+    /// Encodes the body.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        out.put_u64(self.incarnation);
+        out.put_u64(self.echo);
+        out.push(u8::from(self.fresh));
+    }
+    /// Decodes the body.
+    pub fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
+        let incarnation = get_u64(&mut b).ok_or(DecodeError::Malformed)?;
+        let echo = get_u64(&mut b).ok_or(DecodeError::Malformed)?;
+        let fresh = get_u8(&mut b).ok_or(DecodeError::Malformed)? != 0;
+        if incarnation == 0 {
+            return Err(DecodeError::Malformed);
+        }
+        Ok(HelloBody {
+            incarnation,
+            echo,
+            fresh,
+        })
+    }
+}
+
+/// Encodes a `Reject` body: reason code, our cluster id, our version, unsupported flags.
+pub fn encode_reject(reason: RejectReason, out: &mut Vec<u8>) {
+    match reason {
+        RejectReason::OtherCluster { theirs, .. } => {
+            out.push(1);
+            out.put_u32(theirs);
+        }
+        RejectReason::Version { theirs, .. } => {
+            out.push(2);
+            out.put_u32(u32::from(theirs));
+        }
+        RejectReason::Flags { flags } => {
+            out.push(3);
+            out.put_u32(u32::from(flags));
+        }
+    }
+}
+
+/// Decodes a `Reject` body, seen from the side that receives it (`ours` = our own values).
+pub fn decode_reject(
+    mut b: &[u8],
+    our_cluster: u32,
+    our_version: u8,
+) -> Result<RejectReason, DecodeError> {
+    let code = get_u8(&mut b).ok_or(DecodeError::Malformed)?;
+    if b.len() < 4 {
+        return Err(DecodeError::Malformed);
+    }
+    let v = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    match code {
+        1 => Ok(RejectReason::OtherCluster {
+            theirs: v,
+            ours: our_cluster,
+        }),
+        2 => Ok(RejectReason::Version {
+            theirs: u8::try_from(v).map_err(|_| DecodeError::Malformed)?,
+            ours: our_version,
+        }),
+        3 => Ok(RejectReason::Flags {
+            flags: u8::try_from(v).map_err(|_| DecodeError::Malformed)?,
+        }),
+        _ => Err(DecodeError::Malformed),
+    }
+}

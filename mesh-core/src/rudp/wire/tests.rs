@@ -1,0 +1,128 @@
+//! Round trips and malformed input for the wire format.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use super::frames::{code, encode_ack_ranges};
+use super::*;
+
+#[test]
+fn varint_round_trip() {
+    for v in [0u64, 1, 127, 128, 300, 1 << 35, u64::MAX] {
+        let mut out = Vec::new();
+        varint::put(&mut out, v);
+        assert_eq!(out.len(), varint::len(v));
+        let mut s = &out[..];
+        assert_eq!(varint::get(&mut s), Some(v));
+        assert!(s.is_empty());
+        let (a, n) = varint::to_array(v);
+        assert_eq!(&a[..n], &out[..]);
+    }
+    let mut over: &[u8] = &[0xff; 11];
+    assert_eq!(varint::get(&mut over), None);
+}
+
+#[test]
+fn frames_round_trip() {
+    let frames = vec![
+        Frame::Ack(AckFrame {
+            delay_us: 17,
+            ranges: vec![(10, 12), (5, 7), (0, 2)],
+        }),
+        Frame::Stream {
+            channel: 1,
+            offset: 99_999,
+            data: b"hello",
+        },
+        Frame::MaxData {
+            channel: 2,
+            max: 1 << 40,
+        },
+        Frame::Datagram(b"x"),
+        Frame::Ping,
+        Frame::Refused {
+            channel: 0,
+            offset: 5,
+            size: 6,
+            max: 7,
+        },
+    ];
+    let mut out = Vec::new();
+    for f in &frames {
+        f.encode(&mut out);
+    }
+    let back: Vec<_> = Frames::new(&out).collect::<Result<_, _>>().unwrap();
+    assert_eq!(back, frames);
+}
+
+#[test]
+fn ack_length_and_lazy_ranges() {
+    for ranges in [
+        vec![],
+        vec![(3u64, 3u64)],
+        vec![(10, 12), (5, 7), (0, 2)],
+        vec![(1 << 40, (1 << 40) + 5), (200, 300), (0, 0)],
+    ] {
+        let mut out = Vec::new();
+        out.push(code::ACK);
+        encode_ack_ranges(1234, ranges.iter().copied(), &mut out);
+        assert_eq!(out.len(), ack_frame_len(1234, ranges.iter().copied()));
+        let f = RawFrames::new(&out).next().unwrap();
+        if ranges.is_empty() {
+            // An empty ACK is never sent, and is not a valid frame.
+            assert!(f.is_err());
+            continue;
+        }
+        if let Ok(RawFrame::Ack(a)) = f {
+            assert_eq!(a.ranges().collect::<Vec<_>>(), ranges);
+            assert_eq!(a.largest(), ranges[0].1);
+            assert_eq!(a.delay_us, 1234);
+        } else {
+            panic!("not an ack: {f:?}");
+        }
+    }
+    // More ranges than MAX_ACK_RANGES: the extra ones are read past, not returned.
+    let many: Vec<(u64, u64)> = (0..100u64).rev().map(|i| (i * 3, i * 3)).collect();
+    let mut out = vec![code::ACK];
+    encode_ack_ranges(0, many.iter().copied(), &mut out);
+    out.push(code::PING);
+    let frames: Vec<_> = RawFrames::new(&out).collect::<Result<_, _>>().unwrap();
+    assert_eq!(frames.len(), 2);
+    if let RawFrame::Ack(a) = frames[0] {
+        assert_eq!(a.ranges().count(), 1 + MAX_ACK_RANGES);
+    }
+}
+
+#[test]
+fn header_round_trip_and_foreign() {
+    let h = Header {
+        version: WIRE_VERSION,
+        kind: Kind::Data,
+        flags: 0,
+        cluster: 0xdead_beef,
+        session: 42,
+    };
+    let mut out = Vec::new();
+    h.encode(&mut out);
+    out.push(7);
+    let (back, rest) = Header::decode(&out).unwrap();
+    assert_eq!(back, h);
+    assert_eq!(rest, &[7]);
+    assert_eq!(
+        Header::decode(b"GET / HTTP/1.1\r\n\r\n"),
+        Err(HeaderError::Decode(DecodeError::Foreign))
+    );
+}
+
+#[test]
+fn truncated_frames_are_malformed() {
+    let mut out = Vec::new();
+    Frame::Stream {
+        channel: 0,
+        offset: 0,
+        data: b"abcdef",
+    }
+    .encode(&mut out);
+    for cut in 1..out.len() {
+        let r: Result<Vec<_>, _> = Frames::new(&out[..cut]).collect();
+        assert!(r.is_err(), "cut at {cut}");
+    }
+}
