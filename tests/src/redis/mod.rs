@@ -32,6 +32,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+mod cluster;
+mod sentinel;
+
+pub use cluster::RedisCluster;
+pub use sentinel::SentinelSetup;
+
 /// The bound on every wait of this module (a server answering, a replica syncing, the sentinels
 /// seeing each other, the cluster turning `ok`).
 pub const WAIT: Duration = Duration::from_secs(10);
@@ -423,289 +429,6 @@ impl Drop for RedisServer {
     }
 }
 
-/// A master, one replica and N sentinels (3 by default) watching the master as
-/// [`MASTER_NAME`], tuned for fast failover: `down-after-milliseconds 300`,
-/// `failover-timeout 2000`, quorum a majority of the sentinels (2 of 3).
-#[derive(Debug)]
-pub struct SentinelSetup {
-    // Sentinels first so that they are dropped before the servers.
-    sentinels: Vec<RedisServer>,
-    servers: Vec<RedisServer>,
-}
-
-impl SentinelSetup {
-    /// [`SentinelSetup::with_sentinels`] with 3 sentinels.
-    pub fn start() -> io::Result<SentinelSetup> {
-        Self::with_sentinels(3)
-    }
-
-    /// Starts a master, its replica and `n` (at least 1) sentinels, and waits until every
-    /// sentinel sees the master, the replica with its link up, and all the other sentinels.
-    pub fn with_sentinels(n: usize) -> io::Result<SentinelSetup> {
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a sentinel setup needs at least one sentinel",
-            ));
-        }
-        let master = RedisServer::start()?;
-        let replica = RedisServer::replica_of(&master)?;
-        let ports = (0..n)
-            .map(|_| free_port())
-            .collect::<io::Result<Vec<_>>>()?;
-        let ids: Vec<String> = (0..n).map(|_| sentinel_id()).collect();
-        let mut sentinels = Vec::with_capacity(n);
-        for i in 0..n {
-            // Each sentinel knows the replica and the other sentinels from the start, so the
-            // setup does not wait for the 2 s hello period; the waits below check the truth.
-            let dir = fresh_dir()?;
-            let mut conf = String::new();
-            let _ = writeln!(conf, "bind {LOCALHOST}");
-            let _ = writeln!(conf, "daemonize no");
-            // Quoted: the config parser takes the escapes `{:?}` writes for `"` and `\`.
-            let _ = writeln!(conf, "dir {:?}", path_str(&dir)?);
-            let _ = writeln!(conf, "logfile {:?}", path_str(&dir.join("sentinel.log"))?);
-            let _ = writeln!(conf, "sentinel myid {}", ids[i]);
-            let _ = writeln!(conf, "sentinel announce-ip {LOCALHOST}");
-            let _ = writeln!(
-                conf,
-                "sentinel monitor {MASTER_NAME} {LOCALHOST} {} {}",
-                master.port,
-                n / 2 + 1
-            );
-            let _ = writeln!(conf, "sentinel down-after-milliseconds {MASTER_NAME} 300");
-            let _ = writeln!(conf, "sentinel failover-timeout {MASTER_NAME} 2000");
-            let _ = writeln!(conf, "sentinel parallel-syncs {MASTER_NAME} 1");
-            let _ = writeln!(
-                conf,
-                "sentinel known-replica {MASTER_NAME} {LOCALHOST} {}",
-                replica.port
-            );
-            for j in (0..n).filter(|&j| j != i) {
-                let _ = writeln!(
-                    conf,
-                    "sentinel known-sentinel {MASTER_NAME} {LOCALHOST} {} {}",
-                    ports[j], ids[j]
-                );
-            }
-            let mut sentinel = RedisServer::unstarted(dir, Mode::Sentinel(conf), None, None);
-            sentinel.start_fresh(Some(ports[i]))?;
-            sentinels.push(sentinel);
-        }
-        let setup = SentinelSetup {
-            sentinels,
-            servers: vec![master, replica],
-        };
-        setup.wait_ready()?;
-        Ok(setup)
-    }
-
-    fn wait_ready(&self) -> io::Result<()> {
-        let (master, replica) = (self.servers[0].port, self.servers[1].port);
-        let all: BTreeSet<u16> = self.sentinels.iter().map(|s| s.port).collect();
-        for sentinel in &self.sentinels {
-            let mut others = all.clone();
-            others.remove(&sentinel.port);
-            wait_until(
-                &format!("sentinel on port {} to see the setup", sentinel.port),
-                || {
-                    let m = fields(sentinel.query::<Vec<String>>(
-                        redis::cmd("SENTINEL").arg("MASTER").arg(MASTER_NAME),
-                    )?);
-                    let master_ok = m.get("flags").map(String::as_str) == Some("master")
-                        && m.get("port") == Some(&master.to_string());
-                    let replicas: Vec<HashMap<String, String>> = sentinel
-                        .query::<Vec<Vec<String>>>(
-                            redis::cmd("SENTINEL").arg("REPLICAS").arg(MASTER_NAME),
-                        )?
-                        .into_iter()
-                        .map(fields)
-                        .collect();
-                    let replica_ok = replicas.iter().any(|r| {
-                        r.get("port") == Some(&replica.to_string())
-                            && r.get("flags").map(String::as_str) == Some("slave")
-                            && r.get("master-link-status").map(String::as_str) == Some("ok")
-                    });
-                    let peers: Vec<HashMap<String, String>> = sentinel
-                        .query::<Vec<Vec<String>>>(
-                            redis::cmd("SENTINEL").arg("SENTINELS").arg(MASTER_NAME),
-                        )?
-                        .into_iter()
-                        .map(fields)
-                        .collect();
-                    let seen: BTreeSet<u16> = peers
-                        .iter()
-                        .filter(|p| p.get("flags").map(String::as_str) == Some("sentinel"))
-                        .filter_map(|p| p.get("port")?.parse().ok())
-                        .collect();
-                    let ok = master_ok && replica_ok && seen == others && peers.len() == seen.len();
-                    Ok(ok.then_some(()).ok_or_else(|| {
-                        format!("master {m:?}, replicas {replicas:?}, sentinels {peers:?}")
-                    }))
-                },
-            )
-            .map_err(|e| sentinel.error(&e.to_string()))?;
-        }
-        Ok(())
-    }
-
-    /// The master name the sentinels watch, [`MASTER_NAME`].
-    pub fn master_name(&self) -> &str {
-        MASTER_NAME
-    }
-
-    /// `redis://127.0.0.1:PORT/` of each sentinel.
-    pub fn sentinel_urls(&self) -> Vec<String> {
-        self.sentinels.iter().map(RedisServer::url).collect()
-    }
-
-    /// The master's address as the first answering sentinel reports it now.
-    pub fn master_addr(&self) -> io::Result<SocketAddr> {
-        let mut last = io::Error::other("no sentinel");
-        for sentinel in &self.sentinels {
-            match sentinel_master_addr(sentinel) {
-                Ok(addr) => return Ok(addr),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
-    }
-
-    /// SIGKILLs the server the sentinels report as master now, and returns its address.
-    pub fn kill_master(&mut self) -> io::Result<SocketAddr> {
-        let addr = self.master_addr()?;
-        let server = self.server_mut(addr).ok_or_else(|| {
-            io::Error::other(format!("the sentinels report an unknown master {addr}"))
-        })?;
-        server.kill();
-        Ok(addr)
-    }
-
-    /// Waits (at most `timeout`) until every running sentinel reports the same master, other
-    /// than `old`, and that server answers as a master (`role:master`); returns its address.
-    pub fn wait_failover(&self, old: SocketAddr, timeout: Duration) -> io::Result<SocketAddr> {
-        wait_until_for(&format!("a failover away from {old}"), timeout, || {
-            let reports: Vec<SocketAddr> = self
-                .sentinels
-                .iter()
-                .filter_map(|s| sentinel_master_addr(s).ok())
-                .collect();
-            let Some(&new) = reports.first() else {
-                return Ok(Err("no sentinel answers".to_owned()));
-            };
-            if new == old || reports.iter().any(|&r| r != new) {
-                return Ok(Err(format!("the sentinels report {reports:?}")));
-            }
-            let role = self
-                .servers
-                .iter()
-                .find(|s| s.addr() == new)
-                .map(|s| s.info("replication"));
-            match role {
-                Some(Ok(info)) if info_field(&info, "role") == Some("master") => Ok(Ok(new)),
-                other => Ok(Err(format!(
-                    "the sentinels report {new}, which is not a master yet: {other:?}"
-                ))),
-            }
-        })
-    }
-
-    /// The master or replica server at `addr` (e.g. the old master, to restart it).
-    pub fn server_mut(&mut self, addr: SocketAddr) -> Option<&mut RedisServer> {
-        self.servers.iter_mut().find(|s| s.addr() == addr)
-    }
-
-    /// The sentinels, in the order of [`SentinelSetup::sentinel_urls`].
-    pub fn sentinels_mut(&mut self) -> &mut [RedisServer] {
-        &mut self.sentinels
-    }
-}
-
-/// A Redis Cluster of N masters (no replicas), each a [`RedisServer`] with
-/// `cluster-enabled yes` and `cluster-node-timeout 1000`, announcing `127.0.0.1`.
-#[derive(Debug)]
-pub struct RedisCluster {
-    nodes: Vec<RedisServer>,
-}
-
-impl RedisCluster {
-    /// Starts `masters` (at least 1) nodes, gives each an equal range of the 16384 slots,
-    /// joins them with `CLUSTER MEET`, and waits until every node knows every node and reports
-    /// `cluster_state:ok` (a node holds that back for 2 s after its start).
-    pub fn start(masters: usize) -> io::Result<RedisCluster> {
-        if masters == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "a cluster needs at least one master",
-            ));
-        }
-        let nodes = (0..masters)
-            .map(|_| RedisServer::cluster_node())
-            .collect::<io::Result<Vec<_>>>()?;
-        for (i, node) in nodes.iter().enumerate() {
-            let first = i * CLUSTER_SLOTS / masters;
-            let last = (i + 1) * CLUSTER_SLOTS / masters - 1;
-            node.query::<()>(
-                redis::cmd("CLUSTER")
-                    .arg("ADDSLOTSRANGE")
-                    .arg(first)
-                    .arg(last),
-            )?;
-        }
-        for node in &nodes[1..] {
-            nodes[0].query::<()>(
-                redis::cmd("CLUSTER")
-                    .arg("MEET")
-                    .arg(LOCALHOST.to_string())
-                    .arg(node.port),
-            )?;
-        }
-        for node in &nodes {
-            wait_until(
-                &format!("cluster node on port {} to be ok", node.port),
-                || {
-                    let info: String = node.query(redis::cmd("CLUSTER").arg("INFO"))?;
-                    let ok = info_field(&info, "cluster_state") == Some("ok")
-                        && info_field(&info, "cluster_known_nodes") == Some(&masters.to_string())
-                        && info_field(&info, "cluster_slots_ok")
-                            == Some(&CLUSTER_SLOTS.to_string());
-                    Ok(ok.then_some(()).ok_or(info))
-                },
-            )
-            .map_err(|e| node.error(&e.to_string()))?;
-        }
-        Ok(RedisCluster { nodes })
-    }
-
-    /// `redis://127.0.0.1:PORT/` of each node, e.g. for `redis::cluster::ClusterClient::new`.
-    pub fn urls(&self) -> Vec<String> {
-        self.nodes.iter().map(RedisServer::url).collect()
-    }
-
-    /// The nodes, in the order of [`RedisCluster::urls`] (node `i` holds the `i`-th slot range).
-    pub fn nodes_mut(&mut self) -> &mut [RedisServer] {
-        &mut self.nodes
-    }
-
-    /// The nodes, in the order of [`RedisCluster::urls`].
-    pub fn nodes(&self) -> &[RedisServer] {
-        &self.nodes
-    }
-}
-
-/// `SENTINEL GET-MASTER-ADDR-BY-NAME` on one sentinel.
-fn sentinel_master_addr(sentinel: &RedisServer) -> io::Result<SocketAddr> {
-    let (ip, port): (String, u16) = sentinel.query(
-        redis::cmd("SENTINEL")
-            .arg("GET-MASTER-ADDR-BY-NAME")
-            .arg(MASTER_NAME),
-    )?;
-    let ip: Ipv4Addr = ip
-        .parse()
-        .map_err(|e| io::Error::other(format!("sentinel reports master ip {ip:?}: {e}")))?;
-    Ok(SocketAddr::V4(SocketAddrV4::new(ip, port)))
-}
-
 /// [`wait_until_for`] with [`WAIT`].
 fn wait_until<T>(
     what: &str,
@@ -762,15 +485,6 @@ fn path_str(path: &Path) -> io::Result<String> {
             format!("temporary path {path:?} is not UTF-8"),
         )
     })
-}
-
-/// A random 40-hex-digit sentinel run id.
-fn sentinel_id() -> String {
-    format!(
-        "{:032x}{:08x}",
-        rand::random::<u128>(),
-        rand::random::<u32>()
-    )
 }
 
 /// The value of `field:value` in an INFO-style text.
@@ -836,6 +550,6 @@ mod tests {
         assert_eq!(percent_encode("a b/@:%"), "a%20b%2F%40%3A%25");
         let map = fields(["a", "1", "b", "2"].map(str::to_owned).to_vec());
         assert_eq!(map.get("b").map(String::as_str), Some("2"));
-        assert_eq!(sentinel_id().len(), 40);
+        assert_eq!(sentinel::sentinel_id().len(), 40);
     }
 }
