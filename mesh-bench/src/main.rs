@@ -209,10 +209,10 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     match a.as_slice() {
-        ["transport"] => transport(5),
-        ["transport", n] => transport(n.parse().unwrap_or(5)),
-        ["rpc"] => rpc::bench(5),
-        ["rpc", n] => rpc::bench(n.parse().unwrap_or(5)),
+        ["transport"] => transport(9),
+        ["transport", n] => transport(n.parse().unwrap_or(9)),
+        ["rpc"] => rpc::bench(9),
+        ["rpc", n] => rpc::bench(n.parse().unwrap_or(9)),
         ["discovery", rest @ ..] => discovery::run(rest),
         [role, rest @ ..] if roles::is_role(role) => roles::run(role, rest),
         [role, rest @ ..] if rpc::is_role(role) => rpc::run(role, rest),
