@@ -24,6 +24,7 @@ pub(crate) const RESERVED_NAMES: &[&str] = &[
     "random_of_type",
     "on",
     "with_timeout",
+    "with_limit",
     "as_client",
     "to_type",
     "to_nodes",

@@ -91,10 +91,12 @@
 //! let r = GreeterClient::random_of_type("math").on(&mesh).pinned().await;
 //! assert_eq!(r?, 7);
 //!
-//! // ...or every node of a type (or a list of nodes), one result per node.
+//! // ...or every node of a type (or a list of nodes): one result per node for a request, one
+//! // message through a relay tree for a one-way method.
 //! let all: Vec<(Target, Result<String, CallError>)> =
 //!     GreeterBroadcast::to_type("math").hello("x".into()).await?;
 //! assert_eq!(all.len(), 1);
+//! GreeterBroadcast::to_type("math").on(&mesh).with_limit(4).notify("to all".into()).await?;
 //!
 //! // The ids are constants.
 //! assert_eq!((GreeterClient::HELLO, GreeterClient::PINNED, GreeterClient::TICK), (1000, 1010, 1005));
@@ -114,9 +116,19 @@
 //!   `as_client`, one `async fn` per method returning `Result<T, CallError>` (or
 //!   `Result<T, CallError<E>>` for a method returning `Result<T, E>`), and the constants
 //!   `SERVICE_NAME`, `HELLO` (the command id), `HELLO_FINGERPRINT`, ... per method;
-//! * `GreeterBroadcast`: `to_type`, `to_nodes`, `on`, `with_timeout`, `as_broadcast`, one
-//!   `async fn` per request method (not the one-way ones) returning
-//!   `Result<Vec<(Target, Result<T, CallError<..>>)>, CallError>`;
+//! * `GreeterBroadcast`: `to_type`, `to_nodes`, `on`, `with_timeout`, `with_limit`,
+//!   `as_broadcast`, and one `async fn` per method:
+//!   * a request method calls every target concurrently and returns every result,
+//!     `Result<Vec<(Target, Result<T, CallError<..>>)>, CallError>`;
+//!   * a one-way method (`oneway` or `unreliable`) returns `Result<(), CallError>`: the
+//!     arguments are encoded once and sent through a relay tree, reliably or as unreliable
+//!     datagrams. This node sends to at most `limit` targets, each of which forwards to at most
+//!     `limit` more; `with_limit(n)` sets it, the default is the mesh's `relay_limit` (2 unless
+//!     configured). The method's fingerprint travels with the message as with the client's
+//!     one-way methods: a node serving another signature of the method drops its copy
+//!     (counted in `Mesh::rpc_stats().incompatible`) and still forwards the others'. A
+//!     `CallContext` of a relayed message names the node it came from, which may be a relay
+//!     hop rather than the sender;
 //! * `GreeterServer<S: Greeter>`: `new(S)`, `from_arc(Arc<S>)`, and
 //!   `impl mesh_core::rpc::Service` for [`Mesh::serve`](../mesh_core/struct.Mesh.html#method.serve).
 //!

@@ -218,3 +218,34 @@ fn computed_ids_past_the_reserved_start_are_errors() {
     assert!(out.contains("compile_error"), "{out}");
     assert!(out.contains("65000"), "{out}");
 }
+
+/// One-way methods are broadcast through the relay tree with their fingerprint.
+#[test]
+fn one_way_methods_are_in_the_broadcast() {
+    let out = run(
+        quote!(id = 1000),
+        quote! {
+            pub trait Greeter {
+                #[mesh(oneway)] async fn notify(&self, msg: String);
+                #[mesh(unreliable)] async fn tick(&self, n: u64);
+            }
+        },
+    );
+    let broadcast = out
+        .split("pub struct GreeterBroadcast")
+        .nth(1)
+        .and_then(|b| b.split("pub struct GreeterServer").next())
+        .unwrap_or_default();
+    for needle in [
+        "pub fn with_limit (self , limit : usize) -> Self",
+        "pub async fn notify (& self , msg : String)",
+        "self . inner . send (GreeterClient :: NOTIFY , GreeterClient :: NOTIFY_FINGERPRINT , & (msg ,)) . await",
+        "pub async fn tick (& self , n : u64)",
+        "self . inner . usend (GreeterClient :: TICK , GreeterClient :: TICK_FINGERPRINT , & (n ,)) . await",
+    ] {
+        assert!(
+            broadcast.contains(needle),
+            "missing {needle:?} in {broadcast}"
+        );
+    }
+}
