@@ -426,6 +426,130 @@ async fn send_usend_and_a_relay_to_twenty_nodes_with_limit_two() {
     origin.stop().await;
 }
 
+/// A one-way method of a service with a fingerprint, reporting what it got.
+struct OneWayService {
+    fingerprint: u32,
+    label: &'static str,
+    tx: mpsc::UnboundedSender<(&'static str, u32)>,
+}
+
+impl mesh_core::rpc::Service for OneWayService {
+    fn name(&self) -> &'static str {
+        "S"
+    }
+    fn methods(&self) -> Vec<mesh_core::rpc::Method> {
+        let (label, tx) = (self.label, self.tx.clone());
+        vec![mesh_core::rpc::Method {
+            id: 60,
+            name: "m",
+            fingerprint: self.fingerprint,
+            handler: handler(move |_c: CallContext, v: u32| {
+                let _ = tx.send((label, v));
+                async {}
+            }),
+        }]
+    }
+}
+
+/// The untyped `Broadcast::send`/`usend` carry their fingerprint through the relay tree: a
+/// node whose handler has another one refuses the message (counted) and still forwards it;
+/// `send_many` (no fingerprint) reaches every handler as before.
+#[tokio::test]
+async fn untyped_broadcasts_carry_the_fingerprint_through_the_relay_tree() {
+    let reg = LocalRegistry::new();
+    let origin = start(&reg, "origin").await;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let fp = fingerprint("S::m(u32)->()");
+    let mut nodes = Vec::new();
+    let mut guards = Vec::new();
+    for (label, f) in [
+        ("other", fingerprint("S::m(u64)->()")),
+        ("same", fp),
+        ("unchecked", 0),
+    ] {
+        let m = start(&reg, "leaf").await;
+        let tx = tx.clone();
+        guards.push(
+            m.serve(OneWayService {
+                fingerprint: f,
+                label,
+                tx,
+            })
+            .unwrap(),
+        );
+        nodes.push(m);
+    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while nodes.iter().chain([&origin]).any(|m| m.nodes().len() < 4) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let other = &nodes[0];
+    let ids: Vec<_> = nodes.iter().map(|m| m.id()).collect();
+    let recv = async |rx: &mut mpsc::UnboundedReceiver<(&'static str, u32)>, n: usize| {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            got.push(
+                tokio::time::timeout(Duration::from_secs(3), rx.recv())
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            );
+        }
+        got.sort();
+        got
+    };
+
+    // A chain through the refusing node first: origin -> other -> same -> unchecked.
+    mesh_core::rpc::Broadcast::to_nodes(ids.clone())
+        .on(&origin)
+        .with_limit(1)
+        .send(60, fp, &1u32)
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut rx, 2).await, vec![("same", 1), ("unchecked", 1)]);
+    tokio::time::timeout(Duration::from_secs(3), async {
+        while other.rpc_stats().incompatible < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(rx.try_recv().is_err());
+
+    // Unreliable, repeated until it arrives (loopback may drop a datagram).
+    tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < 2 {
+            mesh_core::rpc::Broadcast::to_type("leaf")
+                .on(&origin)
+                .usend(60, fp, &2u32)
+                .await
+                .unwrap();
+            while let Ok(Some((who, v))) =
+                tokio::time::timeout(Duration::from_millis(300), rx.recv()).await
+            {
+                assert_ne!(who, "other");
+                assert_eq!(v, 2);
+                seen.insert(who);
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    // The untyped API without a fingerprint: every handler runs it.
+    origin.send_many(ids, 60, &3u32, 1).await.unwrap();
+    let got = recv(&mut rx, 3).await;
+    assert_eq!(got, vec![("other", 3), ("same", 3), ("unchecked", 3)]);
+    for m in nodes {
+        m.stop().await;
+    }
+    origin.stop().await;
+}
+
 #[tokio::test]
 async fn balanced_calls_spread_evenly_and_skip_nodes_that_do_not_serve_or_are_taken() {
     let reg = LocalRegistry::new();

@@ -11,7 +11,7 @@ use tracing::Instrument;
 use super::Mesh;
 use crate::codec::{Codec, Postcard};
 use crate::node::Target;
-use crate::rpc::{Broadcast, CallError, CallOptions, Client, CodecStage};
+use crate::rpc::{Broadcast, CallError, CallOptions, Client, CodecStage, RpcStats};
 
 fn encode<T: Serialize + ?Sized, E>(command: u16, v: &T) -> Result<Bytes, CallError<E>> {
     Postcard.encode(v).map_err(|e| CallError::Codec {
@@ -25,6 +25,12 @@ impl Mesh {
     /// A client for one target through this mesh.
     pub fn client(&self, target: impl Into<Target>) -> Client {
         Client::new(self, target)
+    }
+
+    /// What this node's messaging layer dropped or refused since it started (malformed
+    /// envelopes, late responses, one-way messages not run, incompatible signatures).
+    pub fn rpc_stats(&self) -> RpcStats {
+        self.rpc().counters.snapshot()
     }
 
     /// Sends a request and waits for the typed response, with the default deadline.
@@ -107,7 +113,12 @@ impl Mesh {
         Client::new(self, target).usend(command, 0, msg).await
     }
 
-    async fn addrs<I, T>(&self, targets: I, command: u16) -> Result<Vec<SocketAddr>, CallError>
+    /// The addresses of `targets` (for a relay, which carries addresses).
+    pub(crate) async fn resolve_all<I, T>(
+        &self,
+        targets: I,
+        command: u16,
+    ) -> Result<Vec<SocketAddr>, CallError>
     where
         I: IntoIterator<Item = T>,
         T: Into<Target>,
@@ -129,6 +140,9 @@ impl Mesh {
     /// most `limit` nodes, each of which forwards to at most `limit` more (the payload is
     /// encoded once). Resolves when the first hops acknowledged; a first hop that is
     /// unreachable is skipped and its share sent directly. `limit` 0 uses `relay_limit`.
+    ///
+    /// The message carries no signature fingerprint (receivers do not check it):
+    /// [`Broadcast::send`] sends one with a fingerprint, as generated broadcasts do.
     pub async fn send_many<I, T, M>(
         &self,
         targets: I,
@@ -175,7 +189,22 @@ impl Mesh {
         M: Serialize + ?Sized,
     {
         let payload = encode(command, msg)?;
-        let addrs = self.addrs(targets, command).await?;
+        let addrs = self.resolve_all(targets, command).await?;
+        self.relay(addrs, command, 0, payload, limit, reliable)
+            .await
+    }
+
+    /// Sends an encoded one-way message to `addrs` through the relay tree, with the
+    /// fingerprint every receiver checks (0: unchecked). `limit` 0 uses `relay_limit`.
+    pub(crate) async fn relay(
+        &self,
+        addrs: Vec<SocketAddr>,
+        command: u16,
+        fingerprint: u32,
+        payload: Bytes,
+        limit: usize,
+        reliable: bool,
+    ) -> Result<(), CallError> {
         let limit = if limit == 0 {
             self.rpc().settings.relay_limit
         } else {
@@ -184,7 +213,7 @@ impl Mesh {
         let span =
             tracing::debug_span!("send_many", command, targets = addrs.len(), limit, reliable);
         self.rpc()
-            .send_many(addrs, command, 0, payload, limit, reliable)
+            .send_many(addrs, command, fingerprint, payload, limit, reliable)
             .instrument(span)
             .await
             .map_err(|e| {

@@ -416,7 +416,7 @@ impl Rpc {
     }
 }
 
-fn encode<T: Serialize + ?Sized, E>(command: u16, v: &T) -> Result<Bytes, CallError<E>> {
+pub(crate) fn encode<T: Serialize + ?Sized, E>(command: u16, v: &T) -> Result<Bytes, CallError<E>> {
     Postcard
         .encode(v)
         .map_err(|e| codec(command, CodecStage::EncodeRequest, e))
@@ -639,124 +639,5 @@ impl Client {
                 .await,
             command,
         )
-    }
-}
-
-/// A handle for calling many nodes at once and collecting every result (a broadcast).
-#[derive(Debug, Clone)]
-pub struct Broadcast {
-    mesh: MeshRef,
-    targets: BroadcastTargets,
-    timeout: Option<Duration>,
-}
-
-#[derive(Debug, Clone)]
-enum BroadcastTargets {
-    List(Vec<Target>),
-    Type(String),
-}
-
-impl Broadcast {
-    /// Every node of `node_type` that serves the method, through the default mesh.
-    pub fn to_type(node_type: impl Into<String>) -> Broadcast {
-        Broadcast {
-            mesh: MeshRef::Default,
-            targets: BroadcastTargets::Type(node_type.into()),
-            timeout: None,
-        }
-    }
-
-    /// The given nodes, through the default mesh.
-    pub fn to_nodes<I, T>(targets: I) -> Broadcast
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<Target>,
-    {
-        Broadcast {
-            mesh: MeshRef::Default,
-            targets: BroadcastTargets::List(targets.into_iter().map(Into::into).collect()),
-            timeout: None,
-        }
-    }
-
-    /// Uses `mesh` instead of the default one.
-    pub fn on(mut self, mesh: &Mesh) -> Broadcast {
-        self.mesh = MeshRef::Given(mesh.clone());
-        self
-    }
-
-    /// Sets the deadline of each call.
-    pub fn with_timeout(mut self, timeout: Duration) -> Broadcast {
-        self.timeout = Some(timeout);
-        self
-    }
-
-    async fn raw(
-        &self,
-        command: u16,
-        fingerprint: u32,
-        payload: Bytes,
-    ) -> Result<Vec<(Target, Result<Bytes, CallError<Bytes>>)>, CallError> {
-        let mesh = self.mesh.get().ok_or(CallError::NotStarted)?;
-        let targets = match &self.targets {
-            BroadcastTargets::List(l) => l.clone(),
-            BroadcastTargets::Type(ty) => mesh
-                .nodes_serving(ty, command)
-                .into_iter()
-                .map(|r| Target::Node(r.id))
-                .collect(),
-        };
-        let rpc = mesh.rpc();
-        let timeout = self.timeout.unwrap_or(rpc.settings.default_timeout);
-        let calls = targets.into_iter().map(|t| {
-            let rpc = rpc.clone();
-            let payload = payload.clone();
-            async move {
-                let r = rpc.call(&t, command, fingerprint, payload, timeout).await;
-                (t, r)
-            }
-        });
-        Ok(futures::future::join_all(calls).await)
-    }
-
-    /// Calls a method that cannot fail remotely on every target; one result per target.
-    pub async fn call<Req, Resp>(
-        &self,
-        command: u16,
-        fingerprint: u32,
-        req: &Req,
-    ) -> Result<Vec<(Target, Result<Resp, CallError>)>, CallError>
-    where
-        Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
-    {
-        let payload = encode(command, req)?;
-        Ok(self
-            .raw(command, fingerprint, payload)
-            .await?
-            .into_iter()
-            .map(|(t, r)| (t, typed(command, r)))
-            .collect())
-    }
-
-    /// Calls a method returning `Result<Resp, E>` on every target; one result per target.
-    pub async fn call_fallible<Req, Resp, E>(
-        &self,
-        command: u16,
-        fingerprint: u32,
-        req: &Req,
-    ) -> Result<Vec<(Target, Result<Resp, CallError<E>>)>, CallError>
-    where
-        Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
-        E: DeserializeOwned,
-    {
-        let payload = encode(command, req)?;
-        Ok(self
-            .raw(command, fingerprint, payload)
-            .await?
-            .into_iter()
-            .map(|(t, r)| (t, typed_fallible(command, r)))
-            .collect())
     }
 }

@@ -5,6 +5,7 @@
 //! clients `#[mesh_service]` generates; this module holds the machinery, the [`CallError`]
 //! every call fails with, and the handler builders.
 
+mod broadcast;
 mod client;
 mod error;
 mod fanout;
@@ -22,7 +23,8 @@ use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub use client::{Broadcast, CallOptions, Client, Destination};
+pub use broadcast::Broadcast;
+pub use client::{CallOptions, Client, Destination};
 pub use error::{CallError, CodecStage, RegisterError, Unreachable};
 pub use handler::{
     CallContext, Handler, Method, Reply, Service, fallible_handler, handler, raw_handler,
@@ -124,6 +126,39 @@ pub(crate) struct RpcCounters {
     pub(crate) unknown_response: AtomicU64,
     pub(crate) dropped_oneway: AtomicU64,
     pub(crate) dropped_discovery: AtomicU64,
+    pub(crate) incompatible: AtomicU64,
+}
+
+impl RpcCounters {
+    pub(crate) fn snapshot(&self) -> RpcStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RpcStats {
+            malformed: get(&self.malformed),
+            unknown_responses: get(&self.unknown_response),
+            dropped_oneway: get(&self.dropped_oneway),
+            dropped_discovery: get(&self.dropped_discovery),
+            incompatible: get(&self.incompatible),
+        }
+    }
+}
+
+/// What the messaging layer of a node dropped or refused since it started
+/// ([`Mesh::rpc_stats`](crate::Mesh::rpc_stats)).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RpcStats {
+    /// Messages that were not a valid envelope.
+    pub malformed: u64,
+    /// Responses nobody waited for (late, after a timeout or cancel, or forged).
+    pub unknown_responses: u64,
+    /// One-way messages (relayed ones included) not run: no handler, overloaded, shutting
+    /// down or incompatible.
+    pub dropped_oneway: u64,
+    /// Discovery messages dropped because the discovery task was behind.
+    pub dropped_discovery: u64,
+    /// Requests and one-way messages refused because their signature fingerprint differs
+    /// from the handler's (the sender was built with another signature of the method).
+    pub incompatible: u64,
 }
 
 /// Settings of the messaging layer.

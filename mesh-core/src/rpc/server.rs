@@ -56,6 +56,7 @@ impl Rpc {
             return Err(Reply::failure(Status::NoHandler, ""));
         };
         if fingerprint != 0 && entry.fingerprint != 0 && fingerprint != entry.fingerprint {
+            self.counters.incompatible.fetch_add(1, Ordering::Relaxed);
             return Err(Reply::failure(
                 Status::Incompatible,
                 format!(
