@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![deny(missing_docs)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -147,6 +147,7 @@ async fn a_one_way_broadcast_reaches_twenty_nodes_once_through_the_relay_tree() 
     wait_views(&all, 21).await;
     wait_serving(&origin, "leaf", FanClient::TICK, 20).await;
 
+    let sent_before = origin.transport().counters().messages_sent;
     FanBroadcast::to_type("leaf")
         .on(&origin)
         .with_limit(2)
@@ -157,19 +158,10 @@ async fn a_one_way_broadcast_reaches_twenty_nodes_once_through_the_relay_tree() 
     let receivers: BTreeSet<usize> = got.iter().map(|d| d.0).collect();
     assert_eq!(receivers.len(), 20, "a node got it twice: {got:?}");
     assert!(got.iter().all(|d| d.1 == "tick" && d.2 == 41), "{got:?}");
-    // The tree: the origin sent two copies, every other sender at most two.
-    let mut sent: BTreeMap<SocketAddr, usize> = BTreeMap::new();
-    for d in &got {
-        *sent.entry(d.3).or_default() += 1;
-    }
-    assert_eq!(sent.get(&origin.addr()), Some(&2), "{sent:?}");
-    assert!(sent.values().all(|n| *n <= 2), "{sent:?}");
-    let leaves: BTreeSet<SocketAddr> = nodes.iter().map(|m| m.addr()).collect();
-    assert!(
-        sent.keys()
-            .all(|a| *a == origin.addr() || leaves.contains(a)),
-        "{sent:?}"
-    );
+    // Every handler sees the node that started the broadcast as the sender, and the
+    // origin itself sent two copies (its two next hops): the rest went through the tree.
+    assert!(got.iter().all(|d| d.3 == origin.addr()), "{got:?}");
+    assert_eq!(origin.transport().counters().messages_sent - sent_before, 2);
 
     // A second broadcast through the same tree (same targets, same order) is the quiet
     // window: a duplicate of the first one would have to trail a whole second traversal.
@@ -307,14 +299,11 @@ async fn an_incompatible_node_drops_the_broadcast_and_forwards_it() {
         .tick(7)
         .await
         .unwrap();
-    let mut got = deliveries(&mut rx, 3).await;
-    got.sort();
-    let from: Vec<SocketAddr> = got.iter().map(|d| d.3).collect();
-    assert_eq!(
-        from,
-        vec![bad.addr(), nodes[0].addr(), nodes[1].addr()],
-        "{got:?}"
-    );
+    let got = deliveries(&mut rx, 3).await;
+    // Past the incompatible node: every good node has it, from the origin.
+    let receivers: BTreeSet<usize> = got.iter().map(|d| d.0).collect();
+    assert_eq!(receivers.len(), 3, "{got:?}");
+    assert!(got.iter().all(|d| d.3 == origin.addr()), "{got:?}");
     assert!(got.iter().all(|d| d.2 == 7));
 
     // By type, with the default limit: the good nodes get it, the bad one refuses it again.

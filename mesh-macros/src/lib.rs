@@ -127,8 +127,8 @@
 //!     configured). The method's fingerprint travels with the message as with the client's
 //!     one-way methods: a node serving another signature of the method drops its copy
 //!     (counted in `Mesh::rpc_stats().incompatible`) and still forwards the others'. A
-//!     `CallContext` of a relayed message names the node it came from, which may be a relay
-//!     hop rather than the sender;
+//!     `CallContext` of a relayed message names the node that started the broadcast (when
+//!     the receiving node knows it; otherwise the hop it came from);
 //! * `GreeterServer<S: Greeter>`: `new(S)`, `from_arc(Arc<S>)`, and
 //!   `impl mesh_core::rpc::Service` for [`Mesh::serve`](../mesh_core/struct.Mesh.html#method.serve).
 //!

@@ -7,7 +7,7 @@
 //! * [`Discovery::local()`]: an in-process registry (tests, examples, single-process use);
 //! * [`Discovery::redis`], [`Discovery::sentinel`], [`Discovery::cluster`]: Redis standalone,
 //!   Sentinel or Cluster, with server-clock heartbeats, one reaper holding a lease, and change
-//!   notification by pub/sub (see [`redis`](self::redis) for the key layout);
+//!   notification by pub/sub (see [`redis`] for the key layout);
 //! * [`Discovery::seeds`]: a static list of seed addresses, with liveness by transport pings.
 
 mod event;

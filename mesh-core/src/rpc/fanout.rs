@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 
 use super::client::transport_error;
 use super::error::CallError;
-use super::wire::{self, MAX_RELAY_TARGETS};
+use super::wire::{self, MAX_RELAY_TARGETS, RelayHeader};
 use super::{Rpc, channel_for};
 use crate::node::Target;
 
@@ -37,18 +37,21 @@ pub(crate) fn split(targets: &[SocketAddr], limit: usize) -> Vec<&[SocketAddr]> 
 
 impl Rpc {
     /// A relay arrived: deliver here, then forward the share.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn on_relay(
         self: &Arc<Self>,
         from: SocketAddr,
-        cmd: u16,
-        fingerprint: u32,
-        limit: u16,
-        reliable: bool,
+        h: RelayHeader,
         targets: Vec<SocketAddr>,
         payload: Bytes,
     ) {
-        self.on_oneway(from, cmd, fingerprint, payload.clone());
+        // The handler sees the node that started the fan-out as the sender, when that node is
+        // one we know (a claim about an unknown address is not passed on as the sender).
+        let sender = if h.origin == from || self.membership.view().by_addr(h.origin).is_some() {
+            h.origin
+        } else {
+            from
+        };
+        self.on_oneway(sender, h.cmd, h.fingerprint, payload.clone());
         // Forward only to listed nodes: a stray packet must not make this node send to
         // arbitrary addresses.
         let targets: Vec<SocketAddr> = {
@@ -71,17 +74,14 @@ impl Rpc {
             self.counters
                 .dropped_oneway
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(%from, command = cmd, "overloaded: relay not forwarded");
+            tracing::warn!(%from, command = h.cmd, "overloaded: relay not forwarded");
             return;
         };
         let this = self.clone();
         tokio::spawn(async move {
-            let limit = usize::from(limit);
-            let errors = this
-                .forward(cmd, fingerprint, limit, reliable, targets, payload)
-                .await;
+            let errors = this.forward(h, targets, payload).await;
             for (addr, e) in errors {
-                tracing::debug!(%addr, command = cmd, error = ?e, "relay hop failed");
+                tracing::debug!(%addr, command = h.cmd, error = ?e, "relay hop failed");
             }
             drop(permit);
         });
@@ -91,18 +91,15 @@ impl Rpc {
     /// (the first hops it sent to, after trying their shares directly).
     pub(crate) fn forward(
         self: &Arc<Self>,
-        cmd: u16,
-        fingerprint: u32,
-        limit: usize,
-        reliable: bool,
+        h: RelayHeader,
         targets: Vec<SocketAddr>,
         payload: Bytes,
     ) -> BoxFuture<'static, Vec<(SocketAddr, CallError<Bytes>)>> {
         let this = self.clone();
         Box::pin(async move {
             let mut failures = Vec::new();
-            let limit_u16 = u16::try_from(limit).unwrap_or(u16::MAX);
-            let groups: Vec<Vec<SocketAddr>> = split(&targets, limit)
+            let (cmd, reliable) = (h.cmd, h.reliable);
+            let groups: Vec<Vec<SocketAddr>> = split(&targets, usize::from(h.limit))
                 .into_iter()
                 .map(<[SocketAddr]>::to_vec)
                 .collect();
@@ -114,8 +111,7 @@ impl Rpc {
                         Some((h, s)) => (*h, s.to_vec()),
                         None => return Vec::new(),
                     };
-                    let bytes =
-                        wire::relay(cmd, fingerprint, limit_u16, reliable, &share, &payload);
+                    let bytes = wire::relay(&h, &share, &payload);
                     let target = Target::Addr(hop);
                     let sent = if reliable {
                         match this
@@ -137,10 +133,7 @@ impl Rpc {
                             // The hop is gone: its share must not be lost with it.
                             let mut out = vec![(hop, e)];
                             if reliable && !share.is_empty() {
-                                out.extend(
-                                    this.forward(cmd, fingerprint, limit, reliable, share, payload)
-                                        .await,
-                                );
+                                out.extend(this.forward(h, share, payload).await);
                             }
                             out
                         }
@@ -186,7 +179,7 @@ impl Rpc {
             let room = self.settings.max_unreliable;
             let worst = split(&list, limit)
                 .iter()
-                .map(|g| wire::relay_len(g.get(1..).unwrap_or(&[]), payload.len()))
+                .map(|g| wire::relay_len(&self.local, g.get(1..).unwrap_or(&[]), payload.len()))
                 .max()
                 .unwrap_or(0);
             if worst > room {
@@ -201,9 +194,14 @@ impl Rpc {
         if local {
             self.on_oneway(self.local, cmd, fingerprint, payload.clone());
         }
-        let failures = self
-            .forward(cmd, fingerprint, limit, reliable, list, payload)
-            .await;
+        let header = RelayHeader {
+            cmd,
+            fingerprint,
+            limit: u16::try_from(limit).unwrap_or(u16::MAX),
+            reliable,
+            origin: self.local,
+        };
+        let failures = self.forward(header, list, payload).await;
         match failures.into_iter().next() {
             None => Ok(()),
             Some((_, e)) => Err(e),
@@ -269,7 +267,14 @@ mod relay_tests {
         let outsider = Transport::bind(TransportConfig::default()).await.unwrap();
         let stray = Transport::bind(TransportConfig::default()).await.unwrap();
         let payload = crate::codec::Codec::encode(&crate::codec::Postcard, &7u32).unwrap();
-        let relay = wire::relay(9, 0, 2, true, &[outsider.local_addr(), b.addr()], &payload);
+        let header = wire::RelayHeader {
+            cmd: 9,
+            fingerprint: 0,
+            limit: 2,
+            reliable: true,
+            origin: stray.local_addr(),
+        };
+        let relay = wire::relay(&header, &[outsider.local_addr(), b.addr()], &payload);
         stray.send(a.addr(), 0, relay).await.unwrap();
         assert_eq!(
             tokio::time::timeout(Duration::from_secs(2), rx.recv())

@@ -407,9 +407,19 @@ impl Rpc {
                 fingerprint,
                 limit,
                 reliable,
+                origin,
                 targets,
                 payload,
-            } => self.on_relay(from, cmd, fingerprint, limit, reliable, targets, payload),
+            } => {
+                let header = wire::RelayHeader {
+                    cmd,
+                    fingerprint,
+                    limit,
+                    reliable,
+                    origin,
+                };
+                self.on_relay(from, header, targets, payload)
+            }
             wire::Envelope::Ping => {}
         }
     }

@@ -87,6 +87,8 @@ pub(crate) enum Envelope {
         fingerprint: u32,
         limit: u16,
         reliable: bool,
+        /// The node that started the fan-out (as it says).
+        origin: SocketAddr,
         targets: Vec<SocketAddr>,
         payload: Bytes,
     },
@@ -175,21 +177,27 @@ fn addr_len(a: &SocketAddr) -> usize {
     if a.is_ipv4() { 7 } else { 19 }
 }
 
-pub(crate) fn relay(
-    cmd: u16,
-    fingerprint: u32,
-    limit: u16,
-    reliable: bool,
-    targets: &[SocketAddr],
-    payload: &[u8],
-) -> Bytes {
+/// What every hop of one fan-out shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RelayHeader {
+    pub(crate) cmd: u16,
+    pub(crate) fingerprint: u32,
+    /// Next hops per node.
+    pub(crate) limit: u16,
+    pub(crate) reliable: bool,
+    /// The node that started the fan-out: handlers see it as the sender.
+    pub(crate) origin: SocketAddr,
+}
+
+pub(crate) fn relay(h: &RelayHeader, targets: &[SocketAddr], payload: &[u8]) -> Bytes {
     let addrs: usize = targets.iter().map(addr_len).sum();
-    let mut b = BytesMut::with_capacity(12 + addrs + payload.len());
+    let mut b = BytesMut::with_capacity(12 + addr_len(&h.origin) + addrs + payload.len());
     b.put_u8(RELAY);
-    b.put_u16_le(cmd);
-    b.put_u32_le(fingerprint);
-    b.put_u16_le(limit);
-    b.put_u8(u8::from(reliable));
+    b.put_u16_le(h.cmd);
+    b.put_u32_le(h.fingerprint);
+    b.put_u16_le(h.limit);
+    b.put_u8(u8::from(h.reliable));
+    put_addr(&mut b, &h.origin);
     b.put_u16_le(u16::try_from(targets.len()).unwrap_or(u16::MAX));
     for a in targets.iter().take(usize::from(u16::MAX)) {
         put_addr(&mut b, a);
@@ -199,8 +207,8 @@ pub(crate) fn relay(
 }
 
 /// The encoded size of a relay envelope (to check it against a datagram's room).
-pub(crate) fn relay_len(targets: &[SocketAddr], payload: usize) -> usize {
-    12 + targets.iter().map(addr_len).sum::<usize>() + payload
+pub(crate) fn relay_len(origin: &SocketAddr, targets: &[SocketAddr], payload: usize) -> usize {
+    12 + addr_len(origin) + targets.iter().map(addr_len).sum::<usize>() + payload
 }
 
 fn need(buf: &Bytes, n: usize, what: &'static str) -> Result<(), Malformed> {
@@ -270,11 +278,13 @@ pub(crate) fn decode(mut buf: Bytes) -> Result<Envelope, Malformed> {
             })
         }
         RELAY => {
-            need(&buf, 11, "relay header")?;
+            need(&buf, 9, "relay header")?;
             let cmd = buf.get_u16_le();
             let fingerprint = buf.get_u32_le();
             let limit = buf.get_u16_le();
             let reliable = buf.get_u8() != 0;
+            let origin = get_addr(&mut buf)?;
+            need(&buf, 2, "relay target count")?;
             let n = usize::from(buf.get_u16_le());
             if n > MAX_RELAY_TARGETS {
                 return Err(Malformed("too many relay targets"));
@@ -288,6 +298,7 @@ pub(crate) fn decode(mut buf: Bytes) -> Result<Envelope, Malformed> {
                 fingerprint,
                 limit,
                 reliable,
+                origin,
                 targets,
                 payload: buf,
             })
@@ -321,6 +332,13 @@ mod tests {
         let p = b"payload";
         let a: SocketAddr = "127.0.0.1:9".parse().unwrap();
         let b6: SocketAddr = "[::1]:10".parse().unwrap();
+        let rh = RelayHeader {
+            cmd: 5,
+            fingerprint: 1,
+            limit: 2,
+            reliable: true,
+            origin: b6,
+        };
         let cases = [
             (
                 request(1000, 7, 3000, 99, p),
@@ -350,12 +368,13 @@ mod tests {
             ),
             (cancel(3), Envelope::Cancel { id: 3 }),
             (
-                relay(5, 1, 2, true, &[a, b6], p),
+                relay(&rh, &[a, b6], p),
                 Envelope::Relay {
                     cmd: 5,
                     fingerprint: 1,
                     limit: 2,
                     reliable: true,
+                    origin: b6,
                     targets: vec![a, b6],
                     payload: Bytes::from_static(p),
                 },
@@ -369,10 +388,7 @@ mod tests {
                 let _ = decode(bytes.slice(..n));
             }
         }
-        assert_eq!(
-            relay_len(&[a, b6], 7),
-            relay(5, 1, 2, true, &[a, b6], p).len()
-        );
+        assert_eq!(relay_len(&b6, &[a, b6], 7), relay(&rh, &[a, b6], p).len());
         assert_ne!(fingerprint("a"), fingerprint("b"));
     }
 

@@ -172,7 +172,7 @@ pub struct Incoming {
     pub data: Bytes,
 }
 
-/// Where a batch of datagrams written by [`Endpoint::poll_transmit`] goes.
+/// Where a batch of datagrams written by [`Endpoint::poll_transmit`](super::Endpoint::poll_transmit) goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Transmit {
     /// Destination.

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use crate::rudp::{self, ConfigError, Failure, RejectReason, SendError, UnreachableReason};
 use crate::transport::socket::{SocketConfig, SocketError};
 
-/// Configuration of a [`Transport`]: where to bind and the protocol tunables.
+/// Configuration of a [`Transport`](super::Transport): where to bind and the protocol tunables.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
 pub struct TransportConfig {
