@@ -111,11 +111,12 @@ impl Session {
         }
         if self.pto_count == 0 {
             // The first timeout is a tail-loss probe (as RACK-TLP): twice the smoothed RTT,
-            // plus the peer's ack delay unless the newest packet asked for an immediate
-            // acknowledgement. It only sends probes, so firing early costs one packet.
+            // plus the peer's worst-case ack delay (its `max_ack_delay` and a timer tick)
+            // unless the newest packet asked for an immediate acknowledgement. It only sends
+            // probes, so firing early costs one packet.
             let mut tlp = (self.rtt.smoothed() * 2).max(GRANULARITY);
             if !self.asked_immediate_ack {
-                tlp += cfg.max_ack_delay;
+                tlp += cfg.max_ack_delay + GRANULARITY;
             }
             return Some(last + tlp);
         }
