@@ -335,3 +335,29 @@ async fn an_incompatible_node_drops_the_broadcast_and_forwards_it() {
     bad.stop().await;
     origin.stop().await;
 }
+
+/// Broadcasts from one node through the same tree arrive everywhere in the order they were
+/// sent: every hop forwards a relay message before it handles the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broadcasts_from_one_node_arrive_in_order_everywhere() {
+    let registry = LocalRegistry::new();
+    let origin = node(&registry, "origin").await;
+    let (nodes, _serving, mut rx) = fan_nodes(&registry, 12).await;
+    let mut all: Vec<&Mesh> = nodes.iter().collect();
+    all.push(&origin);
+    wait_views(&all, 13).await;
+    wait_serving(&origin, "leaf", FanClient::TICK, 12).await;
+
+    // Sent back to back (each leaves the origin when first polled, in order), so that
+    // relay messages reach the hops in bursts.
+    let fan = FanBroadcast::to_type("leaf").on(&origin).with_limit(2);
+    let sends: Vec<_> = (0..40).map(|n| fan.tick(n)).collect();
+    for r in futures::future::join_all(sends).await {
+        r.unwrap();
+    }
+    let got = deliveries(&mut rx, 12 * 40).await;
+    for index in 0..12 {
+        let seen: Vec<u32> = got.iter().filter(|d| d.0 == index).map(|d| d.2).collect();
+        assert_eq!(seen, (0..40).collect::<Vec<u32>>(), "node {index}");
+    }
+}

@@ -188,6 +188,11 @@ impl Broadcast {
     /// Resolves when the first hops acknowledged; a first hop that is unreachable is
     /// skipped, its share sent directly, and its error returned. No targets (no node of the
     /// type serves the method) is `Ok`.
+    ///
+    /// Order: broadcasts from one node to the same targets reach every node in the order
+    /// they were sent (every hop forwards a message before it handles the next), except
+    /// that a large one (over 16 KiB encoded) travels apart from small messages and may be
+    /// overtaken by them, as a large message never holds up small ones.
     pub async fn send<M: Serialize + ?Sized>(
         &self,
         command: u16,

@@ -14,6 +14,26 @@ use super::error::CallError;
 use super::wire::{self, MAX_RELAY_TARGETS, RelayHeader};
 use super::{Rpc, channel_for};
 use crate::node::Target;
+use crate::rudp::SendError;
+use crate::transport::{Delivery, TransportError};
+
+/// A next hop of a fan-out and its share of the targets.
+struct Hop {
+    addr: SocketAddr,
+    share: Vec<SocketAddr>,
+    state: HopState,
+}
+
+/// Where a hop's relay message is.
+enum HopState {
+    /// Queued on the transport: resolves on acknowledgement.
+    Queued(Delivery),
+    /// The send queue was full: queued when there is room.
+    Waiting(Bytes),
+    /// Sent as a datagram (unreliable fan-out).
+    Sent,
+    Failed(CallError<Bytes>),
+}
 
 /// Splits `targets` into at most `limit` groups of near-equal size: each group's first node is
 /// a next hop, the rest its share.
@@ -77,10 +97,20 @@ impl Rpc {
             tracing::warn!(%from, command = h.cmd, "overloaded: relay not forwarded");
             return;
         };
-        let this = self.clone();
+        // Written now, on the receiving task, so that fan-outs leave in the order they came;
+        // only the wait for the acknowledgements runs on its own task.
+        let hops = self.send_hops(h, &targets, &payload);
+        if !h.reliable {
+            for hop in &hops {
+                if let HopState::Failed(e) = &hop.state {
+                    tracing::debug!(addr = %hop.addr, command = h.cmd, error = ?e, "relay hop failed");
+                }
+            }
+            return;
+        }
+        let wait = self.finish_hops(h, hops, payload);
         tokio::spawn(async move {
-            let errors = this.forward(h, targets, payload).await;
-            for (addr, e) in errors {
+            for (addr, e) in wait.await {
                 tracing::debug!(%addr, command = h.cmd, error = ?e, "relay hop failed");
             }
             drop(permit);
@@ -95,55 +125,92 @@ impl Rpc {
         targets: Vec<SocketAddr>,
         payload: Bytes,
     ) -> BoxFuture<'static, Vec<(SocketAddr, CallError<Bytes>)>> {
+        let hops = self.send_hops(h, &targets, &payload);
+        self.finish_hops(h, hops, payload)
+    }
+
+    /// Writes the relay messages to this node's next hops now, in order: two fan-outs that
+    /// pass through this node leave it in the order they came (a queue that is full is
+    /// waited for later, in [`finish_hops`](Self::finish_hops)).
+    fn send_hops(&self, h: RelayHeader, targets: &[SocketAddr], payload: &Bytes) -> Vec<Hop> {
+        split(targets, usize::from(h.limit))
+            .into_iter()
+            .filter_map(|group| {
+                let (hop, share) = group.split_first()?;
+                let bytes = wire::relay(&h, share, payload);
+                let target = Target::Addr(*hop);
+                let state = if h.reliable {
+                    match self
+                        .transport
+                        .try_queue(*hop, channel_for(bytes.len()), bytes.clone())
+                    {
+                        Ok(d) => HopState::Queued(d),
+                        Err(TransportError::Send(SendError::Full { .. })) => {
+                            HopState::Waiting(bytes)
+                        }
+                        Err(e) => HopState::Failed(transport_error(&target, h.cmd, e)),
+                    }
+                } else {
+                    match self.transport.send_unreliable(*hop, bytes) {
+                        Ok(()) => HopState::Sent,
+                        Err(e) => HopState::Failed(transport_error(&target, h.cmd, e)),
+                    }
+                };
+                Some(Hop {
+                    addr: *hop,
+                    share: share.to_vec(),
+                    state,
+                })
+            })
+            .collect()
+    }
+
+    /// Waits for the next hops' acknowledgements; a hop that is gone has its share sent
+    /// directly (so it is not lost with it). Returns the failures seen.
+    fn finish_hops(
+        self: &Arc<Self>,
+        h: RelayHeader,
+        hops: Vec<Hop>,
+        payload: Bytes,
+    ) -> BoxFuture<'static, Vec<(SocketAddr, CallError<Bytes>)>> {
         let this = self.clone();
         Box::pin(async move {
-            let mut failures = Vec::new();
-            let (cmd, reliable) = (h.cmd, h.reliable);
-            let groups: Vec<Vec<SocketAddr>> = split(&targets, usize::from(h.limit))
-                .into_iter()
-                .map(<[SocketAddr]>::to_vec)
-                .collect();
-            let sends = groups.into_iter().map(|group| {
+            let waits = hops.into_iter().map(|hop| {
                 let this = this.clone();
                 let payload = payload.clone();
                 async move {
-                    let (hop, share) = match group.split_first() {
-                        Some((h, s)) => (*h, s.to_vec()),
-                        None => return Vec::new(),
-                    };
-                    let bytes = wire::relay(&h, &share, &payload);
-                    let target = Target::Addr(hop);
-                    let sent = if reliable {
-                        match this
-                            .transport
-                            .queue(hop, channel_for(bytes.len()), bytes)
-                            .await
-                        {
-                            Ok(d) => d.await.map_err(|e| transport_error(&target, cmd, e)),
-                            Err(e) => Err(transport_error(&target, cmd, e)),
+                    let target = Target::Addr(hop.addr);
+                    let sent = match hop.state {
+                        HopState::Sent => Ok(()),
+                        HopState::Failed(e) => Err(e),
+                        HopState::Queued(d) => {
+                            d.await.map_err(|e| transport_error(&target, h.cmd, e))
                         }
-                    } else {
-                        this.transport
-                            .send_unreliable(hop, bytes)
-                            .map_err(|e| transport_error(&target, cmd, e))
+                        HopState::Waiting(bytes) => {
+                            let ch = channel_for(bytes.len());
+                            match this.transport.queue(hop.addr, ch, bytes).await {
+                                Ok(d) => d.await.map_err(|e| transport_error(&target, h.cmd, e)),
+                                Err(e) => Err(transport_error(&target, h.cmd, e)),
+                            }
+                        }
                     };
                     match sent {
                         Ok(()) => Vec::new(),
                         Err(e) => {
-                            // The hop is gone: its share must not be lost with it.
-                            let mut out = vec![(hop, e)];
-                            if reliable && !share.is_empty() {
-                                out.extend(this.forward(h, share, payload).await);
+                            let mut out = vec![(hop.addr, e)];
+                            if h.reliable && !hop.share.is_empty() {
+                                out.extend(this.forward(h, hop.share, payload).await);
                             }
                             out
                         }
                     }
                 }
             });
-            for f in futures::future::join_all(sends).await {
-                failures.extend(f);
-            }
-            failures
+            futures::future::join_all(waits)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
         })
     }
 
