@@ -210,3 +210,36 @@ async fn pending_deliveries_resolve_on_close_and_drop() {
     assert!(matches!(r, Err(TransportError::Closed)), "{r:?}");
     drop(silent);
 }
+
+/// Detached messages (nobody waits for their acknowledgement) arrive once and in order, and
+/// a full send queue is refused with an error instead of growing.
+#[tokio::test]
+async fn detached_messages_arrive_in_order_and_a_full_queue_is_refused() {
+    let (a, b) = pair().await;
+    for i in 0..500u32 {
+        a.try_queue_detached(b.local_addr(), 0, Bytes::from(i.to_be_bytes().to_vec()))
+            .unwrap();
+    }
+    for i in 0..500u32 {
+        let m = timeout(LIMIT, b.recv()).await.unwrap().unwrap();
+        assert_eq!(&m.data[..], &i.to_be_bytes());
+    }
+    let mut cfg = TransportConfig::default();
+    cfg.protocol.max_send_queue = 64 * 1024;
+    cfg.protocol.max_message_size = 64 * 1024;
+    let small = Transport::bind(cfg).await.unwrap();
+    let big = Bytes::from(vec![1u8; 40 * 1024]);
+    small
+        .try_queue_detached(b.local_addr(), 1, big.clone())
+        .unwrap();
+    let full = small.try_queue_detached(b.local_addr(), 1, big);
+    assert!(
+        matches!(
+            full,
+            Err(TransportError::Send(
+                mesh_core::rudp::SendError::Full { .. }
+            ))
+        ),
+        "{full:?}"
+    );
+}

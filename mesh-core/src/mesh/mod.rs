@@ -532,7 +532,7 @@ async fn probe(rpc: Arc<Rpc>, stop: CancellationToken) {
         for peer in now.iter().filter(|p| last.contains(p)) {
             let _ = rpc
                 .transport
-                .try_queue(*peer, rpc::CH_SMALL, rpc::wire::ping());
+                .try_queue_detached(*peer, rpc::CH_SMALL, rpc::wire::ping());
         }
         last = now;
     }

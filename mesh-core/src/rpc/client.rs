@@ -60,10 +60,11 @@ impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         if self.armed && self.rpc.remove_pending(self.id) {
             // Best effort: if the queue is full the handler runs to its deadline.
-            let _ = self
-                .rpc
-                .transport
-                .try_queue(self.peer, super::CH_SMALL, wire::cancel(self.id));
+            let _ = self.rpc.transport.try_queue_detached(
+                self.peer,
+                super::CH_SMALL,
+                wire::cancel(self.id),
+            );
         }
     }
 }

@@ -496,7 +496,7 @@ impl Rpc {
     }
 
     /// Encodes a response and queues it without waiting (a full send queue hands it to a
-    /// task that waits for room). Dropping the delivery does not cancel it; the drain at
+    /// task that waits for room). Nobody waits for its acknowledgement here; the drain at
     /// stop waits until everything sent is acknowledged.
     pub(crate) fn respond(self: &Arc<Self>, to: SocketAddr, id: u64, reply: Reply) {
         let max = self.settings.max_message_size;
@@ -510,11 +510,9 @@ impl Rpc {
         };
         let bytes = wire::response(id, reply.status, &reply.payload);
         let ch = channel_for(bytes.len());
-        match self.transport.try_queue(to, ch, bytes.clone()) {
-            Ok(_delivery) => {}
-            Err(crate::transport::TransportError::Send(crate::rudp::SendError::Full {
-                ..
-            })) => {
+        match self.transport.queue_detached_or_return(to, ch, bytes) {
+            Ok(Ok(())) => {}
+            Ok(Err((_full, bytes))) => {
                 let this = self.clone();
                 tokio::spawn(async move {
                     if let Err(e) = this.transport.queue(to, ch, bytes).await {

@@ -388,6 +388,17 @@ impl Transport {
         len: usize,
     ) -> Delivery {
         st.deliveries.insert(id, Slot::Pending(None));
+        self.write_or_defer(st, now, peer, len);
+        Delivery {
+            peer,
+            id,
+            inner: Arc::downgrade(&self.inner),
+            finished: false,
+        }
+    }
+
+    /// Writes a message just queued for `peer` now, or leaves it to the driver.
+    fn write_or_defer(&self, st: &mut State, now: Instant, peer: SocketAddr, len: usize) {
         if st.ep.queued_bytes(peer) > len as u64 && st.deferred < DEFER_MAX {
             st.deferred += 1;
             // Earlier messages to this peer are still unacknowledged: the peer is busy with
@@ -399,12 +410,6 @@ impl Transport {
             self.inner.wake_driver();
         } else {
             self.inner.flush(st, now, Rearm::Peer(peer));
-        }
-        Delivery {
-            peer,
-            id,
-            inner: Arc::downgrade(&self.inner),
-            finished: false,
         }
     }
 
@@ -431,6 +436,44 @@ impl Transport {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
         self.queue_locked(&mut st, peer, channel, data)
+    }
+
+    /// Queues a reliable message that nobody waits for, without waiting: no [`Delivery`]
+    /// is made (cheaper for responses and notifications). It is retransmitted until
+    /// acknowledged like any other; if the peer fails, [`events`](Self::events) says so. A
+    /// full queue is an error.
+    pub fn try_queue_detached(
+        &self,
+        peer: SocketAddr,
+        channel: u8,
+        data: Bytes,
+    ) -> Result<(), TransportError> {
+        match self.queue_detached_or_return(peer, channel, data)? {
+            Ok(()) => Ok(()),
+            Err((full, _)) => Err(full.into()),
+        }
+    }
+
+    /// [`try_queue_detached`](Self::try_queue_detached), handing `data` back if the peer's
+    /// send queue is full (so the caller can wait for room without having kept a copy).
+    pub(crate) fn queue_detached_or_return(
+        &self,
+        peer: SocketAddr,
+        channel: u8,
+        data: Bytes,
+    ) -> Result<Result<(), (SendError, Bytes)>, TransportError> {
+        self.check_open()?;
+        let mut st = lock(&self.inner.state);
+        let now = Instant::now();
+        let len = data.len();
+        match st.ep.send_or_return(now, peer, channel, data) {
+            Ok(_) => {
+                self.write_or_defer(&mut st, now, peer, len);
+                Ok(Ok(()))
+            }
+            Err((full @ SendError::Full { .. }, data)) => Ok(Err((full, data))),
+            Err((e, _)) => Err(e.into()),
+        }
     }
 
     /// Sends an unreliable datagram (at most one datagram's payload; no retransmission).
