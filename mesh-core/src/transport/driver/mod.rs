@@ -399,7 +399,9 @@ impl Transport {
 
     /// Writes a message just queued for `peer` now, or leaves it to the driver.
     fn write_or_defer(&self, st: &mut State, now: Instant, peer: SocketAddr, len: usize) {
-        if st.ep.queued_bytes(peer) > len as u64 && st.deferred < DEFER_MAX {
+        // What this message adds to the peer's queue: its bytes and their length prefix.
+        let framed = len as u64 + crate::rudp::wire::varint::len(len as u64) as u64;
+        if st.ep.queued_bytes(peer) > framed && st.deferred < DEFER_MAX {
             st.deferred += 1;
             // Earlier messages to this peer are still unacknowledged: the peer is busy with
             // a stream of them, not waiting for this one alone. Leave the write to the
