@@ -243,3 +243,21 @@ async fn detached_messages_arrive_in_order_and_a_full_queue_is_refused() {
         "{full:?}"
     );
 }
+
+/// A message to a peer with nothing else outstanding goes out before the sending task
+/// yields (only a stream of messages to a busy peer is left to the driver, to share
+/// datagrams).
+#[tokio::test]
+async fn a_message_to_an_idle_peer_is_written_at_once() {
+    let (a, b) = pair().await;
+    a.send(b.local_addr(), 0, Bytes::from_static(b"open"))
+        .await
+        .unwrap();
+    let _ = timeout(LIMIT, b.recv()).await.unwrap().unwrap();
+    let before = a.counters().datagrams_out;
+    a.try_queue_detached(b.local_addr(), 0, Bytes::from_static(b"now"))
+        .unwrap();
+    assert_eq!(a.counters().datagrams_out, before + 1);
+    let m = timeout(LIMIT, b.recv()).await.unwrap().unwrap();
+    assert_eq!(&m.data[..], b"now");
+}
