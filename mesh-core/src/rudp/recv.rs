@@ -396,6 +396,15 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
+    fn messages(out: VecDeque<Parsed>) -> Vec<Bytes> {
+        out.into_iter()
+            .filter_map(|p| match p {
+                Parsed::Message { data, .. } => Some(data),
+                Parsed::Refused { .. } => None,
+            })
+            .collect()
+    }
+
     fn frame(msgs: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
         for m in msgs {
@@ -416,13 +425,7 @@ mod tests {
         ch.on_stream(0, &stream[0..6], &mut out).unwrap();
         ch.on_stream(9, &stream[9..], &mut out).unwrap();
         ch.on_stream(0, &stream, &mut out).unwrap();
-        let msgs: Vec<Bytes> = out
-            .into_iter()
-            .filter_map(|p| match p {
-                Parsed::Message { data, .. } => Some(data),
-                Parsed::Refused { .. } => None,
-            })
-            .collect();
+        let msgs = messages(out);
         assert_eq!(msgs, vec![&b"hello"[..], b"", b"world!"]);
         assert_eq!(ch.buffered(), 0);
     }
@@ -445,13 +448,7 @@ mod tests {
         ch.on_stream(100, &stream[100..1200], &mut out).unwrap();
         assert!(out.is_empty());
         ch.on_stream(1500, &stream[1500..2500], &mut out).unwrap();
-        let msgs: Vec<Bytes> = out
-            .into_iter()
-            .filter_map(|p| match p {
-                Parsed::Message { data, .. } => Some(data),
-                Parsed::Refused { .. } => None,
-            })
-            .collect();
+        let msgs = messages(out);
         assert_eq!(msgs, vec![&body[..], b"next"]);
         assert_eq!(ch.buffered(), 0);
     }
