@@ -2,9 +2,8 @@
 
 use proc_macro2::TokenStream as TokenStream2;
 use quote::quote;
-use syn::{Ident, Type};
 
-use super::{Names, doc};
+use super::{MethodParts, Names};
 use crate::analyze::{Kind, MethodInfo, Output};
 
 /// The broadcast type with one `async fn` per method.
@@ -18,16 +17,9 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
         ..
     } = names;
     let broadcast_methods = methods.iter().map(|m| {
-        let ident = &m.ident;
-        let docs = &m.docs;
-        let params = m.args.iter().map(|(i, t)| quote!(#i: #t));
-        let arg_names: Vec<&Ident> = m.args.iter().map(|(i, _)| i).collect();
-        let types: Vec<&Type> = m.args.iter().map(|(_, t)| t).collect();
-        let id_const = &m.id_const;
-        let fp_const = &m.fp_const;
-        let sep = if m.docs.is_empty() { quote!() } else { doc("") };
-        let req = quote!((#(#types,)*));
-        let value = quote!((#(#arg_names,)*));
+        let parts = MethodParts::new(m);
+        let (id_const, fp_const) = (&m.id_const, &m.fp_const);
+        let (req, value) = (&parts.req, &parts.value);
         let (ret, body, note) = match (m.kind, &m.output) {
             (Kind::OneWay, _) => (
                 quote!(::core::result::Result<(), #krate::rpc::CallError>),
@@ -73,14 +65,7 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
                 ),
             ),
         };
-        quote! {
-            #(#docs)*
-            #sep
-            #[doc = #note]
-            #vis async fn #ident(&self, #(#params),*) -> #ret {
-                #body
-            }
-        }
+        parts.emit(m, vis, ret, body, note)
     });
     let broadcast_doc = format!(
         "Calls a method of the mesh service [`{trait_ident}`] on many nodes at once: every \

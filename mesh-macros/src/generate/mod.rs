@@ -78,6 +78,51 @@ pub(crate) fn doc(text: impl AsRef<str>) -> TokenStream2 {
     quote!(#[doc = #text])
 }
 
+/// The pieces of a method the client and the broadcast handle both generate from.
+pub(crate) struct MethodParts {
+    /// `name: Type` for each argument.
+    pub(crate) params: Vec<TokenStream2>,
+    /// The argument tuple's type, `(A, B,)`.
+    pub(crate) req: TokenStream2,
+    /// The argument tuple, `(a, b,)`.
+    pub(crate) value: TokenStream2,
+}
+
+impl MethodParts {
+    pub(crate) fn new(m: &MethodInfo) -> MethodParts {
+        let names = m.args.iter().map(|(i, _)| i);
+        let types = m.args.iter().map(|(_, t)| t);
+        MethodParts {
+            params: m.args.iter().map(|(i, t)| quote!(#i: #t)).collect(),
+            req: quote!((#(#types,)*)),
+            value: quote!((#(#names,)*)),
+        }
+    }
+
+    /// `async fn name(&self, params) -> ret { body }` with the method's own docs, then `note`.
+    pub(crate) fn emit(
+        &self,
+        m: &MethodInfo,
+        vis: &Visibility,
+        ret: TokenStream2,
+        body: TokenStream2,
+        note: String,
+    ) -> TokenStream2 {
+        let ident = &m.ident;
+        let docs = &m.docs;
+        let params = &self.params;
+        let sep = if m.docs.is_empty() { quote!() } else { doc("") };
+        quote! {
+            #(#docs)*
+            #sep
+            #[doc = #note]
+            #vis async fn #ident(&self, #(#params),*) -> #ret {
+                #body
+            }
+        }
+    }
+}
+
 /// How a method is delivered, for the generated docs.
 pub(crate) fn kind_text(m: &MethodInfo) -> &'static str {
     match (m.kind, &m.output) {
