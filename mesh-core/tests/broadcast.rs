@@ -10,31 +10,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mesh_core::rpc::CallContext;
-use mesh_core::{Discovery, LocalRegistry, Mesh, NodeId, Serving, mesh_service};
+use mesh_core::{LocalRegistry, Mesh, NodeId, Serving, mesh_service};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-const LIMIT: Duration = Duration::from_secs(20);
+mod common;
 
-async fn node(registry: &LocalRegistry, node_type: &str) -> Mesh {
-    Mesh::builder()
-        .node_type(node_type)
-        .discovery(Discovery::local_registry(registry))
-        .start()
-        .await
-        .unwrap()
-}
-
-/// Waits until `mesh` sees `n` nodes of `node_type` serving `command`.
-async fn wait_serving(mesh: &Mesh, node_type: &str, command: u16, n: usize) {
-    timeout(LIMIT, async {
-        while mesh.nodes_serving(node_type, command).len() < n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the view lists the served commands");
-}
+use common::{LIMIT, node, wait_serving};
 
 /// A service for the one-way broadcasts.
 #[mesh_service(id = 6000)]

@@ -10,12 +10,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use mesh_core::rpc::{CallContext, CallError, RESERVED_START};
-use mesh_core::{Discovery, LocalRegistry, Mesh, NodeId, Target, mesh_service};
+use mesh_core::{LocalRegistry, NodeId, Target, mesh_service};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
-const LIMIT: Duration = Duration::from_secs(20);
+mod common;
+
+use common::{LIMIT, node, wait_serving};
 
 /// The remote error of `divide`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -151,26 +153,6 @@ fn greeter(label: &'static str) -> (MyGreeter, mpsc::UnboundedReceiver<Seen>) {
         },
         rx,
     )
-}
-
-async fn node(registry: &LocalRegistry, node_type: &str) -> Mesh {
-    Mesh::builder()
-        .node_type(node_type)
-        .discovery(Discovery::local_registry(registry))
-        .start()
-        .await
-        .unwrap()
-}
-
-/// Waits until `mesh` sees `n` nodes of `node_type` serving `command`.
-async fn wait_serving(mesh: &Mesh, node_type: &str, command: u16, n: usize) {
-    timeout(LIMIT, async {
-        while mesh.nodes_serving(node_type, command).len() < n {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("the view lists the served commands");
 }
 
 #[test]
