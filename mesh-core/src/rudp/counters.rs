@@ -22,6 +22,10 @@ pub struct DropCounters {
     pub duplicate: u64,
     /// Stream bytes beyond the credit we granted.
     pub flow_control: u64,
+    /// Stream data in more out-of-order pieces on one channel than a sender's window can
+    /// make (a peer fragmenting on purpose to make the receiver's bookkeeping grow): the
+    /// packet is dropped and not acknowledged.
+    pub fragmented: u64,
     /// A new peer refused because of the session limit or the memory budget.
     pub session_limit: u64,
     /// Unreliable datagrams dropped because the receive queue was full.
@@ -40,6 +44,7 @@ impl DropCounters {
             + self.stale_handshake
             + self.duplicate
             + self.flow_control
+            + self.fragmented
             + self.session_limit
             + self.datagram_queue_full
     }

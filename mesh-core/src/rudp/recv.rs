@@ -89,6 +89,8 @@ pub(crate) enum StreamReject {
     FlowControl,
     /// A length prefix longer than 10 bytes or over `u64`.
     BadPrefix,
+    /// More out-of-order pieces held than the channel allows.
+    TooFragmented,
 }
 
 /// Receiving state of one channel.
@@ -109,13 +111,16 @@ pub(crate) struct RecvChannel {
     /// End offset of the message waiting for a reservation.
     pending_end: u64,
     max_message: u64,
+    /// Most separate out-of-order pieces held at once.
+    max_pieces: usize,
     buffered: usize,
     announce_needed: bool,
 }
 
 impl RecvChannel {
-    /// A channel whose initial credit `window` is already reserved by the caller.
-    pub(crate) fn new(window: u64, max_message: u64) -> Self {
+    /// A channel whose initial credit `window` is already reserved by the caller, holding
+    /// at most `max_pieces` separate out-of-order pieces.
+    pub(crate) fn new(window: u64, max_message: u64, max_pieces: usize) -> Self {
         RecvChannel {
             head: 0,
             segments: BTreeMap::new(),
@@ -133,6 +138,7 @@ impl RecvChannel {
             wanted: 0,
             pending_end: 0,
             max_message,
+            max_pieces,
             buffered: 0,
             announce_needed: false,
         }
@@ -165,6 +171,13 @@ impl RecvChannel {
         if offset == self.head && self.segments.is_empty() {
             self.feed(data, out)?;
         } else {
+            // Every piece held apart is bookkeeping a peer could multiply with tiny frames:
+            // beyond what losses in a window can make, refuse the packet (it is not
+            // acknowledged, so an honest sender resends it once the gaps have closed).
+            // (Bytes at the head always pass: they close gaps.)
+            if offset > self.head && self.received.len() >= self.max_pieces {
+                return Err(StreamReject::TooFragmented);
+            }
             for piece in self.received.missing(offset..end) {
                 let a = (piece.start - offset) as usize;
                 let b = (piece.end - offset) as usize;
@@ -417,7 +430,7 @@ mod tests {
     #[test]
     fn in_order_out_of_order_and_duplicates() {
         let stream = frame(&[b"hello", b"", b"world!"]);
-        let mut ch = RecvChannel::new(1024, 100);
+        let mut ch = RecvChannel::new(1024, 100, 64);
         let mut out = VecDeque::new();
         ch.on_stream(4, &stream[4..9], &mut out).unwrap();
         assert!(out.is_empty());
@@ -434,7 +447,7 @@ mod tests {
     fn out_of_order_bytes_of_a_message_are_placed_and_counted_once() {
         let body: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
         let stream = frame(&[&body, b"next"]);
-        let mut ch = RecvChannel::new(8192, 10_000);
+        let mut ch = RecvChannel::new(8192, 10_000, 64);
         let mut out = VecDeque::new();
         // The prefix and a first piece start the message; then pieces after gaps, one of
         // them twice, and one running past the message into the next.
@@ -454,8 +467,35 @@ mod tests {
     }
 
     #[test]
+    fn out_of_order_pieces_are_bounded() {
+        let body = vec![7u8; 3000];
+        let stream = frame(&[&body]);
+        let mut ch = RecvChannel::new(8192, 10_000, 4);
+        let mut out = VecDeque::new();
+        // Four separate pieces after gaps are held; a fifth is refused (its packet is not
+        // acknowledged, so an honest sender resends it).
+        for k in 1..=4 {
+            ch.on_stream(
+                k * 100,
+                &stream[k as usize * 100..k as usize * 100 + 10],
+                &mut out,
+            )
+            .unwrap();
+        }
+        assert_eq!(
+            ch.on_stream(900, &stream[900..910], &mut out),
+            Err(StreamReject::TooFragmented)
+        );
+        // Once the gaps close, the rest is accepted and the message completes.
+        ch.on_stream(0, &stream[..1000], &mut out).unwrap();
+        ch.on_stream(1000, &stream[1000..], &mut out).unwrap();
+        assert_eq!(messages(out), vec![&body[..]]);
+        assert_eq!(ch.buffered(), 0);
+    }
+
+    #[test]
     fn flow_control_and_oversize() {
-        let mut ch = RecvChannel::new(8, 4);
+        let mut ch = RecvChannel::new(8, 4, 64);
         let mut out = VecDeque::new();
         assert_eq!(
             ch.on_stream(0, &[0u8; 9], &mut out),

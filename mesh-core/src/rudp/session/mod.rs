@@ -20,6 +20,12 @@ use super::wire::{self, Frame, Header, Kind, RawAck, RawFrame, RawFrames, varint
 mod recovery;
 mod transmit;
 
+/// Most out-of-order pieces one channel holds: four times the packets of a full congestion
+/// window (losses in flight cannot make more gaps than that), and at least 1024.
+fn max_stream_pieces(cfg: &Config) -> usize {
+    (4 * cfg.max_window / cfg.max_datagram_size.max(1)).max(1024)
+}
+
 /// How many packet-number ranges we remember (and acknowledge) at most.
 const MAX_RECV_RANGES: usize = 64;
 /// How many ranges one ACK frame carries at most (the newest). Enough that one window of a
@@ -150,7 +156,9 @@ impl Session {
             state,
             send: (0..channels).map(|_| SendChannel::new(window)).collect(),
             recv: (0..channels)
-                .map(|_| RecvChannel::new(window, cfg.max_message_size as u64))
+                .map(|_| {
+                    RecvChannel::new(window, cfg.max_message_size as u64, max_stream_pieces(cfg))
+                })
                 .collect(),
             next_pn: 0,
             sent: SentPackets::default(),
@@ -375,6 +383,11 @@ impl Session {
                         Err(StreamReject::FlowControl) => {
                             counters.drops.flow_control += 1;
                             out.push(SessionOutput::Protocol("peer exceeded flow-control credit"));
+                            return false;
+                        }
+                        Err(StreamReject::TooFragmented) => {
+                            counters.drops.fragmented += 1;
+                            out.push(SessionOutput::Protocol("stream data too fragmented"));
                             return false;
                         }
                         Err(StreamReject::BadPrefix) => {
