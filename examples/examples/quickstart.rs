@@ -1,7 +1,8 @@
 //! Quickstart: three nodes, one service, calls across nodes.
 //!
 //! Two "math" nodes serve `Greeter`; a "web" node calls them: a plain call, a call that fails
-//! with the service's own error, balanced calls, and a broadcast. Discovery is the in-process
+//! with the service's own error, balanced calls, a broadcast that collects every answer, and a
+//! one-way announcement sent once through a relay tree. Discovery is the in-process
 //! registry unless `REDIS_URL` is set (then every node registers in that Redis under a
 //! prefix of its own, so runs never see each other).
 //!
@@ -22,7 +23,7 @@ pub enum MathError {
     DivByZero,
 }
 
-/// A small service: methods get command ids 1000, 1001, 1002.
+/// A small service: methods get command ids 1000, 1001, 1002, 1003.
 #[mesh_service(id = 1000)]
 pub trait Greeter {
     /// Greets someone, saying which node answered.
@@ -31,10 +32,15 @@ pub trait Greeter {
     async fn divide(&self, a: i64, b: i64) -> Result<i64, MathError>;
     /// Who called (the server fills the context in; the caller sends nothing for it).
     async fn caller(&self, ctx: CallContext) -> String;
+    /// A one-way announcement: no answer, acknowledged by the transport.
+    #[mesh(oneway)]
+    async fn announce(&self, ctx: CallContext, news: String);
 }
 
 struct MyGreeter {
     name: String,
+    /// Where this node reports the announcements it hears (the example prints them).
+    heard: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 impl Greeter for MyGreeter {
@@ -52,6 +58,14 @@ impl Greeter for MyGreeter {
             ctx.sender_addr(),
             ctx.sender_type().unwrap_or("not listed")
         )
+    }
+
+    async fn announce(&self, ctx: CallContext, news: String) {
+        let _ = self.heard.send(format!(
+            "{} heard {news:?} from {}",
+            self.name,
+            ctx.sender_addr()
+        ));
     }
 }
 
@@ -83,12 +97,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let math1 = node("math", &discovery, &prefix).await?;
     let math2 = node("math", &discovery, &prefix).await?;
     let web = node("web", &discovery, &prefix).await?;
+    let (heard, mut news) = tokio::sync::mpsc::unbounded_channel();
     let _s1 = math1.serve(GreeterServer::new(MyGreeter {
         name: "math-1".into(),
+        heard: heard.clone(),
     }))?;
     let _s2 = math2.serve(GreeterServer::new(MyGreeter {
         name: "math-2".into(),
+        heard,
     }))?;
+    // A sync of each math node publishes its record, which now lists the Greeter; the web
+    // node's next sync then sees both (with the in-process registry this is immediate).
+    math1.wait_for_latest_view().await?;
+    math2.wait_for_latest_view().await?;
     web.wait_for_latest_view().await?;
     println!("web sees {} nodes:", web.nodes().len());
     for n in web.nodes() {
@@ -128,6 +149,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     for (target, r) in all {
         println!("4. broadcast:   {target} says the caller is {}", r?);
+    }
+
+    // 5. A one-way announcement to every math node: encoded once, sent through a relay tree.
+    GreeterBroadcast::to_type("math")
+        .on(&web)
+        .announce("deploy at noon".into())
+        .await?;
+    for _ in 0..2 {
+        match tokio::time::timeout(Duration::from_secs(2), news.recv()).await {
+            Ok(Some(line)) => println!("5. one-way:     {line}"),
+            _ => return Err("an announcement did not arrive".into()),
+        }
     }
 
     web.stop().await;

@@ -362,6 +362,12 @@ impl Mesh {
     /// Serves a service (as `#[mesh_service]` generates: `GreeterServer::new(impl)`) until the
     /// returned guard is dropped. Its command ids are listed in this node's record.
     ///
+    /// Calls by address work at once; other nodes see the service in this node's record (what
+    /// `for_type`, balanced calls and broadcasts by type select on) once this node's next sync
+    /// has published it and theirs has read it: [`wait_for_latest_view`](Self::wait_for_latest_view)
+    /// on this node, then on theirs, when that has to be now (with the in-process registry it
+    /// is immediate).
+    ///
     /// A handler runs on the task that received the request until its first `.await` (one
     /// that answers at once costs no task switch), then on a task of its own: keep CPU-heavy
     /// work in `tokio::task::spawn_blocking`.
