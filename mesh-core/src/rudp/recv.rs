@@ -493,6 +493,55 @@ mod tests {
         assert_eq!(ch.buffered(), 0);
     }
 
+    proptest::proptest! {
+        /// Whatever the cut into pieces, their order and their duplicates, the messages come
+        /// out whole, once and in order, and nothing stays held.
+        #[test]
+        fn any_arrival_order_reassembles(
+            sizes in proptest::collection::vec(0usize..4000, 1..6),
+            cuts in proptest::collection::vec(0usize..20_000, 0..40),
+            order in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..80),
+            dups in proptest::collection::vec(0usize..80, 0..10),
+        ) {
+            let msgs: Vec<Vec<u8>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (0..*n).map(|k| (k * 7 + i) as u8).collect())
+                .collect();
+            let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+            let stream = frame(&refs);
+            let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            points.extend([0, stream.len()]);
+            points.sort_unstable();
+            points.dedup();
+            let mut pieces: Vec<(usize, usize)> =
+                points.windows(2).map(|w| (w[0], w[1])).collect();
+            for d in &dups {
+                if let Some(p) = pieces.get(d % pieces.len().max(1)).copied() {
+                    pieces.push(p);
+                }
+            }
+            // A seeded shuffle: sort by the random keys.
+            let mut keyed: Vec<(u32, (usize, usize))> = pieces
+                .into_iter()
+                .enumerate()
+                .map(|(i, p)| (order.get(i).copied().unwrap_or(i as u32), p))
+                .collect();
+            keyed.sort_by_key(|(k, _)| *k);
+            let mut ch = RecvChannel::new(1 << 20, 1 << 20, 1 << 16);
+            let mut out = VecDeque::new();
+            for (_, (a, b)) in keyed {
+                ch.on_stream(a as u64, &stream[a..b], &mut out).unwrap();
+            }
+            let got = messages(out);
+            proptest::prop_assert_eq!(got.len(), msgs.len());
+            for (g, m) in got.iter().zip(&msgs) {
+                proptest::prop_assert_eq!(&g[..], &m[..]);
+            }
+            proptest::prop_assert_eq!(ch.buffered(), 0);
+        }
+    }
+
     #[test]
     fn flow_control_and_oversize() {
         let mut ch = RecvChannel::new(8, 4, 64);
