@@ -8,6 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::{Inner, Rearm, lock};
 
+/// A deadline that moved later by less than this keeps the timer armed for the earlier one:
+/// at worst it fires early, once, and is armed again. (A retransmission deadline moves later
+/// with every packet sent; replacing the timer entry each time costs more than that.)
+const TIMER_SLACK: Duration = Duration::from_millis(1);
+
 /// The driver task: reads the socket when no [`Transport::recv`] caller does, runs the
 /// timers, and retries sends the socket refused.
 ///
@@ -18,6 +23,8 @@ pub(super) async fn drive(inner: Arc<Inner>) {
     let sleep = tokio::time::sleep(std::time::Duration::from_secs(3600));
     tokio::pin!(sleep);
     let mut sleep_at: Option<Instant> = None;
+    // Whether `sleep` was polled (its waker registered) since it was last set.
+    let mut sleep_polled = false;
     // Whether we already yielded once before moving the timer earlier (see below).
     let mut yielded = false;
     let writable = inner.socket.writable();
@@ -82,8 +89,10 @@ pub(super) async fn drive(inner: Arc<Inner>) {
                     return Poll::Pending;
                 }
                 yielded = false;
-                if sleep_at != Some(d) {
+                let keep = sleep_at.is_some_and(|s| d > s && d - s < TIMER_SLACK);
+                if sleep_at != Some(d) && !keep {
                     let at = tokio::time::Instant::from_std(d);
+                    sleep_polled = false;
                     if sleep_at.is_some_and(|s| d > s) {
                         // `Sleep::reset` to a later instant leaves the timer wheel entry at
                         // the earlier one (it is re-inserted when that expires), and the
@@ -96,7 +105,13 @@ pub(super) async fn drive(inner: Arc<Inner>) {
                     }
                     sleep_at = Some(d);
                 }
-                if sleep.as_mut().poll(cx).is_ready() {
+                // An armed timer that is not due has nothing to say (it wakes us when due).
+                let due = !sleep_polled || sleep_at.is_none_or(|s| s <= Instant::now());
+                sleep_polled = true;
+                if due && sleep.as_mut().poll(cx).is_ready() {
+                    // Fired (maybe early, see TIMER_SLACK): armed afresh on the next turn.
+                    sleep_polled = false;
+                    sleep_at = None;
                     let mut st = lock(&inner.state);
                     let now = Instant::now();
                     st.ep.handle_timeout(now);
