@@ -9,6 +9,9 @@
 //! from the endpoint only when the application takes them, so a slow application stalls its
 //! senders through flow control instead of growing a queue.
 //!
+//! The protocol's timers run on the real monotonic clock (`std::time::Instant`): tokio's
+//! paused test time (`start_paused`, `time::advance`) does not move them.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), mesh_core::transport::TransportError> {
 //! use bytes::Bytes;
