@@ -3,9 +3,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -17,33 +16,17 @@ use tracing::Instrument;
 
 use super::socket::{MeshSocket, RecvBatch};
 use crate::rudp::hash::FastMap;
-use crate::rudp::{Counters, Endpoint, Event, Failure, MessageId, SendError, Transmit};
+use crate::rudp::{Counters, Endpoint, Event, MessageId, SendError, Transmit};
 
+mod delivery;
 mod task;
 mod types;
 
+pub use delivery::Delivery;
+use delivery::Slot;
+
 use task::drive;
 pub use types::{PeerEvent, Received, TransportConfig, TransportError};
-
-/// What a live [`Delivery`] is waiting for.
-enum Slot {
-    /// In flight; the waker of the task polling the `Delivery`, if any.
-    Pending(Option<Waker>),
-    /// Acknowledged or failed.
-    Done(Result<(), Failure>),
-    /// The transport closed first.
-    Closed,
-}
-
-impl Slot {
-    fn finish(&mut self, outcome: Slot) {
-        if let Slot::Pending(w) = std::mem::replace(self, outcome)
-            && let Some(w) = w
-        {
-            w.wake();
-        }
-    }
-}
 
 struct State {
     ep: Endpoint,
@@ -141,76 +124,6 @@ impl std::fmt::Debug for Transport {
         f.debug_struct("Transport")
             .field("local_addr", &self.local_addr())
             .finish_non_exhaustive()
-    }
-}
-
-/// Resolves when the message is acknowledged by the peer, or with the reason it failed.
-/// Dropping it does not cancel the message.
-#[derive(Debug)]
-pub struct Delivery {
-    peer: SocketAddr,
-    id: MessageId,
-    inner: Weak<Inner>,
-    finished: bool,
-}
-
-impl Future for Delivery {
-    type Output = Result<(), TransportError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if self.finished {
-            return Poll::Ready(Err(TransportError::Closed));
-        }
-        let Some(inner) = self.inner.upgrade() else {
-            self.finished = true;
-            return Poll::Ready(Err(TransportError::Closed));
-        };
-        let mut st = lock(&inner.state);
-        let id = self.id;
-        let outcome = match st.deliveries.get_mut(&id) {
-            Some(Slot::Pending(w)) if !inner.closed.load(Ordering::Acquire) => {
-                if !w.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-                    *w = Some(cx.waker().clone());
-                }
-                return Poll::Pending;
-            }
-            Some(Slot::Done(Ok(()))) => Ok(()),
-            Some(Slot::Done(Err(failure))) => Err(TransportError::Failed {
-                peer: self.peer,
-                failure: *failure,
-            }),
-            Some(Slot::Pending(_) | Slot::Closed) | None => Err(TransportError::Closed),
-        };
-        st.deliveries.remove(&id);
-        drop(st);
-        self.finished = true;
-        Poll::Ready(outcome)
-    }
-}
-
-impl Drop for Delivery {
-    fn drop(&mut self) {
-        if self.finished {
-            return;
-        }
-        let Some(inner) = self.inner.upgrade() else {
-            return;
-        };
-        match inner.state.try_lock() {
-            Ok(mut st) => {
-                st.deliveries.remove(&self.id);
-            }
-            Err(_) => {
-                // Busy, or held by this very thread (a waker dropped under the state lock
-                // can drop the future owning this): leave the removal to the next flush.
-                inner
-                    .dropped
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .push(self.id);
-                inner.has_dropped.store(true, Ordering::Release);
-            }
-        }
     }
 }
 
