@@ -174,8 +174,20 @@ impl Broadcast {
         let mesh = self.mesh.get().ok_or(CallError::NotStarted)?;
         let payload: Bytes = encode(command, msg)?;
         let addrs = self.addrs(&mesh, command).await?;
-        mesh.relay(addrs, command, fingerprint, payload, self.limit, reliable)
-            .await
+        let timeout = self.timeout.unwrap_or(mesh.rpc().settings.default_timeout);
+        let targets = addrs.len();
+        tokio::time::timeout(
+            timeout,
+            mesh.relay(addrs, command, fingerprint, payload, self.limit, reliable),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(CallError::Timeout {
+                target: format!("{targets} nodes"),
+                command,
+                after: timeout,
+            })
+        })
     }
 
     /// Sends a reliable one-way message to every target through the relay tree (see
@@ -186,8 +198,10 @@ impl Broadcast {
     /// others'. 0 is unchecked.
     ///
     /// Resolves when the first hops acknowledged; a first hop that is unreachable is
-    /// skipped, its share sent directly, and its error returned. No targets (no node of the
-    /// type serves the method) is `Ok`.
+    /// skipped, its share sent directly, and its error returned; `Timeout` at the deadline
+    /// ([`with_timeout`](Self::with_timeout), default the mesh's `request_timeout`) if the
+    /// first hops have not all acknowledged by then (the message may still get through).
+    /// No targets (no node of the type serves the method) is `Ok`.
     ///
     /// Order: broadcasts from one node to the same targets reach every node in the order
     /// they were sent (every hop forwards a message before it handles the next), except

@@ -606,7 +606,10 @@ impl Client {
         })
     }
 
-    /// Sends a reliable one-way message (resolves on acknowledgement).
+    /// Sends a reliable one-way message: resolves when the target acknowledged it, or fails
+    /// with `Timeout` at the client's deadline (default: the mesh's `request_timeout`), e.g.
+    /// when the target is alive but its application stopped taking messages and the
+    /// flow-control window is full. A message that timed out may still be delivered.
     pub async fn send<M: Serialize + ?Sized>(
         &self,
         command: u16,
@@ -616,12 +619,21 @@ impl Client {
         let mesh = self.mesh()?;
         let payload = encode(command, msg)?;
         let target = self.target(&mesh, command)?;
-        untyped(
+        let timeout = self.timeout.unwrap_or(mesh.rpc().settings.default_timeout);
+        let sent = tokio::time::timeout(
+            timeout,
             mesh.rpc()
-                .send_oneway(&target, command, fingerprint, payload)
-                .await,
-            command,
+                .send_oneway(&target, command, fingerprint, payload),
         )
+        .await
+        .unwrap_or_else(|_| {
+            Err(CallError::Timeout {
+                target: target.to_string(),
+                command,
+                after: timeout,
+            })
+        });
+        untyped(sent, command)
     }
 
     /// Sends an unreliable one-way datagram.

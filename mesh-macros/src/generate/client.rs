@@ -52,7 +52,8 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
                 quote!(self.inner.send(Self::#id_const, Self::#fp_const, &#value).await),
                 format!(
                     "Sends `{}` reliably as a one-way message (command {}); resolves when the \
-                     target acknowledged it (no response).",
+                     target acknowledged it (no response), or fails with `Timeout` at the \
+                     client's deadline.",
                     m.name, m.id
                 ),
             ),
