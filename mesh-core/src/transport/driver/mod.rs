@@ -284,37 +284,43 @@ impl Transport {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
         let now = Instant::now();
-        let len = data.len();
-        match st.ep.send_or_return(now, peer, channel, data) {
-            Ok(id) => Ok(Ok(self.delivery(&mut st, now, peer, id, len))),
-            Err((SendError::Full { .. }, data)) => Ok(Err(data)),
-            Err((e, _)) => Err(e.into()),
-        }
+        Ok(match self.enqueue(&mut st, now, peer, channel, data)? {
+            Ok(q) => Ok(self.delivery(&mut st, now, peer, q)),
+            Err((_, data)) => Err(data),
+        })
     }
 
-    fn delivery(
+    /// Puts `data` in the endpoint's queue for `peer`; a full queue hands it back.
+    fn enqueue(
         &self,
         st: &mut State,
         now: Instant,
         peer: SocketAddr,
-        id: MessageId,
-        len: usize,
-    ) -> Delivery {
-        st.deliveries.insert(id, Slot::Pending(None));
-        self.write_or_defer(st, now, peer, len);
+        channel: u8,
+        data: Bytes,
+    ) -> Result<Result<Queued, (SendError, Bytes)>, TransportError> {
+        let busy = st.ep.queued_bytes(peer) > 0;
+        match st.ep.send_or_return(now, peer, channel, data) {
+            Ok(id) => Ok(Ok(Queued { id, busy })),
+            Err((full @ SendError::Full { .. }, data)) => Ok(Err((full, data))),
+            Err((e, _)) => Err(e.into()),
+        }
+    }
+
+    fn delivery(&self, st: &mut State, now: Instant, peer: SocketAddr, q: Queued) -> Delivery {
+        st.deliveries.insert(q.id, Slot::Pending(None));
+        self.write_or_defer(st, now, peer, q.busy);
         Delivery {
             peer,
-            id,
+            id: q.id,
             inner: Arc::downgrade(&self.inner),
             finished: false,
         }
     }
 
     /// Writes a message just queued for `peer` now, or leaves it to the driver.
-    fn write_or_defer(&self, st: &mut State, now: Instant, peer: SocketAddr, len: usize) {
-        // What this message adds to the peer's queue: its bytes and their length prefix.
-        let framed = len as u64 + crate::rudp::wire::varint::len(len as u64) as u64;
-        if st.ep.queued_bytes(peer) > framed && st.deferred < DEFER_MAX {
+    fn write_or_defer(&self, st: &mut State, now: Instant, peer: SocketAddr, busy: bool) {
+        if busy && st.deferred < DEFER_MAX {
             st.deferred += 1;
             // Earlier messages to this peer are still unacknowledged: the peer is busy with
             // a stream of them, not waiting for this one alone. Leave the write to the
@@ -328,19 +334,6 @@ impl Transport {
         }
     }
 
-    fn queue_locked(
-        &self,
-        st: &mut State,
-        peer: SocketAddr,
-        channel: u8,
-        data: Bytes,
-    ) -> Result<Delivery, TransportError> {
-        let now = Instant::now();
-        let len = data.len();
-        let id = st.ep.send(now, peer, channel, data)?;
-        Ok(self.delivery(st, now, peer, id, len))
-    }
-
     /// Queues a reliable message without waiting: a full queue is an error.
     pub fn try_queue(
         &self,
@@ -350,7 +343,11 @@ impl Transport {
     ) -> Result<Delivery, TransportError> {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
-        self.queue_locked(&mut st, peer, channel, data)
+        let now = Instant::now();
+        match self.enqueue(&mut st, now, peer, channel, data)? {
+            Ok(q) => Ok(self.delivery(&mut st, now, peer, q)),
+            Err((full, _)) => Err(full.into()),
+        }
     }
 
     /// Queues a reliable message that nobody waits for, without waiting: no [`Delivery`]
@@ -380,15 +377,13 @@ impl Transport {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
         let now = Instant::now();
-        let len = data.len();
-        match st.ep.send_or_return(now, peer, channel, data) {
-            Ok(_) => {
-                self.write_or_defer(&mut st, now, peer, len);
-                Ok(Ok(()))
+        Ok(match self.enqueue(&mut st, now, peer, channel, data)? {
+            Ok(q) => {
+                self.write_or_defer(&mut st, now, peer, q.busy);
+                Ok(())
             }
-            Err((full @ SendError::Full { .. }, data)) => Ok(Err((full, data))),
-            Err((e, _)) => Err(e.into()),
-        }
+            Err(full) => Err(full),
+        })
     }
 
     /// Sends an unreliable datagram (at most one datagram's payload; no retransmission).
@@ -512,6 +507,13 @@ impl Transport {
 /// all: the receiver then starts on the first ones while the sender writes the next, instead
 /// of waiting for a whole burst.
 const DEFER_MAX: u32 = 16;
+
+/// A message just put in the endpoint's queue.
+struct Queued {
+    id: MessageId,
+    /// The peer already had messages outstanding (see `write_or_defer`).
+    busy: bool,
+}
 
 /// Which timers a [`Inner::flush`] may have moved earlier than the driver's sleep.
 #[derive(Debug, Clone, Copy)]
