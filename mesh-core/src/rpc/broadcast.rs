@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::client::{encode, typed, typed_fallible};
+use super::client::{encode, typed, typed_fallible, within};
 use super::error::CallError;
 use crate::mesh::{Mesh, MeshRef};
 use crate::node::Target;
@@ -176,18 +176,13 @@ impl Broadcast {
         let addrs = self.addrs(&mesh, command).await?;
         let timeout = self.timeout.unwrap_or(mesh.rpc().settings.default_timeout);
         let targets = addrs.len();
-        tokio::time::timeout(
+        within(
             timeout,
+            || format!("{targets} nodes"),
+            command,
             mesh.relay(addrs, command, fingerprint, payload, self.limit, reliable),
         )
         .await
-        .unwrap_or_else(|_| {
-            Err(CallError::Timeout {
-                target: format!("{targets} nodes"),
-                command,
-                after: timeout,
-            })
-        })
     }
 
     /// Sends a reliable one-way message to every target through the relay tree (see

@@ -417,6 +417,25 @@ impl Rpc {
     }
 }
 
+/// `fut`'s result, or `Timeout` (naming the target `target()` describes) once `timeout` has
+/// passed.
+pub(crate) async fn within<T, E>(
+    timeout: Duration,
+    target: impl FnOnce() -> String,
+    command: u16,
+    fut: impl std::future::Future<Output = Result<T, CallError<E>>>,
+) -> Result<T, CallError<E>> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(CallError::Timeout {
+                target: target(),
+                command,
+                after: timeout,
+            })
+        })
+}
+
 pub(crate) fn encode<T: Serialize + ?Sized, E>(command: u16, v: &T) -> Result<Bytes, CallError<E>> {
     Postcard
         .encode(v)
@@ -620,19 +639,14 @@ impl Client {
         let payload = encode(command, msg)?;
         let target = self.target(&mesh, command)?;
         let timeout = self.timeout.unwrap_or(mesh.rpc().settings.default_timeout);
-        let sent = tokio::time::timeout(
+        let sent = within(
             timeout,
+            || target.to_string(),
+            command,
             mesh.rpc()
                 .send_oneway(&target, command, fingerprint, payload),
         )
-        .await
-        .unwrap_or_else(|_| {
-            Err(CallError::Timeout {
-                target: target.to_string(),
-                command,
-                after: timeout,
-            })
-        });
+        .await;
         untyped(sent, command)
     }
 
