@@ -64,18 +64,18 @@ impl Rpc {
         targets: Vec<SocketAddr>,
         payload: Bytes,
     ) {
-        // The handler sees the node that started the fan-out as the sender, when that node is
-        // one we know (a claim about an unknown address is not passed on as the sender).
-        let sender = if h.origin == from || self.membership.view().by_addr(h.origin).is_some() {
-            h.origin
-        } else {
-            from
-        };
-        self.on_oneway(sender, h.cmd, h.fingerprint, payload.clone());
-        // Forward only to listed nodes: a stray packet must not make this node send to
-        // arbitrary addresses.
-        let targets: Vec<SocketAddr> = {
+        // One look at the view (released before the handler runs: it may query the mesh).
+        let (sender, targets) = {
             let view = self.membership.view();
+            // The handler sees the node that started the fan-out as the sender, when that
+            // node is one we know (a claim about an unknown address is not passed on).
+            let sender = if h.origin == from || view.by_addr(h.origin).is_some() {
+                h.origin
+            } else {
+                from
+            };
+            // Forward only to listed nodes: a stray packet must not make this node send to
+            // arbitrary addresses.
             let before = targets.len();
             let kept: Vec<SocketAddr> = targets
                 .into_iter()
@@ -84,8 +84,9 @@ impl Rpc {
             if kept.len() < before {
                 tracing::debug!(%from, dropped = before - kept.len(), "relay targets outside the view dropped");
             }
-            kept
+            (sender, kept)
         };
+        self.on_oneway(sender, h.cmd, h.fingerprint, payload.clone());
         if targets.is_empty() {
             return;
         }
