@@ -100,6 +100,23 @@ fn measure(server: &[&str], client: &[&str], cpus: (u32, u32), via_proxy: Option
     out
 }
 
+/// What every role starts with: a single-threaded runtime, and the server's loopback address
+/// (its port is the last argument; 0 for a server role).
+fn role_setup(args: &[&str]) -> Option<(tokio::runtime::Runtime, std::net::SocketAddr)> {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return None;
+        }
+    };
+    let port = args.last().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
+    Some((rt, std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+}
+
 const SAME: (u32, u32) = (0, 0);
 const CROSS: (u32, u32) = (0, 1);
 

@@ -40,18 +40,9 @@ pub(crate) fn is_role(r: &str) -> bool {
 
 /// Runs role `r` with `args` on a single-threaded runtime.
 pub(crate) fn run(r: &str, args: &[&str]) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            return;
-        }
+    let Some((rt, server)) = crate::role_setup(args) else {
+        return;
     };
-    let port = args.last().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
-    let server = SocketAddr::from(([127, 0, 0, 1], port));
     let arg0 = args.first().copied().unwrap_or("");
     let role = r.to_string();
     let r = role.clone();

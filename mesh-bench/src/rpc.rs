@@ -47,18 +47,9 @@ pub(crate) fn is_role(r: &str) -> bool {
 
 /// Runs role `r` on a single-threaded runtime (the server port is the last argument).
 pub(crate) fn run(r: &str, args: &[&str]) {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("runtime: {e}");
-            return;
-        }
+    let Some((rt, server)) = crate::role_setup(args) else {
+        return;
     };
-    let port = args.last().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0);
-    let server = SocketAddr::from(([127, 0, 0, 1], port));
     let role = r.to_string();
     rt.block_on(async move {
         let task = tokio::spawn(async move {
