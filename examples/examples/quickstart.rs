@@ -117,19 +117,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // 1. A plain call to one node.
-    let hi = GreeterClient::new(&web, math1.id())
+    let hi = GreeterClient::for_node(math1.id())
+        .on(&web)
         .hello("bob".into())
         .await?;
     println!("1. plain call:  {hi}");
 
     // 2. The service's own error comes back typed.
-    match GreeterClient::new(&web, math1.addr()).divide(7, 0).await {
+    match GreeterClient::for_node(math1.addr())
+        .on(&web)
+        .divide(7, 0)
+        .await
+    {
         Err(CallError::Remote(e)) => {
             println!("2. remote error: {e:?} (the handler ran: may_have_run)")
         }
         other => return Err(format!("expected a remote error, got {other:?}").into()),
     }
-    let q = GreeterClient::new(&web, math2.id()).divide(84, 2).await?;
+    let q = GreeterClient::for_node(math2.id())
+        .on(&web)
+        .divide(84, 2)
+        .await?;
     println!("   and 84 / 2 = {q}");
 
     // 3. Balanced: round-robin over the online "math" nodes that serve the method.

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use mesh_core::rpc::{CallContext, handler};
+use mesh_core::rpc::{CallContext, Client, handler};
 use mesh_core::{Mesh, MeshError};
 use tarpc::server::Channel;
 use tarpc::tokio_serde::formats::Bincode;
@@ -97,10 +97,11 @@ async fn rpc_echo() -> Res {
 async fn rpc_rtt(server: SocketAddr) -> Res {
     let m = mesh().await?;
     let msg = Bytes::from_static(&[7u8; 32]);
+    let client = Client::for_node(server).on(&m);
     let mut samples = Vec::with_capacity(ROUND_TRIPS);
     for i in 0..WARMUP + ROUND_TRIPS {
         let t = Instant::now();
-        let back: Bytes = m.request(server, ECHO, &msg).await?;
+        let back: Bytes = client.call(ECHO, &msg).await?;
         if i >= WARMUP {
             samples.push(t.elapsed().as_secs_f64() * 1e6);
         }
@@ -157,11 +158,12 @@ where
 async fn rpc_tput(server: SocketAddr) -> Res {
     let m = mesh().await?;
     let msg = Bytes::from_static(&[7u8; 32]);
+    let client = Client::for_node(server).on(&m);
     tput(|| {
-        let m = m.clone();
+        let client = client.clone();
         let msg = msg.clone();
         async move {
-            let _: Bytes = m.request(server, ECHO, &msg).await?;
+            let _: Bytes = client.call(ECHO, &msg).await?;
             Ok(())
         }
     })
@@ -171,12 +173,14 @@ async fn rpc_tput(server: SocketAddr) -> Res {
 async fn rpc_10mb(server: SocketAddr) -> Res {
     let m = mesh().await?;
     let big = Bytes::from(vec![9u8; TEN_MB]);
-    let opts = mesh_core::rpc::CallOptions::timeout(Duration::from_secs(10));
-    let _: Bytes = m.request_with(server, ECHO, &big, opts).await?;
+    let client = Client::for_node(server)
+        .on(&m)
+        .with_timeout(Duration::from_secs(10));
+    let _: Bytes = client.call(ECHO, &big).await?;
     let mut ms = Vec::new();
     for _ in 0..BIG_ROUNDS {
         let t = Instant::now();
-        let back: Bytes = m.request_with(server, ECHO, &big, opts).await?;
+        let back: Bytes = client.call(ECHO, &big).await?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
         if back.len() != TEN_MB {
             return Err("bad echo".into());

@@ -1,4 +1,4 @@
-//! Serialization behind a small seam: serde + postcard by default.
+//! Serialization of message bodies: serde + postcard, through [`encode`] and [`decode`].
 //!
 //! postcard is compact (varints, no field names) and maintained; bincode is not used because
 //! its last crates.io release is a `compile_error!` and the crate is unmaintained.
@@ -19,37 +19,28 @@ pub enum CodecError {
     Decode(String),
 }
 
-/// A way to turn values into bytes and back.
-pub trait Codec: Send + Sync + 'static {
-    /// Encodes `value` into a fresh buffer.
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError>;
-    /// Decodes a value of type `T` from `bytes`; trailing bytes are an error.
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError>;
+/// Encodes `value` with postcard into a fresh buffer.
+///
+/// Every message body of the mesh goes through this function and [`decode`]: this is the
+/// one place the wire encoding of values is chosen.
+pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
+    // Most messages are small: one allocation instead of several doublings from empty.
+    postcard::to_extend(value, Vec::with_capacity(128))
+        .map(Bytes::from)
+        .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
-/// The default codec: [postcard](https://docs.rs/postcard).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Postcard;
-
-impl Codec for Postcard {
-    fn encode<T: Serialize + ?Sized>(&self, value: &T) -> Result<Bytes, CodecError> {
-        // Most messages are small: one allocation instead of several doublings from empty.
-        postcard::to_extend(value, Vec::with_capacity(128))
-            .map(Bytes::from)
-            .map_err(|e| CodecError::Encode(e.to_string()))
-    }
-
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
-        let (value, rest) =
-            postcard::take_from_bytes(bytes).map_err(|e| CodecError::Decode(e.to_string()))?;
-        if rest.is_empty() {
-            Ok(value)
-        } else {
-            Err(CodecError::Decode(format!(
-                "{} unexpected trailing bytes",
-                rest.len()
-            )))
-        }
+/// Decodes a value of type `T` from `bytes`; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, rest) =
+        postcard::take_from_bytes(bytes).map_err(|e| CodecError::Decode(e.to_string()))?;
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(CodecError::Decode(format!(
+            "{} unexpected trailing bytes",
+            rest.len()
+        )))
     }
 }
 
@@ -59,12 +50,12 @@ mod tests {
 
     #[test]
     fn round_trip_and_trailing_bytes() {
-        let b = Postcard.encode(&(1u8, "x")).unwrap_or_default();
-        let v: (u8, String) = Postcard.decode(&b).unwrap_or_default();
+        let b = encode(&(1u8, "x")).unwrap_or_default();
+        let v: (u8, String) = decode(&b).unwrap_or_default();
         assert_eq!(v, (1, "x".to_string()));
         let mut longer = b.to_vec();
         longer.push(0);
-        assert!(Postcard.decode::<(u8, String)>(&longer).is_err());
-        assert!(Postcard.decode::<u64>(&[0xff]).is_err());
+        assert!(decode::<(u8, String)>(&longer).is_err());
+        assert!(decode::<u64>(&[0xff]).is_err());
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! The crate is layered; each layer is a module with one job:
 //!
-//! * [`codec`]: serde + postcard behind a small [`codec::Codec`] seam.
+//! * [`codec`]: serde + postcard: the one place message bodies are encoded.
 //! * [`rudp`]: the reliable-UDP protocol as a sans-IO state machine (no sockets, no clocks).
 //! * [`transport`]: the tokio driver around [`rudp`]: one UDP socket per node.
 //! * [`discovery`]: backends (local, Redis, seeds), the membership view and its events.
@@ -16,7 +16,7 @@
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! use mesh_core::rpc::{handler, CallContext};
+//! use mesh_core::rpc::{handler, CallContext, Client};
 //! use mesh_core::{Discovery, LocalRegistry, Mesh};
 //!
 //! let registry = LocalRegistry::new(); // an in-process discovery registry
@@ -28,7 +28,7 @@
 //!
 //! // Node b sees a and calls it.
 //! assert_eq!(b.nodes_by_type("math").len(), 1);
-//! let sum: i64 = b.request(a.id(), 1000, &(2i64, 3i64)).await?;
+//! let sum: i64 = Client::for_node(a.id()).on(&b).call(1000, &(2i64, 3i64)).await?;
 //! assert_eq!(sum, 5);
 //! b.stop().await;
 //! a.stop().await;
@@ -50,7 +50,7 @@ pub mod transport;
 
 pub use config::MeshConfig;
 pub use discovery::{Discovery, Health, LeaveReason, LocalRegistry, MeshEvent};
-pub use mesh::{Mesh, MeshBuilder, MeshError, Serving};
+pub use mesh::{Mesh, MeshBuilder, MeshError, MeshStats, Serving, ValueError};
 pub use node::{NodeId, NodeRecord, NodeStatus, Target, Value};
 pub use rpc::{CallContext, CallError};
 
@@ -88,7 +88,8 @@ pub use mesh_macros::mesh_service;
 /// let registry = LocalRegistry::new();
 /// let mesh = Mesh::builder().node_type("math").discovery(Discovery::local_registry(&registry)).start().await?;
 /// let _serving = mesh.serve(GreeterServer::new(MyGreeter))?;
-/// let q = GreeterClient::new(&mesh, mesh.id()).divide(1, 0).await;
+/// // The only mesh running in the process is the default one (`.on(&mesh)` also works).
+/// let q = GreeterClient::for_node(mesh.id()).divide(1, 0).await;
 /// assert_eq!(q, Err(CallError::Remote(MathError::DivByZero)));
 /// # mesh.stop().await;
 /// # Ok(()) }
@@ -101,3 +102,9 @@ pub mod prelude {
     pub use crate::rpc::{CallContext, CallError};
     pub use crate::{Discovery, LocalRegistry, Mesh, MeshEvent};
 }
+
+/// The README's code blocks, compiled (and run where they can) as doctests, so the README
+/// cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

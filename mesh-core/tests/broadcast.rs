@@ -129,7 +129,7 @@ async fn a_one_way_broadcast_reaches_twenty_nodes_once_through_the_relay_tree() 
     wait_views(&all, 21).await;
     wait_serving(&origin, "leaf", FanClient::TICK, 20).await;
 
-    let sent_before = origin.transport().counters().messages_sent;
+    let sent_before = origin.stats().transport.messages_sent;
     FanBroadcast::to_type("leaf")
         .on(&origin)
         .with_limit(2)
@@ -143,7 +143,7 @@ async fn a_one_way_broadcast_reaches_twenty_nodes_once_through_the_relay_tree() 
     // Every handler sees the node that started the broadcast as the sender, and the
     // origin itself sent two copies (its two next hops): the rest went through the tree.
     assert!(got.iter().all(|d| d.3 == origin.addr()), "{got:?}");
-    assert_eq!(origin.transport().counters().messages_sent - sent_before, 2);
+    assert_eq!(origin.stats().transport.messages_sent - sent_before, 2);
 
     // A second broadcast through the same tree (same targets, same order) is the quiet
     // window: a duplicate of the first one would have to trail a whole second traversal.
@@ -270,7 +270,7 @@ async fn an_incompatible_node_drops_the_broadcast_and_forwards_it() {
     all.extend([&origin, &bad]);
     wait_views(&all, 5).await;
     wait_serving(&origin, "leaf", FanClient::TICK, 4).await;
-    let before = bad.rpc_stats();
+    let before = bad.stats().rpc;
 
     // A chain with the incompatible node first: origin -> bad -> 0 -> 1 -> 2.
     let mut chain = vec![bad.id()];
@@ -301,13 +301,13 @@ async fn an_incompatible_node_drops_the_broadcast_and_forwards_it() {
 
     // The refusals are counted once the bad node handled both copies; its handler never ran.
     timeout(LIMIT, async {
-        while bad.rpc_stats().incompatible < before.incompatible + 2 {
+        while bad.stats().rpc.incompatible < before.incompatible + 2 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
     .expect("the incompatible node counts its refusals");
-    assert!(bad.rpc_stats().dropped_oneway >= before.dropped_oneway + 2);
+    assert!(bad.stats().rpc.dropped_oneway >= before.dropped_oneway + 2);
     assert!(bad_rx.try_recv().is_err(), "the incompatible handler ran");
     assert!(rx.try_recv().is_err());
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use mesh_core::rpc::{CallContext, CallError, RESERVED_START};
+use mesh_core::rpc::{CallContext, CallError, Incompatibility, RESERVED_START};
 use mesh_core::{LocalRegistry, NodeId, Target, mesh_service};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -208,7 +208,9 @@ async fn end_to_end_over_udp() {
     wait_serving(&b, "math", GreeterClient::HELLO, 1).await;
     assert!(a.addr().ip().is_loopback());
 
-    let c = GreeterClient::new(&b, a.id()).with_timeout(Duration::from_secs(5));
+    let c = GreeterClient::for_node(a.id())
+        .on(&b)
+        .with_timeout(Duration::from_secs(5));
     // A request.
     let hi: Result<String, CallError> = c.hello("bob".into()).await;
     assert_eq!(hi.unwrap(), "hi bob");
@@ -250,9 +252,9 @@ async fn end_to_end_over_udp() {
     .unwrap();
     assert_eq!(got, Seen::Tick(9));
 
-    // The process's default mesh: `for_node` with no mesh given.
-    b.set_default();
+    // By address.
     let hi = GreeterClient::for_node(a.addr())
+        .on(&b)
         .with_timeout(Duration::from_secs(5))
         .hello("dee".into())
         .await;
@@ -375,24 +377,38 @@ async fn a_different_signature_is_incompatible() {
         .unwrap();
 
     // The same signature works.
-    let same = v1::StoreV1Client::new(&b, a.id());
+    let same = v1::StoreV1Client::for_node(a.id()).on(&b);
     assert_eq!(same.put(1).await.unwrap(), 2);
 
     // Another signature is refused before the handler runs, naming the method.
-    let other = v2::StoreV2Client::new(&b, a.id());
+    let other = v2::StoreV2Client::for_node(a.id()).on(&b);
     match other.put(1).await {
         Err(CallError::Incompatible {
-            command, detail, ..
+            command,
+            reason:
+                Incompatibility::Signature {
+                    service,
+                    method,
+                    sent,
+                    served,
+                },
+            ..
         }) => {
             assert_eq!(command, 4000);
-            assert!(detail.contains("Store::put"), "{detail}");
+            assert_eq!((service.as_str(), method.as_str()), ("Store", "put"));
+            assert_eq!(sent, v2::StoreV2Client::PUT_FINGERPRINT);
+            assert_eq!(served, v1::StoreV1Client::PUT_FINGERPRINT);
         }
         r => panic!("expected Incompatible, got {r:?}"),
     }
     // A one-way message with another signature is dropped: the handler never sees it, while
     // the matching one arrives.
     other.poke("x".into()).await.unwrap();
-    v1::StoreV1Client::new(&b, a.id()).poke(5).await.unwrap();
+    v1::StoreV1Client::for_node(a.id())
+        .on(&b)
+        .poke(5)
+        .await
+        .unwrap();
     assert_eq!(timeout(LIMIT, pokes.recv()).await.unwrap(), Some(5));
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(pokes.try_recv().is_err());
@@ -479,7 +495,7 @@ mod hygiene {
     }
 
     pub(super) fn client(mesh: &::mesh_core::Mesh, to: ::mesh_core::NodeId) -> CleanClient {
-        CleanClient::new(mesh, to)
+        CleanClient::for_node(to).on(mesh)
     }
 }
 
@@ -491,7 +507,14 @@ async fn crate_path_and_empty_services() {
     struct Nothing;
     impl Empty for Nothing {}
     let _e = a.serve(EmptyServer::new(Nothing)).unwrap();
-    assert_eq!(ElsewhereClient::new(&a, a.id()).get().await.unwrap(), 42);
+    assert_eq!(
+        ElsewhereClient::for_node(a.id())
+            .on(&a)
+            .get()
+            .await
+            .unwrap(),
+        42
+    );
     a.stop().await;
 }
 

@@ -29,7 +29,8 @@ async fn a_one_way_send_to_a_silent_peer_times_out_at_the_deadline() {
     let mesh = node(&registry, "sender").await;
     let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
     let addr: SocketAddr = silent.local_addr().unwrap();
-    let r = NotesClient::new(&mesh, addr)
+    let r = NotesClient::for_node(addr)
+        .on(&mesh)
         .with_timeout(Duration::from_millis(150))
         .note("hello?".into())
         .await;

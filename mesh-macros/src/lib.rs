@@ -64,22 +64,27 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let registry = LocalRegistry::new(); // in-process discovery, for the example
 //! let server = Mesh::builder().node_type("math").discovery(Discovery::local_registry(&registry)).start().await?;
-//! let mesh = Mesh::builder().node_type("web").discovery(Discovery::local_registry(&registry)).start().await?;
+//! // Two meshes run in this process: the one clients use by default is chosen explicitly.
+//! let mesh = Mesh::builder()
+//!     .node_type("web")
+//!     .discovery(Discovery::local_registry(&registry))
+//!     .default_for_process()
+//!     .start()
+//!     .await?;
 //! let addr = server.id();
 //!
 //! // 3. Serve it: the guard unregisters the service when dropped.
 //! let _serving = server.serve(GreeterServer::new(MyGreeter))?;
 //!
 //! // 4. Call it from any node: one node, through the process's default mesh or a given one...
-//! mesh.set_default();
 //! let hi: Result<String, CallError> = GreeterClient::for_node(addr).hello("bob".into()).await;
 //! assert_eq!(hi?, "hi bob");
 //! let d = Duration::from_secs(2);
 //! let q: Result<i64, CallError<MathError>> =
-//!     GreeterClient::new(&mesh, addr).with_timeout(d).divide(1, 0).await;
+//!     GreeterClient::for_node(addr).on(&mesh).with_timeout(d).divide(1, 0).await;
 //! assert_eq!(q, Err(CallError::Remote(MathError::DivByZero)));
-//! assert_eq!(GreeterClient::new(&mesh, addr).who().await?, Some(mesh.id()));
-//! GreeterClient::new(&mesh, addr).notify("news".into()).await?;
+//! assert_eq!(GreeterClient::for_node(addr).on(&mesh).who().await?, Some(mesh.id()));
+//! GreeterClient::for_node(addr).on(&mesh).notify("news".into()).await?;
 //!
 //! // ...round-robin over the nodes of a type that serve the method (or one at random)...
 //! # for _ in 0..1000 {
@@ -112,7 +117,7 @@
 //! * the trait itself, with each `async fn` turned into
 //!   `fn ...(&self, ..) -> impl Future<Output = T> + Send` and `Send + Sync + 'static`
 //!   supertraits, so implementations are spawnable;
-//! * `GreeterClient`: `for_node`, `new`, `for_type`, `random_of_type`, `on`, `with_timeout`,
+//! * `GreeterClient`: `for_node`, `for_type`, `random_of_type`, `on`, `with_timeout`,
 //!   `as_client`, one `async fn` per method returning `Result<T, CallError>` (or
 //!   `Result<T, CallError<E>>` for a method returning `Result<T, E>`), and the constants
 //!   `SERVICE_NAME`, `HELLO` (the command id), `HELLO_FINGERPRINT`, ... per method;

@@ -239,9 +239,9 @@ fn one_way_methods_are_in_the_broadcast() {
     for needle in [
         "pub fn with_limit (self , limit : usize) -> Self",
         "pub async fn notify (& self , msg : String)",
-        "self . inner . send (GreeterClient :: NOTIFY , GreeterClient :: NOTIFY_FINGERPRINT , & (msg ,)) . await",
+        "self . inner . send (:: mesh_core :: rpc :: Command :: new (GreeterClient :: NOTIFY) . with_fingerprint (GreeterClient :: NOTIFY_FINGERPRINT) , & (msg ,)) . await",
         "pub async fn tick (& self , n : u64)",
-        "self . inner . usend (GreeterClient :: TICK , GreeterClient :: TICK_FINGERPRINT , & (n ,)) . await",
+        "self . inner . usend (:: mesh_core :: rpc :: Command :: new (GreeterClient :: TICK) . with_fingerprint (GreeterClient :: TICK_FINGERPRINT) , & (n ,)) . await",
     ] {
         assert!(
             broadcast.contains(needle),

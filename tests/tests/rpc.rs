@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use mesh_core::rpc::{
-    CallError, CallOptions, CodecStage, Unreachable, fallible_handler, fingerprint, handler,
-    raw_handler,
+    Broadcast, CallError, Client, CodecStage, Command, Incompatibility, NoMesh, Side, Unreachable,
+    fallible_handler, fingerprint, handler, raw_handler,
 };
 use mesh_core::{CallContext, Discovery, LocalRegistry, Mesh, NodeStatus};
 use mesh_tests::node::NodeProcess;
@@ -55,26 +55,40 @@ async fn typed_calls_remote_errors_and_local_short_circuit() {
         )
         .unwrap();
     // By node id, by address, by "host:port" string.
-    let s: i64 = b.request(a.id(), 10, &(2i64, 3i64)).await.unwrap();
+    let s: i64 = Client::for_node(a.id())
+        .on(&b)
+        .call(10, &(2i64, 3i64))
+        .await
+        .unwrap();
     assert_eq!(s, 5);
-    let s: i64 = b.request(a.addr(), 10, &(4i64, 3i64)).await.unwrap();
+    let s: i64 = Client::for_node(a.addr())
+        .on(&b)
+        .call(10, &(4i64, 3i64))
+        .await
+        .unwrap();
     assert_eq!(s, 7);
-    let s: i64 = b
-        .request(a.addr().to_string(), 10, &(1i64, 1i64))
+    let s: i64 = Client::for_node(a.addr().to_string())
+        .on(&b)
+        .call(10, &(1i64, 1i64))
         .await
         .unwrap();
     assert_eq!(s, 2);
-    let q: Result<i64, CallError<MathError>> = b
-        .request_fallible(a.id(), 11, &(7i64, 0i64), CallOptions::default())
+    let q: Result<i64, CallError<MathError>> = Client::for_node(a.id())
+        .on(&b)
+        .call_fallible(11, &(7i64, 0i64))
         .await;
     let e = q.unwrap_err();
     assert_eq!(e, CallError::Remote(MathError::DivByZero));
     assert!(e.may_have_run() && e.is_remote());
     // A call to itself runs without the network.
-    let sent_before = a.transport().counters().datagrams_sent;
-    let s: i64 = a.request(a.id(), 10, &(1i64, 2i64)).await.unwrap();
+    let sent_before = a.stats().transport.datagrams_sent;
+    let s: i64 = Client::for_node(a.id())
+        .on(&a)
+        .call(10, &(1i64, 2i64))
+        .await
+        .unwrap();
     assert_eq!(s, 3);
-    assert_eq!(a.transport().counters().datagrams_sent, sent_before);
+    assert_eq!(a.stats().transport.datagrams_sent, sent_before);
     // The node record lists what it serves.
     b.wait_for_latest_view().await.unwrap();
     let rec = b.node(a.id()).unwrap();
@@ -128,7 +142,11 @@ async fn every_error_kind_for_real() {
         .unwrap();
 
     // No handler.
-    let e = b.request::<_, ()>(a.id(), 999, &()).await.unwrap_err();
+    let e = Client::for_node(a.id())
+        .on(&b)
+        .call::<_, ()>(999, &())
+        .await
+        .unwrap_err();
     assert!(
         matches!(e, CallError::NoHandler { command: 999, .. }),
         "{e}"
@@ -136,31 +154,37 @@ async fn every_error_kind_for_real() {
     assert!(!e.may_have_run());
 
     // Panicked: the node keeps running.
-    let e = b.request::<_, ()>(a.id(), 2, &()).await.unwrap_err();
+    let e = Client::for_node(a.id())
+        .on(&b)
+        .call::<_, ()>(2, &())
+        .await
+        .unwrap_err();
     assert!(
         matches!(&e, CallError::Panicked { message, .. } if message.contains("deliberate")),
         "{e}"
     );
-    let ok: i64 = b.request(a.id(), 3, &(6i64, 7i64)).await.unwrap();
+    let ok: i64 = Client::for_node(a.id())
+        .on(&b)
+        .call(3, &(6i64, 7i64))
+        .await
+        .unwrap();
     assert_eq!(ok, 42);
 
     // Timeout at the deadline.
     let t = Instant::now();
-    let e = b
-        .request_with::<_, u64>(
-            a.id(),
-            1,
-            &5_000u64,
-            CallOptions::timeout(Duration::from_millis(200)),
-        )
+    let e = Client::for_node(a.id())
+        .on(&b)
+        .with_timeout(Duration::from_millis(200))
+        .call::<_, u64>(1, &5_000u64)
         .await
         .unwrap_err();
     assert!(e.is_timeout(), "{e}");
     assert!(t.elapsed() >= Duration::from_millis(200));
 
     // A payload of the wrong shape: a codec error naming the stage, never a wrong value.
-    let e = b
-        .request::<_, i64>(a.id(), 3, &"not two numbers".to_string())
+    let e = Client::for_node(a.id())
+        .on(&b)
+        .call::<_, i64>(3, &"not two numbers".to_string())
         .await
         .unwrap_err();
     assert!(
@@ -174,8 +198,9 @@ async fn every_error_kind_for_real() {
         "{e}"
     );
     // A response of another type than expected: decode error on our side.
-    let e = b
-        .request::<_, String>(a.id(), 3, &(1i64, 2i64))
+    let e = Client::for_node(a.id())
+        .on(&b)
+        .call::<_, String>(3, &(1i64, 2i64))
         .await
         .unwrap_err();
     assert!(
@@ -194,48 +219,52 @@ async fn every_error_kind_for_real() {
     let _fp = a
         .serve(FingerprintedService(fingerprint("Svc::m(i64)->i64")))
         .unwrap();
-    let e = b
-        .request_with::<_, i64>(
-            a.id(),
-            50,
+    let e = Client::for_node(a.id())
+        .on(&b)
+        .call::<_, i64>(
+            Command::new(50).with_fingerprint(fingerprint("Svc::m(String)->i64")),
             &5i64,
-            CallOptions::default().with_fingerprint(fingerprint("Svc::m(String)->i64")),
         )
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, CallError::Incompatible { detail, .. } if detail.contains("Svc::m")),
+        matches!(&e, CallError::Incompatible { reason: Incompatibility::Signature { service, method, .. }, .. } if service == "Svc" && method == "m"),
         "{e}"
     );
-    let ok: i64 = b
-        .request_with(
-            a.id(),
-            50,
+    let ok: i64 = Client::for_node(a.id())
+        .on(&b)
+        .call(
+            Command::new(50).with_fingerprint(fingerprint("Svc::m(i64)->i64")),
             &5i64,
-            CallOptions::default().with_fingerprint(fingerprint("Svc::m(i64)->i64")),
         )
         .await
         .unwrap();
     assert_eq!(ok, 6);
 
     // Too large: refused before sending; a too-large response is refused after running.
-    let e = b
-        .request::<_, ()>(a.id(), 3, &vec![0u8; 100 * 1024])
+    let e = Client::for_node(a.id())
+        .on(&b)
+        .call::<_, ()>(3, &vec![0u8; 100 * 1024])
         .await
         .unwrap_err();
     assert!(matches!(e, CallError::TooLarge { ran: false, .. }), "{e}");
-    let e = b
-        .request::<_, Vec<u8>>(a.id(), 4, &(100 * 1024usize))
+    let e = Client::for_node(a.id())
+        .on(&b)
+        .call::<_, Vec<u8>>(4, &(100 * 1024usize))
         .await
         .unwrap_err();
     assert!(matches!(e, CallError::TooLarge { ran: true, .. }), "{e}");
 
     // Overloaded: a holds 2 requests at once.
-    let slow1 = b.request::<_, u64>(a.id(), 1, &600u64);
-    let slow2 = b.request::<_, u64>(a.id(), 1, &600u64);
+    let to_a = Client::for_node(a.id()).on(&b);
+    let slow1 = to_a.call::<_, u64>(1, &600u64);
+    let slow2 = to_a.call::<_, u64>(1, &600u64);
     let third = async {
         tokio::time::sleep(Duration::from_millis(150)).await;
-        b.request::<_, u64>(a.id(), 1, &1u64).await
+        Client::for_node(a.id())
+            .on(&b)
+            .call::<_, u64>(1, &1u64)
+            .await
     };
     let (r1, r2, r3) = tokio::join!(slow1, slow2, third);
     assert_eq!((r1.unwrap(), r2.unwrap()), (600, 600));
@@ -248,7 +277,7 @@ async fn every_error_kind_for_real() {
     let running = tokio::spawn({
         let b = b.clone();
         let to = a.id();
-        async move { b.request::<_, u64>(to, 1, &500u64).await }
+        async move { Client::for_node(to).on(&b).call::<_, u64>(1, &500u64).await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
     let stopping = tokio::spawn({
@@ -256,20 +285,22 @@ async fn every_error_kind_for_real() {
         async move { a.stop().await }
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let e = b
-        .request::<_, i64>(a.id(), 3, &(1i64, 1i64))
+    let e = Client::for_node(a.id())
+        .on(&b)
+        .call::<_, i64>(3, &(1i64, 1i64))
         .await
         .unwrap_err();
-    assert_eq!(e, CallError::ShuttingDown { side: "remote" });
+    assert_eq!(e, CallError::ShuttingDown { side: Side::Remote });
     assert!(!e.may_have_run());
     assert_eq!(running.await.unwrap().unwrap(), 500);
     stopping.await.unwrap();
-    // A stopped mesh is "not started".
-    let e = mesh_core::rpc::Client::new(&a, b.id())
-        .call::<_, i64>(3, 0, &(1i64, 1i64))
+    // A client given a stopped mesh says so.
+    let e = Client::for_node(b.id())
+        .on(&a)
+        .call::<_, i64>(3, &(1i64, 1i64))
         .await
         .unwrap_err();
-    assert_eq!(e, CallError::NotStarted);
+    assert_eq!(e, CallError::NoMesh(NoMesh::Stopped));
     b.stop().await;
 }
 
@@ -324,8 +355,10 @@ async fn deadline_travels_and_dropping_the_call_cancels_it_remotely() {
             }),
         )
         .unwrap();
-    let call =
-        b.request_with::<_, ()>(a.id(), 1, &(), CallOptions::timeout(Duration::from_secs(2)));
+    let client = Client::for_node(a.id())
+        .on(&b)
+        .with_timeout(Duration::from_secs(2));
+    let call = client.call::<_, ()>(1, &());
     let r = tokio::time::timeout(Duration::from_millis(300), call).await;
     assert!(r.is_err(), "the call is still running when we drop it");
     assert_eq!(rx.recv().await, Some("deadline ok"));
@@ -349,7 +382,7 @@ async fn a_thousand_concurrent_calls() {
     let calls = (0..1000u32).map(|i| {
         let b = b.clone();
         let to = a.id();
-        async move { (i, b.request::<_, u32>(to, 1, &i).await) }
+        async move { (i, Client::for_node(to).on(&b).call::<_, u32>(1, &i).await) }
     });
     let results = futures::future::join_all(calls).await;
     for (i, r) in results {
@@ -386,7 +419,12 @@ async fn send_usend_and_a_relay_to_twenty_nodes_with_limit_two() {
         nodes.push(m);
     }
     let ids: Vec<_> = nodes.iter().map(|m| m.id()).collect();
-    origin.send_many(ids.clone(), 7, &41u32, 2).await.unwrap();
+    Broadcast::to_nodes(ids.clone())
+        .on(&origin)
+        .with_limit(2)
+        .send(7, &41u32)
+        .await
+        .unwrap();
     let mut seen: HashMap<String, usize> = HashMap::new();
     while seen.values().sum::<usize>() < 20 {
         let (who, v) = tokio::time::timeout(Duration::from_secs(3), rx.recv())
@@ -406,7 +444,12 @@ async fn send_usend_and_a_relay_to_twenty_nodes_with_limit_two() {
     assert!(seen.values().all(|n| *n == 1));
     // Only two datagram destinations from the origin: the first hops.
     // Unreliable fan-out reaches them too on loopback.
-    origin.usend_many(ids, 7, &42u32, 3).await.unwrap();
+    Broadcast::to_nodes(ids)
+        .on(&origin)
+        .with_limit(3)
+        .usend(7, &42u32)
+        .await
+        .unwrap();
     let mut n = 0;
     while n < 20 {
         match tokio::time::timeout(Duration::from_secs(3), rx.recv()).await {
@@ -415,8 +458,16 @@ async fn send_usend_and_a_relay_to_twenty_nodes_with_limit_two() {
         }
     }
     // Single send and usend.
-    origin.send(nodes[0].id(), 7, &1u32).await.unwrap();
-    origin.usend(nodes[1].addr(), 7, &2u32).await.unwrap();
+    Client::for_node(nodes[0].id())
+        .on(&origin)
+        .send(7, &1u32)
+        .await
+        .unwrap();
+    Client::for_node(nodes[1].addr())
+        .on(&origin)
+        .usend(7, &2u32)
+        .await
+        .unwrap();
     let mut got = vec![rx.recv().await.unwrap().1, rx.recv().await.unwrap().1];
     got.sort();
     assert_eq!(got, vec![1, 2]);
@@ -506,12 +557,12 @@ async fn untyped_broadcasts_carry_the_fingerprint_through_the_relay_tree() {
     mesh_core::rpc::Broadcast::to_nodes(ids.clone())
         .on(&origin)
         .with_limit(1)
-        .send(60, fp, &1u32)
+        .send(Command::new(60).with_fingerprint(fp), &1u32)
         .await
         .unwrap();
     assert_eq!(recv(&mut rx, 2).await, vec![("same", 1), ("unchecked", 1)]);
     tokio::time::timeout(Duration::from_secs(3), async {
-        while other.rpc_stats().incompatible < 1 {
+        while other.stats().rpc.incompatible < 1 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -525,7 +576,7 @@ async fn untyped_broadcasts_carry_the_fingerprint_through_the_relay_tree() {
         while seen.len() < 2 {
             mesh_core::rpc::Broadcast::to_type("leaf")
                 .on(&origin)
-                .usend(60, fp, &2u32)
+                .usend(Command::new(60).with_fingerprint(fp), &2u32)
                 .await
                 .unwrap();
             while let Ok(Some((who, v))) =
@@ -541,7 +592,12 @@ async fn untyped_broadcasts_carry_the_fingerprint_through_the_relay_tree() {
     .unwrap();
 
     // The untyped API without a fingerprint: every handler runs it.
-    origin.send_many(ids, 60, &3u32, 1).await.unwrap();
+    Broadcast::to_nodes(ids)
+        .on(&origin)
+        .with_limit(1)
+        .send(60, &3u32)
+        .await
+        .unwrap();
     let got = recv(&mut rx, 3).await;
     assert_eq!(got, vec![("other", 3), ("same", 3), ("unchecked", 3)]);
     for m in nodes {
@@ -582,7 +638,11 @@ async fn balanced_calls_spread_evenly_and_skip_nodes_that_do_not_serve_or_are_ta
     client.wait_for_latest_view().await.unwrap();
     assert_eq!(client.nodes_serving("worker", 5).len(), 3);
     for _ in 0..300 {
-        let _: usize = client.request_balanced("worker", 5, &()).await.unwrap();
+        let _: usize = Client::for_type("worker")
+            .on(&client)
+            .call(5, &())
+            .await
+            .unwrap();
     }
     let c: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     assert_eq!(c, vec![100, 100, 100, 0]);
@@ -590,12 +650,17 @@ async fn balanced_calls_spread_evenly_and_skip_nodes_that_do_not_serve_or_are_ta
     nodes[0].set_status(NodeStatus::Taken);
     client.wait_for_latest_view().await.unwrap();
     for _ in 0..20 {
-        let who: usize = client.request_balanced("worker", 5, &()).await.unwrap();
+        let who: usize = Client::for_type("worker")
+            .on(&client)
+            .call(5, &())
+            .await
+            .unwrap();
         assert_ne!(who, 0);
     }
     // Broadcast collects every response; random picks a serving node.
-    let all = client
-        .request_many(nodes.iter().map(|m| m.id()), 5, &())
+    let all = Broadcast::to_nodes(nodes.iter().map(|m| m.id()))
+        .on(&client)
+        .call(5, &())
         .await
         .unwrap();
     let ok: Vec<usize> = all
@@ -607,10 +672,15 @@ async fn balanced_calls_spread_evenly_and_skip_nodes_that_do_not_serve_or_are_ta
         all.iter()
             .any(|(_, r)| matches!(r, Err(CallError::NoHandler { .. })))
     );
-    let who: usize = client.request_random("worker", 5, &()).await.unwrap();
+    let who: usize = Client::random_of_type("worker")
+        .on(&client)
+        .call(5, &())
+        .await
+        .unwrap();
     assert!(who < 3);
-    let e = client
-        .request_balanced::<_, usize>("nobody", 5, &())
+    let e = Client::for_type("nobody")
+        .on(&client)
+        .call::<_, usize>(5, &())
         .await
         .unwrap_err();
     assert!(matches!(e, CallError::NoNode { .. }));
@@ -630,13 +700,10 @@ async fn a_node_killed_mid_call_fails_its_callers_with_unreachable_not_timeout()
         let me = me.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            let r = me
-                .request_with::<_, u64>(
-                    target,
-                    2,
-                    &20_000u64,
-                    CallOptions::timeout(Duration::from_secs(10)),
-                )
+            let r = Client::for_node(target)
+                .on(&me)
+                .with_timeout(Duration::from_secs(10))
+                .call::<_, u64>(2, &20_000u64)
                 .await;
             (r, t.elapsed())
         })
@@ -669,7 +736,7 @@ async fn a_restarted_node_is_reported_as_restarted() {
     let port = mesh_tests::redis::free_port().unwrap().to_string();
     let mut first = NodeProcess::spawn(&[("MESH_PORT", port.as_str())]).unwrap();
     let old = first.id;
-    let who: String = me.request(old, 3, &()).await.unwrap();
+    let who: String = Client::for_node(old).on(&me).call(3, &()).await.unwrap();
     assert_eq!(who, old.to_string());
     first.kill();
     let second = NodeProcess::spawn(&[("MESH_PORT", port.as_str())]).unwrap();
@@ -680,7 +747,11 @@ async fn a_restarted_node_is_reported_as_restarted() {
     // Calling the old incarnation: restarted, never a call to the wrong process.
     let mut saw = None;
     for _ in 0..3 {
-        match me.request::<_, String>(old, 3, &()).await {
+        match Client::for_node(old)
+            .on(&me)
+            .call::<_, String>(3, &())
+            .await
+        {
             Err(e @ CallError::Restarted { .. }) => {
                 saw = Some(e);
                 break;
@@ -694,7 +765,11 @@ async fn a_restarted_node_is_reported_as_restarted() {
         matches!(e, CallError::Restarted { old: o, new: n, .. } if o == old.incarnation && n == second.id.incarnation)
     );
     // By address, the new one answers.
-    let who: String = me.request(old.addr, 3, &()).await.unwrap();
+    let who: String = Client::for_node(old.addr)
+        .on(&me)
+        .call(3, &())
+        .await
+        .unwrap();
     assert_eq!(who, second.id.to_string());
     drop(second);
     me.stop().await;
@@ -723,11 +798,11 @@ async fn raw_handlers_and_reserved_or_duplicate_ids() {
     let g = a
         .handle(2, handler(|_c: CallContext, (): ()| async { 1u8 }))
         .unwrap();
-    let one: u8 = b.request(a.id(), 2, &()).await.unwrap();
+    let one: u8 = Client::for_node(a.id()).on(&b).call(2, &()).await.unwrap();
     assert_eq!(one, 1);
     drop(g);
     assert!(matches!(
-        b.request::<_, u8>(a.id(), 2, &()).await,
+        Client::for_node(a.id()).on(&b).call::<_, u8>(2, &()).await,
         Err(CallError::NoHandler { .. })
     ));
     b.stop().await;
@@ -749,33 +824,25 @@ async fn each_call_times_out_at_its_own_deadline() {
         )
         .unwrap();
     // A long call is pending when shorter ones start: each still expires on time.
-    let long = b.request_with::<_, u64>(
-        a.id(),
-        1,
-        &2_000u64,
-        CallOptions::timeout(Duration::from_secs(5)),
-    );
+    let client = Client::for_node(a.id())
+        .on(&b)
+        .with_timeout(Duration::from_secs(5));
+    let long = client.call::<_, u64>(1, &2_000u64);
     let short = async {
         let t = Instant::now();
-        let r = b
-            .request_with::<_, u64>(
-                a.id(),
-                1,
-                &2_000u64,
-                CallOptions::timeout(Duration::from_millis(150)),
-            )
+        let r = Client::for_node(a.id())
+            .on(&b)
+            .with_timeout(Duration::from_millis(150))
+            .call::<_, u64>(1, &2_000u64)
             .await;
         (r, t.elapsed())
     };
     let shorter = async {
         let t = Instant::now();
-        let r = b
-            .request_with::<_, u64>(
-                a.id(),
-                1,
-                &2_000u64,
-                CallOptions::timeout(Duration::from_millis(50)),
-            )
+        let r = Client::for_node(a.id())
+            .on(&b)
+            .with_timeout(Duration::from_millis(50))
+            .call::<_, u64>(1, &2_000u64)
             .await;
         (r, t.elapsed())
     };

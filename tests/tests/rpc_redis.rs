@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use mesh_core::prelude::*;
-use mesh_core::{MeshEvent, rpc::CallOptions};
+use mesh_core::{MeshEvent, rpc::Client};
 use mesh_tests::node::NodeProcess;
 use mesh_tests::redis::RedisServer;
 
@@ -80,9 +80,12 @@ async fn typed_calls_between_nodes_found_through_redis() {
     }
     assert_eq!(web.nodes_by_type("counter").len(), 3);
 
-    assert_eq!(CounterClient::new(&web, c1.id()).add(1).await, Ok(2));
     assert_eq!(
-        CounterClient::new(&web, c2.addr()).add(-1).await,
+        CounterClient::for_node(c1.id()).on(&web).add(1).await,
+        Ok(2)
+    );
+    assert_eq!(
+        CounterClient::for_node(c2.addr()).on(&web).add(-1).await,
         Err(CallError::Remote(CounterError::Negative))
     );
     // Balanced: spread evenly over the two that serve, never the idle one.
@@ -143,13 +146,10 @@ async fn a_node_killed_mid_call_fails_the_call_as_unreachable() {
         let me = me.clone();
         tokio::spawn(async move {
             let t = Instant::now();
-            let r = me
-                .request_with::<_, u64>(
-                    vid,
-                    2,
-                    &30_000u64,
-                    CallOptions::timeout(Duration::from_secs(20)),
-                )
+            let r = Client::for_node(vid)
+                .on(&me)
+                .with_timeout(Duration::from_secs(20))
+                .call::<_, u64>(2, &30_000u64)
                 .await;
             (r, t.elapsed())
         })

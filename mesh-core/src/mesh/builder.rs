@@ -34,6 +34,7 @@ pub struct MeshBuilder {
     config: MeshConfig,
     discovery: Option<Discovery>,
     bad_value: Option<ConfigError>,
+    default_for_process: bool,
 }
 
 impl Default for MeshBuilder {
@@ -49,6 +50,7 @@ impl MeshBuilder {
             config: MeshConfig::default(),
             discovery: None,
             bad_value: None,
+            default_for_process: false,
         }
     }
 
@@ -212,6 +214,16 @@ impl MeshBuilder {
         self
     }
 
+    /// Makes this mesh the process default while it runs: the one clients built without
+    /// `.on(&mesh)` (`GreeterClient::for_node(addr)`) go through. Needed only when a
+    /// process runs several meshes (a single running mesh is the default by itself); a
+    /// second running mesh asking for it is refused at start with
+    /// [`MeshError::DefaultTaken`].
+    pub fn default_for_process(mut self) -> MeshBuilder {
+        self.default_for_process = true;
+        self
+    }
+
     /// The configuration as built so far.
     pub fn current_config(&self) -> &MeshConfig {
         &self.config
@@ -232,6 +244,6 @@ impl MeshBuilder {
             }
             other => MeshError::Discovery(other),
         })?;
-        Mesh::start(self.config, discovery).await
+        Mesh::start(self.config, discovery, self.default_for_process).await
     }
 }

@@ -7,7 +7,7 @@ mod query;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::broadcast::error::RecvError;
@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use builder::MeshBuilder;
+pub use messaging::MeshStats;
+pub use query::ValueError;
 
 use crate::config::{ConfigError, MeshConfig};
 use crate::discovery::{
@@ -24,7 +26,9 @@ use crate::discovery::{
     MeshEvent,
 };
 use crate::node::{NodeId, NodeRecord};
-use crate::rpc::{self, CallError, RegisterError, Rpc, RpcSettings, Service, Unreachable};
+use crate::rpc::{
+    self, CallError, Incompatibility, RegisterError, Rpc, RpcSettings, Service, Unreachable,
+};
 use crate::transport::{PeerEvent, Transport, TransportConfig, TransportError};
 
 /// Why a node could not start.
@@ -40,6 +44,11 @@ pub enum MeshError {
     /// Discovery failed to register the node or get its first view.
     #[error("discovery: {0}")]
     Discovery(#[from] DiscoveryError),
+    /// Another running mesh of this process was started with `default_for_process()`.
+    #[error(
+        "another running mesh is already this process's default (default_for_process): stop it first, or start this one without default_for_process() and pass it with .on(&mesh)"
+    )]
+    DefaultTaken,
     /// Registration and the first view took longer than `start_timeout`.
     #[error(
         "discovery did not become ready within {0:?} (start_timeout): is the backend reachable?"
@@ -56,7 +65,6 @@ struct Inner {
     stopped: AtomicBool,
     backend: Mutex<Option<JoinHandle<()>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    balance: Mutex<std::collections::HashMap<(String, u16), usize>>,
 }
 
 /// The last handle went without `stop()`: deregister (bounded) and close, in the background.
@@ -106,48 +114,6 @@ impl std::fmt::Debug for Mesh {
             .field("id", &self.id())
             .field("node_type", &self.inner.config.node_type)
             .finish_non_exhaustive()
-    }
-}
-
-/// A mesh that may not outlive its last strong handle.
-#[derive(Clone)]
-struct WeakMesh {
-    inner: Weak<Inner>,
-}
-
-impl WeakMesh {
-    fn upgrade(&self) -> Option<Mesh> {
-        let m = Mesh {
-            inner: self.inner.upgrade()?,
-        };
-        (!m.is_stopped()).then_some(m)
-    }
-}
-
-static DEFAULT: RwLock<Option<WeakMesh>> = RwLock::new(None);
-
-/// Which mesh a client uses: the process default or a given one.
-#[derive(Clone)]
-pub(crate) enum MeshRef {
-    Default,
-    Given(Mesh),
-}
-
-impl std::fmt::Debug for MeshRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            MeshRef::Default => f.write_str("default mesh"),
-            MeshRef::Given(m) => m.fmt(f),
-        }
-    }
-}
-
-impl MeshRef {
-    pub(crate) fn get(&self) -> Option<Mesh> {
-        match self {
-            MeshRef::Default => Mesh::default_mesh(),
-            MeshRef::Given(m) => (!m.is_stopped()).then(|| m.clone()),
-        }
     }
 }
 
@@ -211,28 +177,11 @@ impl Mesh {
         MeshBuilder::new()
     }
 
-    /// The process's default mesh: the one set with [`set_default`](Self::set_default), else
-    /// the first started that is still running.
-    pub fn default_mesh() -> Option<Mesh> {
-        DEFAULT
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .and_then(WeakMesh::upgrade)
-    }
-
-    /// Makes this mesh the process default (used by `XClient::for_node`).
-    pub fn set_default(&self) {
-        *DEFAULT.write().unwrap_or_else(|p| p.into_inner()) = Some(self.downgrade());
-    }
-
-    fn downgrade(&self) -> WeakMesh {
-        WeakMesh {
-            inner: Arc::downgrade(&self.inner),
-        }
-    }
-
-    pub(crate) async fn start(config: MeshConfig, discovery: Discovery) -> Result<Mesh, MeshError> {
+    pub(crate) async fn start(
+        config: MeshConfig,
+        discovery: Discovery,
+        default_for_process: bool,
+    ) -> Result<Mesh, MeshError> {
         config.validate()?;
         let transport = Transport::bind(TransportConfig {
             socket: config.socket(),
@@ -292,7 +241,6 @@ impl Mesh {
                 stopped: AtomicBool::new(false),
                 backend: Mutex::new(Some(backend_task)),
                 tasks: Mutex::new(tasks),
-                balance: Mutex::new(Default::default()),
             }),
         };
         let bound = mesh.inner.config.start_timeout;
@@ -307,11 +255,9 @@ impl Mesh {
             mesh.shutdown(Duration::from_millis(100)).await;
             return Err(e);
         }
-        {
-            let mut d = DEFAULT.write().unwrap_or_else(|p| p.into_inner());
-            if d.as_ref().and_then(WeakMesh::upgrade).is_none() {
-                *d = Some(mesh.downgrade());
-            }
+        if rpc::register_process_mesh(mesh.rpc(), default_for_process).is_err() {
+            mesh.shutdown(Duration::from_millis(100)).await;
+            return Err(MeshError::DefaultTaken);
         }
         tracing::info!(parent: &span, nodes = mesh.inner.membership.view().len(), "ready");
         Ok(mesh)
@@ -410,16 +356,6 @@ impl Mesh {
         &self.inner.rpc
     }
 
-    /// The membership state (for hooks and advanced queries).
-    pub fn membership(&self) -> &Membership {
-        &self.inner.membership
-    }
-
-    /// The node's transport.
-    pub fn transport(&self) -> &Transport {
-        &self.inner.transport
-    }
-
     /// The configuration the node started with.
     pub fn config(&self) -> &MeshConfig {
         &self.inner.config
@@ -468,7 +404,7 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                 Ok(PeerEvent::Unreachable { peer, reason }) => {
                     rpc.membership.set_reachable(peer, false);
                     rpc.fail_peer(peer, None, |p| CallError::Unreachable {
-                        target: p.target.to_string(),
+                        target: p.target.clone(),
                         command: p.command,
                         reason: Unreachable::Transport(reason),
                     });
@@ -476,7 +412,7 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                 Ok(PeerEvent::Restarted { peer, old, new }) => {
                     rpc.membership.set_reachable(peer, true);
                     rpc.fail_peer(peer, Some(old), |p| CallError::Restarted {
-                        target: p.target.to_string(),
+                        target: p.target.clone(),
                         command: p.command,
                         old,
                         new,
@@ -484,9 +420,9 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                 }
                 Ok(PeerEvent::Incompatible { peer, reason }) => {
                     rpc.fail_peer(peer, None, |p| CallError::Incompatible {
-                        target: p.target.to_string(),
+                        target: p.target.clone(),
                         command: p.command,
-                        detail: format!("the transport refused: {reason}"),
+                        reason: Incompatibility::Transport(reason),
                     });
                 }
                 Ok(_) => {}
@@ -499,14 +435,14 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                 Ok(MeshEvent::Left { node, reason: LeaveReason::Expired }) => {
                     let inc = node.id.incarnation;
                     rpc.fail_peer(node.id.addr, Some(inc), |p| CallError::Unreachable {
-                        target: p.target.to_string(),
+                        target: p.target.clone(),
                         command: p.command,
                         reason: Unreachable::Left,
                     });
                 }
                 Ok(MeshEvent::Restarted { old, new }) => {
                     rpc.fail_peer(old.id.addr, Some(old.id.incarnation), |p| CallError::Restarted {
-                        target: p.target.to_string(),
+                        target: p.target.clone(),
                         command: p.command,
                         old: old.id.incarnation,
                         new: new.id.incarnation,

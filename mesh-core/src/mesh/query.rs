@@ -8,10 +8,25 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::broadcast;
 
-use super::{Mesh, lock};
+use super::Mesh;
 use crate::discovery::{DiscoveryError, Health, MeshEvent};
 use crate::node::{NodeId, NodeRecord, NodeStatus, Target, Value};
-use crate::rpc::CallError;
+
+/// Why a node value could not be published ([`Mesh::set_value`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ValueError {
+    /// The value does not serialize to JSON (a map with non-string keys, say).
+    #[error(
+        "value {name:?} cannot be published: it does not serialize to JSON ({error}); use a type with string map keys"
+    )]
+    Encode {
+        /// The value's name.
+        name: String,
+        /// What serde_json said.
+        error: String,
+    },
+}
 
 impl Mesh {
     fn find(&self, target: &Target) -> Option<NodeRecord> {
@@ -122,14 +137,17 @@ impl Mesh {
     }
 
     /// Publishes a value (others see it within one update interval). Values that do not
-    /// serialize to JSON are refused.
+    /// serialize to JSON are refused, naming the value.
     pub fn set_value<T: Serialize>(
         &self,
         name: impl Into<String>,
         value: T,
-    ) -> Result<(), serde_json::Error> {
-        let v = serde_json::to_value(value)?;
+    ) -> Result<(), ValueError> {
         let name = name.into();
+        let v = serde_json::to_value(value).map_err(|e| ValueError::Encode {
+            name: name.clone(),
+            error: e.to_string(),
+        })?;
         self.inner.membership.update_local(|r| {
             r.values.insert(name, v);
         });
@@ -232,16 +250,9 @@ impl Mesh {
     }
 
     /// Nodes of `node_type` that may take new work (online, reachable) and serve `command`,
-    /// sorted by id.
+    /// sorted by id (what balanced calls and broadcasts by type choose from).
     pub fn nodes_serving(&self, node_type: &str, command: u16) -> Vec<NodeRecord> {
-        let view = self.inner.membership.view();
-        let mut v: Vec<NodeRecord> = view
-            .iter()
-            .filter(|r| r.node_type == node_type && r.serves(command) && view.available(r))
-            .cloned()
-            .collect();
-        v.sort_by_key(|r| r.id);
-        v
+        self.rpc().nodes_serving(node_type, command)
     }
 
     /// A random online, reachable node of a type (any services).
@@ -264,33 +275,6 @@ impl Mesh {
             .filter(|r| &r.node_type == ty && r.id != me && view.available(r))
             .collect();
         v.choose(&mut rand::rng()).map(|r| (*r).clone())
-    }
-
-    /// The next node of a round-robin over [`nodes_serving`](Self::nodes_serving).
-    pub fn select_balanced(&self, node_type: &str, command: u16) -> Result<NodeId, CallError> {
-        let nodes = self.nodes_serving(node_type, command);
-        if nodes.is_empty() {
-            return Err(CallError::NoNode {
-                node_type: node_type.to_string(),
-                command,
-            });
-        }
-        let mut b = lock(&self.inner.balance);
-        let slot = b.entry((node_type.to_string(), command)).or_insert(0);
-        let pick = nodes[*slot % nodes.len()].id;
-        *slot = slot.wrapping_add(1);
-        Ok(pick)
-    }
-
-    /// A random node of [`nodes_serving`](Self::nodes_serving).
-    pub fn select_random(&self, node_type: &str, command: u16) -> Result<NodeId, CallError> {
-        self.nodes_serving(node_type, command)
-            .choose(&mut rand::rng())
-            .map(|r| r.id)
-            .ok_or_else(|| CallError::NoNode {
-                node_type: node_type.to_string(),
-                command,
-            })
     }
 
     /// Subscribes to membership events: joined, left, updated, restarted, unreachable,

@@ -2,15 +2,19 @@
 //! every result collected, or a one-way message to many nodes through the relay tree.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tracing::Instrument;
 
-use super::client::{encode, typed, typed_fallible, within};
+use super::Rpc;
+use super::client::{Command, encode, typed, typed_fallible, untyped_error, within};
 use super::error::CallError;
-use crate::mesh::{Mesh, MeshRef};
+use super::process::{Route, Via};
+use super::scope;
 use crate::node::Target;
 
 /// A handle for reaching many nodes at once (a broadcast): a request on every target with
@@ -19,7 +23,7 @@ use crate::node::Target;
 /// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Broadcast {
-    mesh: MeshRef,
+    route: Route,
     targets: BroadcastTargets,
     timeout: Option<Duration>,
     /// The relay limit of one-way messages (0: the mesh's `relay_limit`).
@@ -36,7 +40,7 @@ impl Broadcast {
     /// Every node of `node_type` that serves the method, through the default mesh.
     pub fn to_type(node_type: impl Into<String>) -> Broadcast {
         Broadcast {
-            mesh: MeshRef::Default,
+            route: Route::Default,
             targets: BroadcastTargets::Type(node_type.into()),
             timeout: None,
             limit: 0,
@@ -50,16 +54,16 @@ impl Broadcast {
         T: Into<Target>,
     {
         Broadcast {
-            mesh: MeshRef::Default,
+            route: Route::Default,
             targets: BroadcastTargets::List(targets.into_iter().map(Into::into).collect()),
             timeout: None,
             limit: 0,
         }
     }
 
-    /// Uses `mesh` instead of the default one.
-    pub fn on(mut self, mesh: &Mesh) -> Broadcast {
-        self.mesh = MeshRef::Given(mesh.clone());
+    /// Goes through `mesh` instead of the process default (see [`Client::on`](super::Client::on)).
+    pub fn on(mut self, mesh: &impl Via) -> Broadcast {
+        self.route = Route::given(mesh);
         self
     }
 
@@ -82,59 +86,68 @@ impl Broadcast {
         self
     }
 
+    /// The messaging layer and the deadline of a call starting now.
+    fn prepare(&self) -> Result<(Arc<Rpc>, Duration), CallError> {
+        let rpc = self.route.get()?;
+        let own = self.timeout.unwrap_or(rpc.settings.default_timeout);
+        Ok((rpc, scope::bounded_timeout(own)))
+    }
+
     async fn raw(
         &self,
-        command: u16,
-        fingerprint: u32,
+        command: Command,
         payload: Bytes,
     ) -> Result<Vec<(Target, Result<Bytes, CallError<Bytes>>)>, CallError> {
-        let mesh = self.mesh.get().ok_or(CallError::NotStarted)?;
+        let (rpc, timeout) = self.prepare()?;
         let targets = match &self.targets {
             BroadcastTargets::List(l) => l.clone(),
-            BroadcastTargets::Type(ty) => mesh
-                .nodes_serving(ty, command)
+            BroadcastTargets::Type(ty) => rpc
+                .nodes_serving(ty, command.id)
                 .into_iter()
                 .map(|r| Target::Node(r.id))
                 .collect(),
         };
-        let rpc = mesh.rpc();
-        let timeout = self.timeout.unwrap_or(rpc.settings.default_timeout);
         let calls = targets.into_iter().map(|t| {
             let rpc = rpc.clone();
             let payload = payload.clone();
             async move {
-                let r = rpc.call(&t, command, fingerprint, payload, timeout).await;
+                let r = rpc
+                    .call(&t, command.id, command.fingerprint, payload, timeout)
+                    .await;
                 (t, r)
             }
         });
         Ok(futures::future::join_all(calls).await)
     }
 
-    /// Calls a method that cannot fail remotely on every target; one result per target.
+    /// Calls a command whose handler cannot fail on every target; one result per target.
     pub async fn call<Req, Resp>(
         &self,
-        command: u16,
-        fingerprint: u32,
+        command: impl Into<Command>,
         req: &Req,
     ) -> Result<Vec<(Target, Result<Resp, CallError>)>, CallError>
     where
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let payload = encode(command, req)?;
+        let command = command.into();
+        let payload = encode(command.id, req)?;
         Ok(self
-            .raw(command, fingerprint, payload)
+            .raw(command, payload)
             .await?
             .into_iter()
-            .map(|(t, r)| (t, typed(command, r)))
+            .map(|(t, r)| {
+                let r = typed(&t, command.id, r);
+                (t, r)
+            })
             .collect())
     }
 
-    /// Calls a method returning `Result<Resp, E>` on every target; one result per target.
+    /// Calls a command whose handler returns `Result<Resp, E>` on every target; one result
+    /// per target.
     pub async fn call_fallible<Req, Resp, E>(
         &self,
-        command: u16,
-        fingerprint: u32,
+        command: impl Into<Command>,
         req: &Req,
     ) -> Result<Vec<(Target, Result<Resp, CallError<E>>)>, CallError>
     where
@@ -142,21 +155,35 @@ impl Broadcast {
         Resp: DeserializeOwned,
         E: DeserializeOwned,
     {
-        let payload = encode(command, req)?;
+        let command = command.into();
+        let payload = encode(command.id, req)?;
         Ok(self
-            .raw(command, fingerprint, payload)
+            .raw(command, payload)
             .await?
             .into_iter()
-            .map(|(t, r)| (t, typed_fallible(command, r)))
+            .map(|(t, r)| (t, typed_fallible(command.id, r)))
             .collect())
     }
 
-    /// The addresses of the targets, for a one-way message: the listed targets resolved, or
-    /// the available nodes of the type that serve `command` (this one included if it does).
-    async fn addrs(&self, mesh: &Mesh, command: u16) -> Result<Vec<SocketAddr>, CallError> {
+    /// The addresses of the targets, for a one-way message: the listed targets resolved
+    /// (duplicates removed), or the available nodes of the type that serve `command` (this
+    /// one included if it does).
+    async fn addrs(&self, rpc: &Rpc, command: u16) -> Result<Vec<SocketAddr>, CallError> {
         match &self.targets {
-            BroadcastTargets::List(l) => mesh.resolve_all(l.iter().cloned(), command).await,
-            BroadcastTargets::Type(ty) => Ok(mesh
+            BroadcastTargets::List(l) => {
+                let mut out: Vec<SocketAddr> = Vec::with_capacity(l.len());
+                for t in l {
+                    let a = rpc
+                        .resolve(t, command)
+                        .await
+                        .map_err(|e| untyped_error(t, command, e))?;
+                    if !out.contains(&a) {
+                        out.push(a);
+                    }
+                }
+                Ok(out)
+            }
+            BroadcastTargets::Type(ty) => Ok(rpc
                 .nodes_serving(ty, command)
                 .into_iter()
                 .map(|r| r.addr())
@@ -166,37 +193,59 @@ impl Broadcast {
 
     async fn one_way<M: Serialize + ?Sized>(
         &self,
-        command: u16,
-        fingerprint: u32,
+        command: Command,
         msg: &M,
         reliable: bool,
     ) -> Result<(), CallError> {
-        let mesh = self.mesh.get().ok_or(CallError::NotStarted)?;
-        let payload: Bytes = encode(command, msg)?;
-        let addrs = self.addrs(&mesh, command).await?;
-        let timeout = self.timeout.unwrap_or(mesh.rpc().settings.default_timeout);
-        let targets = addrs.len();
-        within(
+        let (rpc, timeout) = self.prepare()?;
+        let payload: Bytes = encode(command.id, msg)?;
+        let addrs = self.addrs(&rpc, command.id).await?;
+        let Some(first) = addrs.first().copied() else {
+            return Ok(());
+        };
+        let limit = if self.limit == 0 {
+            rpc.settings.relay_limit
+        } else {
+            self.limit
+        };
+        let span = tracing::debug_span!(
+            "broadcast",
+            command = command.id,
+            targets = addrs.len(),
+            limit,
+            reliable
+        );
+        let first = Target::Addr(first);
+        let sent = within(
             timeout,
-            || format!("{targets} nodes"),
-            command,
-            mesh.relay(addrs, command, fingerprint, payload, self.limit, reliable),
+            &first,
+            command.id,
+            rpc.send_many(
+                addrs,
+                command.id,
+                command.fingerprint,
+                payload,
+                limit,
+                reliable,
+            )
+            .instrument(span),
         )
-        .await
+        .await;
+        sent.map_err(|e| untyped_error(&first, command.id, e))
     }
 
     /// Sends a reliable one-way message to every target through the relay tree (see
-    /// [`with_limit`](Self::with_limit)); the payload is encoded once. `fingerprint` travels
-    /// with it as with [`Client::send`](super::Client::send): a node whose handler has
-    /// another fingerprint drops its copy (counted in
+    /// [`with_limit`](Self::with_limit)); the payload is encoded once. The command's
+    /// fingerprint travels with it as with [`Client::send`](super::Client::send): a node
+    /// whose handler has another fingerprint drops its copy (counted in
     /// [`RpcStats::incompatible`](super::RpcStats::incompatible)) and still forwards the
-    /// others'. 0 is unchecked.
+    /// others'.
     ///
     /// Resolves when the first hops acknowledged; a first hop that is unreachable is
-    /// skipped, its share sent directly, and its error returned; `Timeout` at the deadline
-    /// ([`with_timeout`](Self::with_timeout), default the mesh's `request_timeout`) if the
-    /// first hops have not all acknowledged by then (the message may still get through).
-    /// No targets (no node of the type serves the method) is `Ok`.
+    /// skipped, its share sent directly, and its error returned; `Timeout` (naming the
+    /// first hop) at the deadline ([`with_timeout`](Self::with_timeout), default the mesh's
+    /// `request_timeout`) if the first hops have not all acknowledged by then (the message
+    /// may still get through). No targets (no node of the type serves the method) is `Ok`.
     ///
     /// Order: broadcasts from one node to the same targets reach every node in the order
     /// they were sent (every hop forwards a message before it handles the next), except
@@ -204,11 +253,10 @@ impl Broadcast {
     /// overtaken by them, as a large message never holds up small ones.
     pub async fn send<M: Serialize + ?Sized>(
         &self,
-        command: u16,
-        fingerprint: u32,
+        command: impl Into<Command>,
         msg: &M,
     ) -> Result<(), CallError> {
-        self.one_way(command, fingerprint, msg, true).await
+        self.one_way(command.into(), msg, true).await
     }
 
     /// [`send`](Self::send) with unreliable datagrams: each hop's copy may be lost (with
@@ -216,10 +264,9 @@ impl Broadcast {
     /// must fit one datagram.
     pub async fn usend<M: Serialize + ?Sized>(
         &self,
-        command: u16,
-        fingerprint: u32,
+        command: impl Into<Command>,
         msg: &M,
     ) -> Result<(), CallError> {
-        self.one_way(command, fingerprint, msg, false).await
+        self.one_way(command.into(), msg, false).await
     }
 }

@@ -12,39 +12,49 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::error::{CallError, CodecStage, Unreachable, codec, incompatible};
+use super::error::{
+    CallError, CodecStage, Incompatibility, Side, Unreachable, codec, incompatible,
+};
 use super::handler::Reply;
+use super::process::{Route, Via};
+use super::scope;
 use super::wire::{self, Status};
 use super::{Outcome, Pending, Rpc, channel_for};
-use crate::codec::{Codec, Postcard};
-use crate::mesh::{Mesh, MeshRef};
+use crate::codec;
 use crate::node::Target;
 use crate::rudp::{Failure, SendError};
 use crate::transport::TransportError;
 
-/// Per-call options.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CallOptions {
-    /// The deadline (default: the mesh's `request_timeout`, 3 s).
-    pub timeout: Option<Duration>,
-    /// Fingerprint of the method's signature, checked by the receiver (0 = unchecked).
+/// A command id with the signature fingerprint the receiver checks (0: unchecked).
+///
+/// A bare `u16` converts into one, so untyped calls read `client.call(1000, &req)`;
+/// generated clients pass their method's fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Command {
+    /// The command id.
+    pub id: u16,
+    /// Fingerprint of the method's signature (0: the receiver does not check it).
     pub fingerprint: u32,
 }
 
-impl CallOptions {
-    /// Options with a deadline.
-    pub fn timeout(d: Duration) -> CallOptions {
-        CallOptions {
-            timeout: Some(d),
-            fingerprint: 0,
-        }
+impl Command {
+    /// A command with no fingerprint.
+    pub const fn new(id: u16) -> Command {
+        Command { id, fingerprint: 0 }
     }
 
-    /// Sets the fingerprint.
-    pub fn with_fingerprint(mut self, fingerprint: u32) -> CallOptions {
-        self.fingerprint = fingerprint;
-        self
+    /// The same command with a fingerprint the receiver checks (see [`fingerprint`](super::fingerprint)).
+    pub const fn with_fingerprint(self, fingerprint: u32) -> Command {
+        Command {
+            id: self.id,
+            fingerprint,
+        }
+    }
+}
+
+impl From<u16> for Command {
+    fn from(id: u16) -> Command {
+        Command::new(id)
     }
 }
 
@@ -74,7 +84,7 @@ pub(crate) fn transport_error(
     command: u16,
     e: TransportError,
 ) -> CallError<Bytes> {
-    let t = target.to_string();
+    let target = target.clone();
     match e {
         TransportError::Send(SendError::TooLarge { size, max }) => CallError::TooLarge {
             command,
@@ -83,23 +93,28 @@ pub(crate) fn transport_error(
             ran: false,
         },
         TransportError::Send(SendError::Overloaded { why, .. }) => CallError::Unreachable {
-            target: t,
+            target,
             command,
-            reason: Unreachable::LocalLimit(why.to_string()),
+            reason: Unreachable::LocalLimit(why),
+        },
+        TransportError::Send(SendError::Full { .. }) => CallError::Unreachable {
+            target,
+            command,
+            reason: Unreachable::LocalLimit("the send queue to the peer is full"),
         },
         TransportError::Failed { failure, .. } => match failure {
             Failure::Unreachable(r) => CallError::Unreachable {
-                target: t,
+                target,
                 command,
                 reason: Unreachable::Transport(r),
             },
             Failure::Restarted { old, new } => CallError::Restarted {
-                target: t,
+                target,
                 command,
                 old,
                 new,
             },
-            Failure::Incompatible(r) => incompatible(target, command, r),
+            Failure::Incompatible(r) => incompatible(&target, command, r),
             Failure::TooLarge { size, max } => CallError::TooLarge {
                 command,
                 size,
@@ -107,11 +122,11 @@ pub(crate) fn transport_error(
                 ran: false,
             },
         },
-        TransportError::Closed => CallError::ShuttingDown { side: "local" },
-        other => CallError::Unreachable {
-            target: t,
+        TransportError::Closed => CallError::ShuttingDown { side: Side::Local },
+        _ => CallError::Unreachable {
+            target,
             command,
-            reason: Unreachable::LocalLimit(other.to_string()),
+            reason: Unreachable::LocalLimit("the transport refused the message"),
         },
     }
 }
@@ -122,8 +137,13 @@ fn from_reply(
     timeout: Duration,
     r: Reply,
 ) -> Result<Bytes, CallError<Bytes>> {
-    let t = || target.to_string();
+    let t = || target.clone();
     let text = |p: &Bytes| String::from_utf8_lossy(p).into_owned();
+    let malformed = || CallError::Codec {
+        command,
+        stage: CodecStage::DecodeResponse,
+        error: format!("the {:?} status carried a malformed detail", r.status),
+    };
     match r.status {
         Status::Ok => Ok(r.payload),
         Status::Remote => Err(CallError::Remote(r.payload)),
@@ -140,40 +160,42 @@ fn from_reply(
             command,
             message: text(&r.payload),
         }),
-        Status::Incompatible => Err(CallError::Incompatible {
-            target: t(),
-            command,
-            detail: text(&r.payload),
-        }),
-        Status::Codec => {
-            let msg = text(&r.payload);
-            let stage = if msg.starts_with("encoding the response") {
-                CodecStage::EncodeResponse
-            } else {
-                CodecStage::DecodeRequest
-            };
-            Err(CallError::Codec {
+        Status::Incompatible => match wire::Mismatch::decode(&r.payload) {
+            Some(m) => Err(CallError::Incompatible {
+                target: t(),
+                command,
+                reason: Incompatibility::Signature {
+                    service: m.service,
+                    method: m.method,
+                    sent: m.sent,
+                    served: m.served,
+                },
+            }),
+            None => Err(malformed()),
+        },
+        Status::Codec => match wire::decode_codec_detail(&r.payload) {
+            Some((stage, error)) => Err(CallError::Codec {
                 command,
                 stage,
-                error: msg,
-            })
-        }
+                error,
+            }),
+            None => Err(malformed()),
+        },
         Status::Expired => Err(CallError::Timeout {
             target: t(),
             command,
             after: timeout,
         }),
-        Status::ShuttingDown => Err(CallError::ShuttingDown { side: "remote" }),
-        Status::TooLarge => {
-            let msg = text(&r.payload);
-            let mut it = msg.split(':').map(|s| s.parse::<u64>().unwrap_or(0));
-            Err(CallError::TooLarge {
+        Status::ShuttingDown => Err(CallError::ShuttingDown { side: Side::Remote }),
+        Status::TooLarge => match wire::decode_too_large(&r.payload) {
+            Some((size, max)) => Err(CallError::TooLarge {
                 command,
-                size: it.next().unwrap_or(0),
-                max: it.next().unwrap_or(0),
+                size,
+                max,
                 ran: true,
-            })
-        }
+            }),
+            None => Err(malformed()),
+        },
     }
 }
 
@@ -188,9 +210,12 @@ impl Rpc {
         }
         let Target::HostPort(hp) = target else {
             return Err(CallError::Unreachable {
-                target: target.to_string(),
+                target: target.clone(),
                 command,
-                reason: Unreachable::Resolve("no address".into()),
+                reason: Unreachable::Resolve {
+                    host: target.to_string(),
+                    error: "no address".into(),
+                },
             });
         };
         let want_v6 = self.local.is_ipv6();
@@ -207,10 +232,13 @@ impl Rpc {
                         .copied()
                         .ok_or_else(|| "no addresses".to_string())
                 });
-        found.map_err(|e| CallError::Unreachable {
-            target: target.to_string(),
+        found.map_err(|error| CallError::Unreachable {
+            target: target.clone(),
             command,
-            reason: Unreachable::Resolve(e),
+            reason: Unreachable::Resolve {
+                host: hp.clone(),
+                error,
+            },
         })
     }
 
@@ -241,7 +269,7 @@ impl Rpc {
         };
         match now {
             Some(new) if new != want => Err(CallError::Restarted {
-                target: target.to_string(),
+                target: target.clone(),
                 command,
                 old: want,
                 new,
@@ -284,17 +312,19 @@ impl Rpc {
         timeout: Duration,
     ) -> Result<Bytes, CallError<Bytes>> {
         let deadline = Instant::now() + timeout;
+        // A new span of the caller's trace (or a new trace): the callee's handler runs in it.
+        let trace = scope::outgoing_trace();
         let addr = tokio::time::timeout_at(deadline, self.resolve(target, command))
             .await
             .map_err(|_| CallError::Timeout {
-                target: target.to_string(),
+                target: target.clone(),
                 command,
                 after: timeout,
             })??;
         self.check_incarnation(target, addr, command)?;
         if self.is_local(addr) {
             let reply = self
-                .call_local(command, fingerprint, timeout, payload)
+                .call_local(command, fingerprint, timeout, trace, payload)
                 .await;
             return from_reply(target, command, timeout, reply);
         }
@@ -333,10 +363,19 @@ impl Rpc {
         let ms = u32::try_from(timeout.as_millis())
             .unwrap_or(u32::MAX)
             .max(1);
-        let bytes = wire::request(command, id, ms, fingerprint, &payload);
+        let bytes = wire::request(
+            &wire::RequestHeader {
+                cmd: command,
+                id,
+                deadline_ms: ms,
+                fingerprint,
+                trace,
+            },
+            &payload,
+        );
         drop(payload);
         let timed_out = || CallError::Timeout {
-            target: target.to_string(),
+            target: target.clone(),
             command,
             after: timeout,
         };
@@ -370,7 +409,7 @@ impl Rpc {
                 from_reply(target, command, timeout, Reply { status, payload })
             }
             Ok(Outcome::Failed(e)) => Err(e),
-            Err(_) => Err(CallError::ShuttingDown { side: "local" }),
+            Err(_) => Err(CallError::ShuttingDown { side: Side::Local }),
         }
     }
 
@@ -417,11 +456,10 @@ impl Rpc {
     }
 }
 
-/// `fut`'s result, or `Timeout` (naming the target `target()` describes) once `timeout` has
-/// passed.
+/// `fut`'s result, or `Timeout` (naming `target`) once `timeout` has passed.
 pub(crate) async fn within<T, E>(
     timeout: Duration,
-    target: impl FnOnce() -> String,
+    target: &Target,
     command: u16,
     fut: impl std::future::Future<Output = Result<T, CallError<E>>>,
 ) -> Result<T, CallError<E>> {
@@ -429,7 +467,7 @@ pub(crate) async fn within<T, E>(
         .await
         .unwrap_or_else(|_| {
             Err(CallError::Timeout {
-                target: target(),
+                target: target.clone(),
                 command,
                 after: timeout,
             })
@@ -437,27 +475,28 @@ pub(crate) async fn within<T, E>(
 }
 
 pub(crate) fn encode<T: Serialize + ?Sized, E>(command: u16, v: &T) -> Result<Bytes, CallError<E>> {
-    Postcard
-        .encode(v)
-        .map_err(|e| codec(command, CodecStage::EncodeRequest, e))
+    codec::encode(v).map_err(|e| codec(command, CodecStage::EncodeRequest, e))
+}
+
+/// A raw error of a method that cannot fail remotely, typed (a remote error here means the
+/// two sides have different signatures).
+pub(crate) fn untyped_error(target: &Target, command: u16, e: CallError<Bytes>) -> CallError {
+    e.split().unwrap_or_else(|_| CallError::Incompatible {
+        target: target.clone(),
+        command,
+        reason: Incompatibility::UnexpectedRemoteError,
+    })
 }
 
 /// Decodes a typed result from a raw call result, for methods that cannot fail remotely.
 pub(crate) fn typed<Resp: DeserializeOwned>(
+    target: &Target,
     command: u16,
     r: Result<Bytes, CallError<Bytes>>,
 ) -> Result<Resp, CallError> {
     match r {
-        Ok(b) => Postcard
-            .decode(&b)
-            .map_err(|e| codec(command, CodecStage::DecodeResponse, e)),
-        Err(e) => Err(e.split().unwrap_or_else(|_| CallError::Codec {
-            command,
-            stage: CodecStage::DecodeResponse,
-            error:
-                "the remote returned an error for a method that cannot fail (signatures differ?)"
-                    .into(),
-        })),
+        Ok(b) => codec::decode(&b).map_err(|e| codec(command, CodecStage::DecodeResponse, e)),
+        Err(e) => Err(untyped_error(target, command, e)),
     }
 }
 
@@ -467,12 +506,10 @@ pub(crate) fn typed_fallible<Resp: DeserializeOwned, E: DeserializeOwned>(
     r: Result<Bytes, CallError<Bytes>>,
 ) -> Result<Resp, CallError<E>> {
     match r {
-        Ok(b) => Postcard
-            .decode(&b)
-            .map_err(|e| codec(command, CodecStage::DecodeResponse, e)),
+        Ok(b) => codec::decode(&b).map_err(|e| codec(command, CodecStage::DecodeResponse, e)),
         Err(e) => Err(match e.split() {
             Ok(other) => other,
-            Err(b) => match Postcard.decode::<E>(&b) {
+            Err(b) => match codec::decode::<E>(&b) {
                 Ok(e) => CallError::Remote(e),
                 Err(e) => codec(command, CodecStage::DecodeResponse, e),
             },
@@ -480,19 +517,8 @@ pub(crate) fn typed_fallible<Resp: DeserializeOwned, E: DeserializeOwned>(
     }
 }
 
-/// A raw one-way result as a typed one (one-way messages have no remote errors).
-fn untyped(r: Result<(), CallError<Bytes>>, command: u16) -> Result<(), CallError> {
-    r.map_err(|e| {
-        e.split().unwrap_or_else(|_| CallError::Codec {
-            command,
-            stage: CodecStage::DecodeResponse,
-            error: "unexpected remote error".into(),
-        })
-    })
-}
-
 /// Where a [`Client`] sends its calls.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Destination {
     /// One node.
@@ -503,59 +529,65 @@ pub enum Destination {
     Random(String),
 }
 
-/// A handle for calling one destination, as generated clients wrap it. Cheap to clone.
+/// The untyped client: calls on command ids to one destination, the way the clients
+/// `#[mesh_service]` generates do (they wrap one). Cheap to clone.
+///
+/// Built like every client: a destination ([`for_node`](Self::for_node),
+/// [`for_type`](Self::for_type), [`random_of_type`](Self::random_of_type)), then options
+/// ([`on`](Self::on) a mesh, [`with_timeout`](Self::with_timeout)). Without `on`, calls go
+/// through the process's default mesh: the only one running, or the one started with
+/// [`MeshBuilder::default_for_process`](crate::MeshBuilder::default_for_process).
+///
+/// ```no_run
+/// # async fn demo(mesh: mesh_core::Mesh, addr: std::net::SocketAddr) -> Result<(), mesh_core::CallError> {
+/// use mesh_core::rpc::Client;
+/// let sum: i64 = Client::for_node(addr).on(&mesh).call(1000, &(2i64, 3i64)).await?;
+/// Client::for_type("log").send(1001, "started").await?;
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    mesh: MeshRef,
+    route: Route,
     dest: Destination,
     timeout: Option<Duration>,
 }
 
 impl Client {
-    /// Calls `target` through the process's default mesh.
+    fn with_dest(dest: Destination) -> Client {
+        Client {
+            route: Route::Default,
+            dest,
+            timeout: None,
+        }
+    }
+
+    /// Calls one node: a [`NodeId`](crate::NodeId) (that incarnation only), a
+    /// [`SocketAddr`], a `"host:port"` or a [`NodeRecord`](crate::NodeRecord).
     pub fn for_node(target: impl Into<Target>) -> Client {
-        Client {
-            mesh: MeshRef::Default,
-            dest: Destination::Node(target.into()),
-            timeout: None,
-        }
+        Client::with_dest(Destination::Node(target.into()))
     }
 
-    /// Calls `target` through `mesh`.
-    pub fn new(mesh: &Mesh, target: impl Into<Target>) -> Client {
-        Client {
-            mesh: MeshRef::Given(mesh.clone()),
-            dest: Destination::Node(target.into()),
-            timeout: None,
-        }
-    }
-
-    /// Calls the nodes of `node_type` round-robin (through the default mesh unless
-    /// [`on`](Self::on) gives one).
+    /// Calls the available (online, reachable) nodes of `node_type` that serve each
+    /// command, round-robin.
     pub fn for_type(node_type: impl Into<String>) -> Client {
-        Client {
-            mesh: MeshRef::Default,
-            dest: Destination::Balanced(node_type.into()),
-            timeout: None,
-        }
+        Client::with_dest(Destination::Balanced(node_type.into()))
     }
 
-    /// Calls a random node of `node_type`.
+    /// Calls a random available node of `node_type` that serves each command.
     pub fn random_of_type(node_type: impl Into<String>) -> Client {
-        Client {
-            mesh: MeshRef::Default,
-            dest: Destination::Random(node_type.into()),
-            timeout: None,
-        }
+        Client::with_dest(Destination::Random(node_type.into()))
     }
 
-    /// Uses `mesh` instead of the default one.
-    pub fn on(mut self, mesh: &Mesh) -> Client {
-        self.mesh = MeshRef::Given(mesh.clone());
+    /// Goes through `mesh` instead of the process default. The client does not keep the
+    /// mesh running: once it stops, calls fail with [`NoMesh::Stopped`](super::NoMesh::Stopped).
+    pub fn on(mut self, mesh: &impl Via) -> Client {
+        self.route = Route::given(mesh);
         self
     }
 
-    /// Sets the deadline of every call made through this client.
+    /// Sets the deadline of every call (default: the mesh's `request_timeout`, 3 s). Inside
+    /// a handler, a call never outlives the caller's own deadline: it gets the shorter of
+    /// the two.
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = Some(timeout);
         self
@@ -566,45 +598,50 @@ impl Client {
         &self.dest
     }
 
-    /// The mesh calls go through.
-    pub fn mesh(&self) -> Result<Mesh, CallError> {
-        self.mesh.get().ok_or(CallError::NotStarted)
+    /// The messaging layer calls go through, and the deadline of a call starting now.
+    fn prepare(&self) -> Result<(Arc<Rpc>, Duration), CallError> {
+        let rpc = self.route.get()?;
+        let own = self.timeout.unwrap_or(rpc.settings.default_timeout);
+        Ok((rpc, scope::bounded_timeout(own)))
     }
 
+    /// The raw result and the target it went to; `Err` when no call could start (no mesh,
+    /// no node of the type).
     async fn raw(
         &self,
-        command: u16,
-        fingerprint: u32,
+        command: Command,
         payload: Bytes,
-    ) -> Result<Bytes, CallError<Bytes>> {
-        let mesh = self.mesh.get().ok_or(CallError::NotStarted)?;
-        let rpc = mesh.rpc();
-        let timeout = self.timeout.unwrap_or(rpc.settings.default_timeout);
-        let target = self.target(&mesh, command).map_err(CallError::widen)?;
-        rpc.call(&target, command, fingerprint, payload, timeout)
-            .await
+    ) -> Result<(Target, Result<Bytes, CallError<Bytes>>), CallError> {
+        let (rpc, timeout) = self.prepare()?;
+        let target = self.target(&rpc, command.id)?;
+        let r = rpc
+            .call(&target, command.id, command.fingerprint, payload, timeout)
+            .await;
+        Ok((target, r))
     }
 
-    /// Calls a method that cannot fail remotely.
+    /// Calls a command whose handler cannot fail (built with [`handler`](super::handler),
+    /// or a generated method without `Result`).
     pub async fn call<Req, Resp>(
         &self,
-        command: u16,
-        fingerprint: u32,
+        command: impl Into<Command>,
         req: &Req,
     ) -> Result<Resp, CallError>
     where
         Req: Serialize + ?Sized,
         Resp: DeserializeOwned,
     {
-        let payload = encode(command, req)?;
-        typed(command, self.raw(command, fingerprint, payload).await)
+        let command = command.into();
+        let payload = encode(command.id, req)?;
+        let (target, r) = self.raw(command, payload).await?;
+        typed(&target, command.id, r)
     }
 
-    /// Calls a method returning `Result<Resp, E>`.
+    /// Calls a command whose handler returns `Result<Resp, E>`: `E` comes back as
+    /// [`CallError::Remote`].
     pub async fn call_fallible<Req, Resp, E>(
         &self,
-        command: u16,
-        fingerprint: u32,
+        command: impl Into<Command>,
         req: &Req,
     ) -> Result<Resp, CallError<E>>
     where
@@ -612,16 +649,20 @@ impl Client {
         Resp: DeserializeOwned,
         E: DeserializeOwned,
     {
-        let payload = encode(command, req)?;
-        typed_fallible(command, self.raw(command, fingerprint, payload).await)
+        let command = command.into();
+        let payload = encode(command.id, req)?;
+        match self.raw(command, payload).await {
+            Ok((_, r)) => typed_fallible(command.id, r),
+            Err(e) => Err(e.widen()),
+        }
     }
 
     /// The node this call goes to (picked now for balanced and random destinations).
-    fn target(&self, mesh: &Mesh, command: u16) -> Result<Target, CallError> {
+    fn target(&self, rpc: &Rpc, command: u16) -> Result<Target, CallError> {
         Ok(match &self.dest {
             Destination::Node(t) => t.clone(),
-            Destination::Balanced(ty) => Target::Node(mesh.select_balanced(ty, command)?),
-            Destination::Random(ty) => Target::Node(mesh.select_random(ty, command)?),
+            Destination::Balanced(ty) => Target::Node(rpc.select_balanced(ty, command)?),
+            Destination::Random(ty) => Target::Node(rpc.select_random(ty, command)?),
         })
     }
 
@@ -631,40 +672,36 @@ impl Client {
     /// flow-control window is full. A message that timed out may still be delivered.
     pub async fn send<M: Serialize + ?Sized>(
         &self,
-        command: u16,
-        fingerprint: u32,
+        command: impl Into<Command>,
         msg: &M,
     ) -> Result<(), CallError> {
-        let mesh = self.mesh()?;
-        let payload = encode(command, msg)?;
-        let target = self.target(&mesh, command)?;
-        let timeout = self.timeout.unwrap_or(mesh.rpc().settings.default_timeout);
+        let command = command.into();
+        let (rpc, timeout) = self.prepare()?;
+        let payload = encode(command.id, msg)?;
+        let target = self.target(&rpc, command.id)?;
         let sent = within(
             timeout,
-            || target.to_string(),
-            command,
-            mesh.rpc()
-                .send_oneway(&target, command, fingerprint, payload),
+            &target,
+            command.id,
+            rpc.send_oneway(&target, command.id, command.fingerprint, payload),
         )
         .await;
-        untyped(sent, command)
+        sent.map_err(|e| untyped_error(&target, command.id, e))
     }
 
-    /// Sends an unreliable one-way datagram.
+    /// Sends an unreliable one-way datagram (at most one datagram's payload; it may be
+    /// lost, and nothing tells).
     pub async fn usend<M: Serialize + ?Sized>(
         &self,
-        command: u16,
-        fingerprint: u32,
+        command: impl Into<Command>,
         msg: &M,
     ) -> Result<(), CallError> {
-        let mesh = self.mesh()?;
-        let payload = encode(command, msg)?;
-        let target = self.target(&mesh, command)?;
-        untyped(
-            mesh.rpc()
-                .usend_oneway(&target, command, fingerprint, payload)
-                .await,
-            command,
-        )
+        let command = command.into();
+        let (rpc, _) = self.prepare()?;
+        let payload = encode(command.id, msg)?;
+        let target = self.target(&rpc, command.id)?;
+        rpc.usend_oneway(&target, command.id, command.fingerprint, payload)
+            .await
+            .map_err(|e| untyped_error(&target, command.id, e))
     }
 }

@@ -16,10 +16,16 @@ pub enum Unreachable {
     Transport(UnreachableReason),
     /// Discovery says it left.
     Left,
-    /// The name does not resolve.
-    Resolve(String),
-    /// A local limit stopped the message (session table or memory budget full).
-    LocalLimit(String),
+    /// The `host:port` does not resolve.
+    Resolve {
+        /// The name looked up.
+        host: String,
+        /// What the resolver said.
+        error: String,
+    },
+    /// A local limit stopped the message (which one is named: the session table, the
+    /// receive memory budget, the send queue).
+    LocalLimit(&'static str),
 }
 
 impl fmt::Display for Unreachable {
@@ -27,8 +33,13 @@ impl fmt::Display for Unreachable {
         match self {
             Unreachable::Transport(r) => r.fmt(f),
             Unreachable::Left => f.write_str("the node left the mesh"),
-            Unreachable::Resolve(e) => write!(f, "cannot resolve the address: {e}"),
-            Unreachable::LocalLimit(e) => write!(f, "a local transport limit was hit: {e}"),
+            Unreachable::Resolve { host, error } => {
+                write!(f, "cannot resolve {host:?}: {error}")
+            }
+            Unreachable::LocalLimit(e) => write!(
+                f,
+                "a local transport limit was hit ({e}); retry later or raise the limit"
+            ),
         }
     }
 }
@@ -47,6 +58,147 @@ pub enum CodecStage {
     DecodeResponse,
 }
 
+impl CodecStage {
+    pub(crate) fn to_u8(self) -> u8 {
+        match self {
+            CodecStage::EncodeRequest => 0,
+            CodecStage::DecodeRequest => 1,
+            CodecStage::EncodeResponse => 2,
+            CodecStage::DecodeResponse => 3,
+        }
+    }
+
+    pub(crate) fn from_u8(b: u8) -> Option<CodecStage> {
+        Some(match b {
+            0 => CodecStage::EncodeRequest,
+            1 => CodecStage::DecodeRequest,
+            2 => CodecStage::EncodeResponse,
+            3 => CodecStage::DecodeResponse,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for CodecStage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CodecStage::EncodeRequest => "encoding the request (nothing was sent)",
+            CodecStage::DecodeRequest => {
+                "decoding the request on the remote (not run: do both sides use the same types?)"
+            }
+            CodecStage::EncodeResponse => "encoding the response on the remote (it ran)",
+            CodecStage::DecodeResponse => {
+                "decoding the response (it ran: do both sides use the same types?)"
+            }
+        })
+    }
+}
+
+/// Which node a [`CallError::ShuttingDown`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Side {
+    /// This node is stopping.
+    Local,
+    /// The called node is stopping.
+    Remote,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+        })
+    }
+}
+
+/// What two nodes disagree on ([`CallError::Incompatible`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Incompatibility {
+    /// The method's signature differs: the caller was built with another version of it.
+    Signature {
+        /// The service on the called node (empty for a bare command handler).
+        service: String,
+        /// The method on the called node.
+        method: String,
+        /// The fingerprint the caller sent.
+        sent: u32,
+        /// The fingerprint of the called node's handler.
+        served: u32,
+    },
+    /// The transport refused the session (another protocol version or cluster).
+    Transport(RejectReason),
+    /// The remote returned an error for a method that cannot fail: the two sides have
+    /// different signatures (a fallible handler answered an infallible call).
+    UnexpectedRemoteError,
+}
+
+impl fmt::Display for Incompatibility {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Incompatibility::Signature {
+                service,
+                method,
+                sent,
+                served,
+            } => {
+                let sep = if service.is_empty() { "" } else { "::" };
+                write!(
+                    f,
+                    "method {service}{sep}{method} has another signature there (fingerprint \
+                     {served:#010x}, the caller's {sent:#010x}): deploy matching versions or \
+                     give the changed method a new id"
+                )
+            }
+            Incompatibility::Transport(r) => write!(f, "the transport refused: {r}"),
+            Incompatibility::UnexpectedRemoteError => f.write_str(
+                "the remote returned an error for a method that cannot fail (signatures differ)",
+            ),
+        }
+    }
+}
+
+/// Why a call found no mesh to go through ([`CallError::NoMesh`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum NoMesh {
+    /// No mesh runs in this process.
+    NoneStarted,
+    /// Several meshes run and none was chosen as the default.
+    Ambiguous {
+        /// How many run.
+        running: usize,
+    },
+    /// The mesh chosen with `default_for_process()` has stopped.
+    DefaultStopped,
+    /// The mesh given with `.on(&mesh)` has stopped.
+    Stopped,
+}
+
+impl fmt::Display for NoMesh {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoMesh::NoneStarted => f.write_str(
+                "no mesh is running in this process: start one with Mesh::builder().start()",
+            ),
+            NoMesh::Ambiguous { running } => write!(
+                f,
+                "{running} meshes run in this process and none is the default: pass one with \
+                 .on(&mesh), or start one with Mesh::builder().default_for_process()"
+            ),
+            NoMesh::DefaultStopped => f.write_str(
+                "the default mesh (chosen with default_for_process()) has stopped: start \
+                 another with .default_for_process(), or pass one with .on(&mesh)",
+            ),
+            NoMesh::Stopped => f.write_str(
+                "the mesh this client was given with .on(&mesh) has stopped: use a running one",
+            ),
+        }
+    }
+}
+
 /// Why a call failed. Every call fails with exactly one of these; [`may_have_run`]
 /// tells whether the remote handler may have run.
 ///
@@ -58,10 +210,12 @@ pub enum CodecStage {
 #[non_exhaustive]
 pub enum CallError<E = Infallible> {
     /// The deadline passed with no answer; the handler may still be running.
-    #[error("call to {target} (command {command}) timed out after {after:?}")]
+    #[error(
+        "call to {target} (command {command}) timed out after {after:?}; the handler may have run (raise the timeout with with_timeout if it is slow)"
+    )]
     Timeout {
         /// The target.
-        target: String,
+        target: Target,
         /// The command id.
         command: u16,
         /// The deadline.
@@ -71,7 +225,7 @@ pub enum CallError<E = Infallible> {
     #[error("call to {target} (command {command}) failed: peer unreachable: {reason}")]
     Unreachable {
         /// The target.
-        target: String,
+        target: Target,
         /// The command id.
         command: u16,
         /// Why.
@@ -79,11 +233,11 @@ pub enum CallError<E = Infallible> {
     },
     /// The target restarted; the old process may have run the request.
     #[error(
-        "call to {target} (command {command}) failed: the node restarted (incarnation {old:#x} -> {new:#x})"
+        "call to {target} (command {command}) failed: the node restarted (incarnation {old:#x} -> {new:#x}); call the new incarnation by address if the call may be repeated"
     )]
     Restarted {
         /// The target.
-        target: String,
+        target: Target,
         /// The command id.
         command: u16,
         /// The incarnation called.
@@ -95,7 +249,7 @@ pub enum CallError<E = Infallible> {
     #[error("{target} has no handler for command {command} (is the service served there?)")]
     NoHandler {
         /// The target.
-        target: String,
+        target: Target,
         /// The command id.
         command: u16,
     },
@@ -103,7 +257,7 @@ pub enum CallError<E = Infallible> {
     #[error("{target} is overloaded (command {command} not run); retry later or on another node")]
     Overloaded {
         /// The target.
-        target: String,
+        target: Target,
         /// The command id.
         command: u16,
     },
@@ -114,14 +268,14 @@ pub enum CallError<E = Infallible> {
     #[error("the handler of command {command} on {target} panicked: {message}")]
     Panicked {
         /// The target.
-        target: String,
+        target: Target,
         /// The command id.
         command: u16,
         /// The panic message.
         message: String,
     },
     /// Encoding or decoding failed.
-    #[error("command {command}: {stage:?} failed: {error}")]
+    #[error("command {command}: {stage} failed: {error}")]
     Codec {
         /// The command id.
         command: u16,
@@ -132,7 +286,9 @@ pub enum CallError<E = Infallible> {
     },
     /// The request or response exceeds a size limit; refused without being sent (request)
     /// or after running (response).
-    #[error("command {command}: message of {size} bytes exceeds the limit of {max} bytes")]
+    #[error(
+        "command {command}: message of {size} bytes exceeds the limit of {max} bytes (max_message_size); send less or raise the limit on both sides"
+    )]
     TooLarge {
         /// The command id.
         command: u16,
@@ -143,27 +299,30 @@ pub enum CallError<E = Infallible> {
         /// Whether the handler ran (the response was too large).
         ran: bool,
     },
-    /// The two sides disagree on the method's signature (or cluster/wire version); not run.
-    #[error("call to {target} is incompatible: {detail}")]
+    /// The two sides disagree on the method's signature (or the wire protocol); not run.
+    #[error("call to {target} (command {command}) is incompatible: {reason}")]
     Incompatible {
         /// The target.
-        target: String,
+        target: Target,
         /// The command id.
         command: u16,
-        /// Which method or which part of the protocol differs.
-        detail: String,
+        /// What differs.
+        reason: Incompatibility,
     },
-    /// No mesh is started in this process (or the one given has stopped).
-    #[error("no mesh is started: start one with Mesh::builder().start() or pass one explicitly")]
-    NotStarted,
+    /// No mesh to go through: none runs, several run and none is the default, or the one
+    /// chosen has stopped.
+    #[error("{0}")]
+    NoMesh(NoMesh),
     /// The local or remote node is shutting down; not run.
-    #[error("the {side} node is shutting down")]
+    #[error("the {side} node is shutting down (not run); retry on another node")]
     ShuttingDown {
-        /// "local" or "remote".
-        side: &'static str,
+        /// Which node.
+        side: Side,
     },
     /// No node is available for the call (balanced or random selection found none).
-    #[error("no available node of type {node_type:?} serves command {command}")]
+    #[error(
+        "no available node of type {node_type:?} serves command {command} (none online and reachable)"
+    )]
     NoNode {
         /// The node type asked for.
         node_type: String,
@@ -189,7 +348,7 @@ impl<E> CallError<E> {
             CallError::NoHandler { .. }
             | CallError::Overloaded { .. }
             | CallError::Incompatible { .. }
-            | CallError::NotStarted
+            | CallError::NoMesh(_)
             | CallError::ShuttingDown { .. }
             | CallError::NoNode { .. } => false,
         }
@@ -313,13 +472,13 @@ impl<E> CallError<E> {
             CallError::Incompatible {
                 target,
                 command,
-                detail,
+                reason,
             } => CallError::Incompatible {
                 target,
                 command,
-                detail,
+                reason,
             },
-            CallError::NotStarted => CallError::NotStarted,
+            CallError::NoMesh(n) => CallError::NoMesh(n),
             CallError::ShuttingDown { side } => CallError::ShuttingDown { side },
             CallError::NoNode { node_type, command } => CallError::NoNode { node_type, command },
         })
@@ -343,9 +502,9 @@ pub(crate) fn codec<E>(command: u16, stage: CodecStage, e: CodecError) -> CallEr
 
 pub(crate) fn incompatible<E>(target: &Target, command: u16, reason: RejectReason) -> CallError<E> {
     CallError::Incompatible {
-        target: target.to_string(),
+        target: target.clone(),
         command,
-        detail: format!("the transport refused: {reason}"),
+        reason: Incompatibility::Transport(reason),
     }
 }
 

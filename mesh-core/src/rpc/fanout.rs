@@ -334,7 +334,7 @@ mod relay_tests {
         // Not a mesh node: a plain transport that would see anything sent to it.
         let outsider = Transport::bind(TransportConfig::default()).await.unwrap();
         let stray = Transport::bind(TransportConfig::default()).await.unwrap();
-        let payload = crate::codec::Codec::encode(&crate::codec::Postcard, &7u32).unwrap();
+        let payload = crate::codec::encode(&7u32).unwrap();
         let header = wire::RelayHeader {
             cmd: 9,
             fingerprint: 0,

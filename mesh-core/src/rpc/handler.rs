@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio_util::sync::CancellationToken;
 
 use super::wire::Status;
-use crate::codec::{Codec, Postcard};
+
 use crate::discovery::BoxFuture;
 use crate::node::NodeId;
 
@@ -27,6 +27,7 @@ pub struct CallContext {
     pub(crate) deadline: Option<Instant>,
     pub(crate) cancel: CancellationToken,
     pub(crate) oneway: bool,
+    pub(crate) trace: Option<super::TraceContext>,
 }
 
 impl CallContext {
@@ -88,6 +89,13 @@ impl CallContext {
     pub fn is_oneway(&self) -> bool {
         self.oneway
     }
+
+    /// The caller's trace context (`traceparent`-shaped: the trace id shared by every hop of
+    /// one top-level call, and the id of the calling span); `None` for one-way messages.
+    /// Calls this handler makes continue the same trace.
+    pub fn trace(&self) -> Option<super::TraceContext> {
+        self.trace
+    }
 }
 
 /// What a handler produced: an encoded value, an encoded remote error, or a framework
@@ -136,15 +144,19 @@ struct Typed<F, Req, Resp, E, const FALLIBLE: bool> {
 }
 
 fn decode_request<Req: DeserializeOwned>(payload: &[u8]) -> Result<Req, Reply> {
-    Postcard
-        .decode(payload)
-        .map_err(|e| Reply::failure(Status::Codec, e.to_string()))
+    crate::codec::decode(payload).map_err(|e| Reply {
+        status: Status::Codec,
+        payload: super::wire::codec_detail(super::CodecStage::DecodeRequest, &e.to_string()),
+    })
 }
 
 fn encode_value<T: Serialize>(v: &T, status: Status) -> Reply {
-    match Postcard.encode(v) {
+    match crate::codec::encode(v) {
         Ok(payload) => Reply { status, payload },
-        Err(e) => Reply::failure(Status::Codec, format!("encoding the response: {e}")),
+        Err(e) => Reply {
+            status: Status::Codec,
+            payload: super::wire::codec_detail(super::CodecStage::EncodeResponse, &e.to_string()),
+        },
     }
 }
 

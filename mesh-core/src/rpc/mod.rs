@@ -1,16 +1,21 @@
 //! Messaging on u16 command ids: handlers, request/response with deadlines and cancellation,
 //! one-way and unreliable messages, relay fan-out, broadcast-collect and balanced calls.
 //!
-//! The typed front-ends are [`Mesh::request`](crate::Mesh::request) and friends, and the
-//! clients `#[mesh_service]` generates; this module holds the machinery, the [`CallError`]
-//! every call fails with, and the handler builders.
+//! The typed front-ends are the clients `#[mesh_service]` generates; the untyped ones, of the
+//! same shape, are [`Client`] (one node: by id, address, or a balanced or random pick by
+//! type) and [`Broadcast`] (many nodes: collect every answer, or a one-way message through
+//! the relay tree). This module also holds the machinery, the [`CallError`] every call fails
+//! with, the handler builders, and how deadlines and traces travel ([`TraceContext`]).
 
 mod broadcast;
 mod client;
 mod error;
 mod fanout;
 mod handler;
+pub(crate) mod process;
 mod registry;
+mod scope;
+mod select;
 mod server;
 pub(crate) mod wire;
 
@@ -24,13 +29,16 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use broadcast::Broadcast;
-pub use client::{CallOptions, Client, Destination};
-pub use error::{CallError, CodecStage, RegisterError, Unreachable};
+pub use client::{Client, Command, Destination};
+pub use error::{CallError, CodecStage, Incompatibility, NoMesh, RegisterError, Side, Unreachable};
 pub use handler::{
     CallContext, Handler, Method, Reply, Service, fallible_handler, handler, raw_handler,
 };
+pub(crate) use process::register as register_process_mesh;
+pub use process::{Messaging, Via};
 pub use registry::RESERVED_START;
 pub(crate) use registry::framework;
+pub use scope::{TraceContext, current_trace};
 pub use wire::fingerprint;
 
 use crate::discovery::Membership;
@@ -143,7 +151,7 @@ impl RpcCounters {
 }
 
 /// What the messaging layer of a node dropped or refused since it started
-/// ([`Mesh::rpc_stats`](crate::Mesh::rpc_stats)).
+/// ([`Mesh::stats`](crate::Mesh::stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RpcStats {
@@ -194,6 +202,8 @@ pub(crate) struct Rpc {
     handlers_stop: CancellationToken,
     discovery_inbox: mpsc::Sender<(SocketAddr, Bytes)>,
     pub(crate) counters: RpcCounters,
+    /// Round-robin positions of balanced calls, per (node type, command).
+    balance: Mutex<FastMap<(String, u16), usize>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -224,6 +234,7 @@ impl Rpc {
             handlers_stop: CancellationToken::new(),
             discovery_inbox,
             counters: RpcCounters::default(),
+            balance: Mutex::new(FastMap::default()),
         })
     }
 
@@ -326,6 +337,11 @@ impl Rpc {
         v
     }
 
+    /// Whether the node still takes requests (it has not begun to stop).
+    pub(crate) fn is_running(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+
     /// Stops taking requests: new ones are answered "shutting down".
     pub(crate) fn stop_accepting(&self) {
         self.accepting.store(false, Ordering::Release);
@@ -353,8 +369,9 @@ impl Rpc {
         }
         let pending: Vec<Pending> = lock(&self.pending).drain().map(|(_, v)| v).collect();
         for p in pending {
-            let _ =
-                p.tx.send(Outcome::Failed(CallError::ShuttingDown { side: "local" }));
+            let _ = p.tx.send(Outcome::Failed(CallError::ShuttingDown {
+                side: Side::Local,
+            }));
         }
     }
 
@@ -369,13 +386,7 @@ impl Rpc {
             }
         };
         match env {
-            wire::Envelope::Request {
-                cmd,
-                id,
-                deadline_ms,
-                fingerprint,
-                payload,
-            } => self.on_request(from, cmd, id, deadline_ms, fingerprint, payload),
+            wire::Envelope::Request { header, payload } => self.on_request(from, header, payload),
             wire::Envelope::Response {
                 id,
                 status,
@@ -472,7 +483,7 @@ impl Rpc {
         };
         for p in expired {
             let e = CallError::Timeout {
-                target: p.target.to_string(),
+                target: p.target.clone(),
                 command: p.command,
                 after: p.timeout,
             };
@@ -501,10 +512,10 @@ impl Rpc {
     pub(crate) fn respond(self: &Arc<Self>, to: SocketAddr, id: u64, reply: Reply) {
         let max = self.settings.max_message_size;
         let reply = if reply.payload.len() + 10 > max {
-            Reply::failure(
-                wire::Status::TooLarge,
-                format!("{}:{}", reply.payload.len(), max),
-            )
+            Reply {
+                status: wire::Status::TooLarge,
+                payload: wire::too_large_detail(reply.payload.len() as u64, max as u64),
+            }
         } else {
             reply
         };

@@ -14,7 +14,8 @@ use tracing::Instrument;
 
 use super::handler::{CallContext, Reply};
 use super::registry::Entry;
-use super::wire::Status;
+use super::scope::{self, Scope, TraceContext};
+use super::wire::{Mismatch, RequestHeader, Status};
 use super::{Rpc, lock};
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
@@ -34,7 +35,7 @@ impl Rpc {
         command: u16,
         deadline: Option<Instant>,
         cancel: CancellationToken,
-        oneway: bool,
+        trace: Option<TraceContext>,
     ) -> CallContext {
         CallContext {
             from,
@@ -43,7 +44,8 @@ impl Rpc {
             command,
             deadline,
             cancel,
-            oneway,
+            oneway: trace.is_none(),
+            trace,
         }
     }
 
@@ -57,30 +59,32 @@ impl Rpc {
         };
         if fingerprint != 0 && entry.fingerprint != 0 && fingerprint != entry.fingerprint {
             self.counters.incompatible.fetch_add(1, Ordering::Relaxed);
-            return Err(Reply::failure(
-                Status::Incompatible,
-                format!(
-                    "method {}{}{} (command {cmd}) has a different signature on this node",
-                    entry.service,
-                    if entry.service.is_empty() { "" } else { "::" },
-                    entry.method
-                ),
-            ));
+            let detail = Mismatch {
+                service: entry.service.to_string(),
+                method: entry.method.to_string(),
+                sent: fingerprint,
+                served: entry.fingerprint,
+            };
+            return Err(Reply {
+                status: Status::Incompatible,
+                payload: detail.encode(),
+            });
         }
         Ok(entry)
     }
 
     /// Runs the handler of a request and answers it.
-    pub(crate) fn on_request(
-        self: &Arc<Self>,
-        from: SocketAddr,
-        cmd: u16,
-        id: u64,
-        deadline_ms: u32,
-        fingerprint: u32,
-        payload: Bytes,
-    ) {
-        let span = super::debug_span(|| tracing::debug_span!("request", %from, command = cmd, id));
+    pub(crate) fn on_request(self: &Arc<Self>, from: SocketAddr, h: RequestHeader, payload: Bytes) {
+        let RequestHeader {
+            cmd,
+            id,
+            deadline_ms,
+            fingerprint,
+            trace,
+        } = h;
+        let span = super::debug_span(
+            || tracing::debug_span!("request", %from, command = cmd, id, trace_id = %format_args!("{:032x}", trace.trace_id), parent_id = %format_args!("{:016x}", trace.parent_id)),
+        );
         let refuse = |reply: Reply| self.respond(from, id, reply);
         let entry = match self.admit(cmd, fingerprint) {
             Ok(e) => e,
@@ -107,13 +111,19 @@ impl Rpc {
             running.insert((from, id), cancel.clone());
         }
         let deadline = Instant::now() + Duration::from_millis(u64::from(deadline_ms));
-        let ctx = self.context(from, cmd, Some(deadline), cancel.clone(), false);
+        let ctx = self.context(from, cmd, Some(deadline), cancel.clone(), Some(trace));
         let this = self.clone();
+        let scope = Scope {
+            deadline: Some(deadline),
+            trace,
+        };
         super::run_inline(
             async move {
                 let handler = entry.handler;
-                let run = AssertUnwindSafe(async move { handler.call(ctx, payload).await })
-                    .catch_unwind();
+                let run = AssertUnwindSafe(scope::within(scope, async move {
+                    handler.call(ctx, payload).await
+                }))
+                .catch_unwind();
                 let outcome = tokio::select! {
                     biased;
                     r = run => Some(r),
@@ -154,7 +164,8 @@ impl Rpc {
             Err(reply) => {
                 self.counters.dropped_oneway.fetch_add(1, Ordering::Relaxed);
                 if reply.status == Status::Incompatible {
-                    tracing::warn!(%from, command = cmd, detail = %String::from_utf8_lossy(&reply.payload), "one-way message dropped: incompatible signature");
+                    let detail = Mismatch::decode(&reply.payload);
+                    tracing::warn!(%from, command = cmd, ?detail, "one-way message dropped: incompatible signature");
                 } else {
                     tracing::debug!(%from, command = cmd, status = ?reply.status, "one-way message dropped");
                 }
@@ -167,7 +178,7 @@ impl Rpc {
             return;
         };
         let cancel = self.handlers_stop.child_token();
-        let ctx = self.context(from, cmd, None, cancel.clone(), true);
+        let ctx = self.context(from, cmd, None, cancel.clone(), None);
         let span = super::debug_span(|| tracing::debug_span!("oneway", %from, command = cmd));
         super::run_inline(
             async move {
@@ -193,6 +204,7 @@ impl Rpc {
         cmd: u16,
         fingerprint: u32,
         timeout: Duration,
+        trace: TraceContext,
         payload: Bytes,
     ) -> Reply {
         let entry = match self.admit(cmd, fingerprint) {
@@ -204,13 +216,19 @@ impl Rpc {
         };
         let cancel = self.handlers_stop.child_token();
         let deadline = Instant::now() + timeout;
-        let ctx = self.context(self.local, cmd, Some(deadline), cancel.clone(), false);
+        let ctx = self.context(self.local, cmd, Some(deadline), cancel.clone(), Some(trace));
+        let scope = Scope {
+            deadline: Some(deadline),
+            trace,
+        };
         // Run it on its own task, as a remote call would, so a panic stays contained and the
         // caller's cancellation (dropping this future) stops it too.
         let guard = cancel.clone().drop_guard();
         let task = tokio::spawn(async move {
-            let run = AssertUnwindSafe(async move { entry.handler.call(ctx, payload).await })
-                .catch_unwind();
+            let run = AssertUnwindSafe(scope::within(scope, async move {
+                entry.handler.call(ctx, payload).await
+            }))
+            .catch_unwind();
             let r = tokio::select! {
                 r = run => match r {
                     Ok(reply) => reply,

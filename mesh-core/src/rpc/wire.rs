@@ -2,7 +2,8 @@
 //! decoded without panics.
 //!
 //! ```text
-//! REQUEST   01 | cmd u16 | id u64 | deadline_ms u32 | fingerprint u32 | payload
+//! REQUEST   01 | cmd u16 | id u64 | deadline_ms u32 | fingerprint u32
+//!              | trace_id u128 | parent_id u64 | trace_flags u8 | payload
 //! RESPONSE  02 | id u64 | status u8 | payload
 //! ONEWAY    03 | cmd u16 | fingerprint u32 | payload
 //! CANCEL    04 | id u64
@@ -10,10 +11,17 @@
 //! PING      06
 //! ```
 //! Integers are little-endian; an address is `4 | ip[4] | port u16` or `6 | ip[16] | port u16`.
+//!
+//! Some refusals carry a typed detail in the response payload: `INCOMPATIBLE` the called
+//! node's fingerprint, the caller's, then `service len u8 | service | method`; `CODEC` the
+//! stage (u8) then the codec's message; `TOO_LARGE` the size and the limit (u64 each).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::error::CodecStage;
+use super::scope::TraceContext;
 
 /// Response status codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +71,7 @@ impl Status {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Envelope {
     Request {
-        cmd: u16,
-        id: u64,
-        deadline_ms: u32,
-        fingerprint: u32,
+        header: RequestHeader,
         payload: Bytes,
     },
     Response {
@@ -106,28 +111,118 @@ const PING: u8 = 6;
 pub(crate) const MAX_RELAY_TARGETS: usize = 4096;
 
 /// Fixed bytes before a request's payload.
-pub(crate) const REQUEST_HEADER: usize = 1 + 2 + 8 + 4 + 4;
+pub(crate) const REQUEST_HEADER: usize = 1 + 2 + 8 + 4 + 4 + 16 + 8 + 1;
+
+/// What a request says before its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RequestHeader {
+    pub(crate) cmd: u16,
+    pub(crate) id: u64,
+    /// The caller's remaining deadline (0: already expired).
+    pub(crate) deadline_ms: u32,
+    pub(crate) fingerprint: u32,
+    /// The caller's trace, with the id of the calling span.
+    pub(crate) trace: TraceContext,
+}
 
 /// Why an envelope could not be decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("malformed mesh envelope: {0}")]
 pub(crate) struct Malformed(pub(crate) &'static str);
 
-pub(crate) fn request(
-    cmd: u16,
-    id: u64,
-    deadline_ms: u32,
-    fingerprint: u32,
-    payload: &[u8],
-) -> Bytes {
+pub(crate) fn request(h: &RequestHeader, payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(REQUEST_HEADER + payload.len());
     b.put_u8(REQUEST);
-    b.put_u16_le(cmd);
-    b.put_u64_le(id);
-    b.put_u32_le(deadline_ms);
-    b.put_u32_le(fingerprint);
+    b.put_u16_le(h.cmd);
+    b.put_u64_le(h.id);
+    b.put_u32_le(h.deadline_ms);
+    b.put_u32_le(h.fingerprint);
+    b.put_u128_le(h.trace.trace_id);
+    b.put_u64_le(h.trace.parent_id);
+    b.put_u8(h.trace.flags);
     b.put_slice(payload);
     b.freeze()
+}
+
+/// The detail of an `Incompatible` refusal: the method there and both fingerprints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mismatch {
+    pub(crate) service: String,
+    pub(crate) method: String,
+    pub(crate) sent: u32,
+    pub(crate) served: u32,
+}
+
+impl Mismatch {
+    pub(crate) fn encode(&self) -> Bytes {
+        let service = truncate(&self.service, 255);
+        let method = truncate(&self.method, 255);
+        let mut b = BytesMut::with_capacity(9 + service.len() + method.len());
+        b.put_u32_le(self.served);
+        b.put_u32_le(self.sent);
+        b.put_u8(service.len() as u8);
+        b.put_slice(service.as_bytes());
+        b.put_slice(method.as_bytes());
+        b.freeze()
+    }
+
+    pub(crate) fn decode(mut b: &[u8]) -> Option<Mismatch> {
+        if b.len() < 9 {
+            return None;
+        }
+        let served = b.get_u32_le();
+        let sent = b.get_u32_le();
+        let n = usize::from(b.get_u8());
+        let service = std::str::from_utf8(b.get(..n)?).ok()?.to_string();
+        let method = std::str::from_utf8(b.get(n..)?).ok()?.to_string();
+        Some(Mismatch {
+            service,
+            method,
+            sent,
+            served,
+        })
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The detail of a `Codec` refusal: where, and what the codec said.
+pub(crate) fn codec_detail(stage: CodecStage, message: &str) -> Bytes {
+    let message = truncate(message, 1024);
+    let mut b = BytesMut::with_capacity(1 + message.len());
+    b.put_u8(stage.to_u8());
+    b.put_slice(message.as_bytes());
+    b.freeze()
+}
+
+pub(crate) fn decode_codec_detail(b: &[u8]) -> Option<(CodecStage, String)> {
+    let (&stage, rest) = b.split_first()?;
+    Some((
+        CodecStage::from_u8(stage)?,
+        String::from_utf8_lossy(rest).into_owned(),
+    ))
+}
+
+/// The detail of a `TooLarge` refusal: the size and the limit.
+pub(crate) fn too_large_detail(size: u64, max: u64) -> Bytes {
+    let mut b = BytesMut::with_capacity(16);
+    b.put_u64_le(size);
+    b.put_u64_le(max);
+    b.freeze()
+}
+
+pub(crate) fn decode_too_large(mut b: &[u8]) -> Option<(u64, u64)> {
+    if b.len() != 16 {
+        return None;
+    }
+    Some((b.get_u64_le(), b.get_u64_le()))
 }
 
 pub(crate) fn response(id: u64, status: Status, payload: &[u8]) -> Bytes {
@@ -245,11 +340,19 @@ pub(crate) fn decode(mut buf: Bytes) -> Result<Envelope, Malformed> {
     match buf.get_u8() {
         REQUEST => {
             need(&buf, REQUEST_HEADER - 1, "request header")?;
-            Ok(Envelope::Request {
+            let header = RequestHeader {
                 cmd: buf.get_u16_le(),
                 id: buf.get_u64_le(),
                 deadline_ms: buf.get_u32_le(),
                 fingerprint: buf.get_u32_le(),
+                trace: TraceContext {
+                    trace_id: buf.get_u128_le(),
+                    parent_id: buf.get_u64_le(),
+                    flags: buf.get_u8(),
+                },
+            };
+            Ok(Envelope::Request {
+                header,
                 payload: buf,
             })
         }
@@ -339,14 +442,22 @@ mod tests {
             reliable: true,
             origin: b6,
         };
+        let header = RequestHeader {
+            cmd: 1000,
+            id: 7,
+            deadline_ms: 3000,
+            fingerprint: 99,
+            trace: TraceContext {
+                trace_id: 0x0af7651916cd43dd8448eb211c80319c,
+                parent_id: 0xb7ad6b7169203331,
+                flags: 1,
+            },
+        };
         let cases = [
             (
-                request(1000, 7, 3000, 99, p),
+                request(&header, p),
                 Envelope::Request {
-                    cmd: 1000,
-                    id: 7,
-                    deadline_ms: 3000,
-                    fingerprint: 99,
+                    header,
                     payload: Bytes::from_static(p),
                 },
             ),
@@ -390,6 +501,36 @@ mod tests {
         }
         assert_eq!(relay_len(&b6, &[a, b6], 7), relay(&rh, &[a, b6], p).len());
         assert_ne!(fingerprint("a"), fingerprint("b"));
+    }
+
+    #[test]
+    fn refusal_details_round_trip_and_reject_garbage() {
+        let m = Mismatch {
+            service: "Greeter".into(),
+            method: "hello".into(),
+            sent: 7,
+            served: 9,
+        };
+        assert_eq!(Mismatch::decode(&m.encode()), Some(m));
+        assert_eq!(Mismatch::decode(&[1, 2, 3]), None);
+        assert_eq!(Mismatch::decode(&[0, 0, 0, 0, 0, 0, 0, 0, 200]), None);
+        let long = Mismatch {
+            service: "é".repeat(300),
+            method: String::new(),
+            sent: 1,
+            served: 2,
+        };
+        let back = Mismatch::decode(&long.encode()).map(|m| m.service.len());
+        assert_eq!(back, Some(254));
+        let c = codec_detail(CodecStage::EncodeResponse, "boom");
+        assert_eq!(
+            decode_codec_detail(&c),
+            Some((CodecStage::EncodeResponse, "boom".to_string()))
+        );
+        assert_eq!(decode_codec_detail(&[9, b'x']), None);
+        assert_eq!(decode_codec_detail(&[]), None);
+        assert_eq!(decode_too_large(&too_large_detail(5, 4)), Some((5, 4)));
+        assert_eq!(decode_too_large(b"5:4"), None);
     }
 
     proptest! {

@@ -23,7 +23,7 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
         let (ret, body, note) = match (m.kind, &m.output) {
             (Kind::OneWay, _) => (
                 quote!(::core::result::Result<(), #krate::rpc::CallError>),
-                quote!(self.inner.send(#client::#id_const, #client::#fp_const, &#value).await),
+                quote!(self.inner.send(#krate::rpc::Command::new(#client::#id_const).with_fingerprint(#client::#fp_const), &#value).await),
                 format!(
                     "Sends `{}` (command {}) reliably to every target through a relay tree \
                      (see [`with_limit`](Self::with_limit)), encoded once; resolves when the \
@@ -34,7 +34,7 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
             ),
             (Kind::Unreliable, _) => (
                 quote!(::core::result::Result<(), #krate::rpc::CallError>),
-                quote!(self.inner.usend(#client::#id_const, #client::#fp_const, &#value).await),
+                quote!(self.inner.usend(#krate::rpc::Command::new(#client::#id_const).with_fingerprint(#client::#fp_const), &#value).await),
                 format!(
                     "Sends `{}` (command {}) to every target through a relay tree of \
                      unreliable datagrams (see [`with_limit`](Self::with_limit)), encoded once; \
@@ -47,7 +47,7 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
                     ::std::vec::Vec<(#krate::Target, ::core::result::Result<#t, #krate::rpc::CallError>)>,
                     #krate::rpc::CallError,
                 >),
-                quote!(self.inner.call::<#req, #t>(#client::#id_const, #client::#fp_const, &#value).await),
+                quote!(self.inner.call::<#req, #t>(#krate::rpc::Command::new(#client::#id_const).with_fingerprint(#client::#fp_const), &#value).await),
                 format!(
                     "Calls `{}` (command {}) on every target concurrently; one result per target.",
                     m.name, m.id
@@ -58,7 +58,7 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
                     ::std::vec::Vec<(#krate::Target, ::core::result::Result<#t, #krate::rpc::CallError<#e>>)>,
                     #krate::rpc::CallError,
                 >),
-                quote!(self.inner.call_fallible::<#req, #t, #e>(#client::#id_const, #client::#fp_const, &#value).await),
+                quote!(self.inner.call_fallible::<#req, #t, #e>(#krate::rpc::Command::new(#client::#id_const).with_fingerprint(#client::#fp_const), &#value).await),
                 format!(
                     "Calls `{}` (command {}) on every target concurrently; one result per target.",
                     m.name, m.id
@@ -99,7 +99,7 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
             }
 
             /// Uses `mesh` instead of the default one.
-            #vis fn on(self, mesh: &#krate::Mesh) -> Self {
+            #vis fn on(self, mesh: &impl #krate::rpc::Via) -> Self {
                 Self { inner: self.inner.on(mesh) }
             }
 

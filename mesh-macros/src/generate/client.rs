@@ -46,10 +46,12 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
         let parts = MethodParts::new(m);
         let (id_const, fp_const) = (&m.id_const, &m.fp_const);
         let (req, value) = (&parts.req, &parts.value);
+        let cmd =
+            quote!(#krate::rpc::Command::new(Self::#id_const).with_fingerprint(Self::#fp_const));
         let (ret, body, note) = match (m.kind, &m.output) {
             (Kind::OneWay, _) => (
                 quote!(::core::result::Result<(), #krate::rpc::CallError>),
-                quote!(self.inner.send(Self::#id_const, Self::#fp_const, &#value).await),
+                quote!(self.inner.send(#cmd, &#value).await),
                 format!(
                     "Sends `{}` reliably as a one-way message (command {}); resolves when the \
                      target acknowledged it (no response), or fails with `Timeout` at the \
@@ -59,7 +61,7 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
             ),
             (Kind::Unreliable, _) => (
                 quote!(::core::result::Result<(), #krate::rpc::CallError>),
-                quote!(self.inner.usend(Self::#id_const, Self::#fp_const, &#value).await),
+                quote!(self.inner.usend(#cmd, &#value).await),
                 format!(
                     "Sends `{}` as one unreliable datagram (command {}); it may be lost.",
                     m.name, m.id
@@ -67,12 +69,12 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
             ),
             (Kind::Request, Output::Value(t)) => (
                 quote!(::core::result::Result<#t, #krate::rpc::CallError>),
-                quote!(self.inner.call::<#req, #t>(Self::#id_const, Self::#fp_const, &#value).await),
+                quote!(self.inner.call::<#req, #t>(#cmd, &#value).await),
                 format!("Calls `{}` (command {}).", m.name, m.id),
             ),
             (Kind::Request, Output::Fallible(t, e)) => (
                 quote!(::core::result::Result<#t, #krate::rpc::CallError<#e>>),
-                quote!(self.inner.call_fallible::<#req, #t, #e>(Self::#id_const, Self::#fp_const, &#value).await),
+                quote!(self.inner.call_fallible::<#req, #t, #e>(#cmd, &#value).await),
                 format!(
                     "Calls `{}` (command {}); its own error comes back as `CallError::Remote`.",
                     m.name, m.id
@@ -83,9 +85,9 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
     });
     let client_doc = format!(
         "A typed client of the mesh service [`{trait_ident}`]: one `async fn` per method, \
-         calling one node ([`for_node`](Self::for_node), [`new`](Self::new)) or a node of a type \
-         ([`for_type`](Self::for_type), [`random_of_type`](Self::random_of_type)). Cheap to \
-         clone."
+         calling one node ([`for_node`](Self::for_node)) or a node of a type \
+         ([`for_type`](Self::for_type), [`random_of_type`](Self::random_of_type)), through the \
+         process's default mesh or the one given with [`on`](Self::on). Cheap to clone."
     );
     let the_client = quote! {
         #[doc = #client_doc]
@@ -101,18 +103,12 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
             #vis const SERVICE_NAME: &'static str = #service_lit;
             #(#consts)*
 
-            /// Calls `target` through the process's default mesh.
+            /// Calls one node (a node id, an address, `"host:port"` or a record).
             #vis fn for_node(target: impl ::core::convert::Into<#krate::Target>) -> Self {
                 Self { inner: #krate::rpc::Client::for_node(target) }
             }
 
-            /// Calls `target` through `mesh`.
-            #vis fn new(mesh: &#krate::Mesh, target: impl ::core::convert::Into<#krate::Target>) -> Self {
-                Self { inner: #krate::rpc::Client::new(mesh, target) }
-            }
-
-            /// Calls the available nodes of `node_type` that serve each method, round-robin
-            /// (through the default mesh unless [`on`](Self::on) gives one).
+            /// Calls the available nodes of `node_type` that serve each method, round-robin.
             #vis fn for_type(node_type: impl ::core::convert::Into<::std::string::String>) -> Self {
                 Self { inner: #krate::rpc::Client::for_type(node_type) }
             }
@@ -122,12 +118,13 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
                 Self { inner: #krate::rpc::Client::random_of_type(node_type) }
             }
 
-            /// Uses `mesh` instead of the default one.
-            #vis fn on(self, mesh: &#krate::Mesh) -> Self {
+            /// Goes through `mesh` instead of the process's default mesh.
+            #vis fn on(self, mesh: &impl #krate::rpc::Via) -> Self {
                 Self { inner: self.inner.on(mesh) }
             }
 
-            /// Sets the deadline of every call (default: the mesh's `request_timeout`).
+            /// Sets the deadline of every call (default: the mesh's `request_timeout`; inside a
+            /// handler, never past the caller's own deadline).
             #vis fn with_timeout(self, timeout: ::core::time::Duration) -> Self {
                 Self { inner: self.inner.with_timeout(timeout) }
             }
