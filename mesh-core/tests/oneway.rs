@@ -42,3 +42,46 @@ async fn a_one_way_send_to_a_silent_peer_times_out_at_the_deadline() {
     );
     mesh.stop().await;
 }
+
+/// Stopping a node whose only unacknowledged data goes to a node that already left does not
+/// wait for the transport to give that peer up (here `peer_timeout` is 20 s, so waiting for
+/// it would exceed the 10 s bound; before the fix, stop waited for any unacknowledged byte).
+#[tokio::test]
+async fn stop_does_not_wait_for_data_to_a_node_that_left() {
+    let registry = LocalRegistry::new();
+    let start = |t: &'static str| {
+        mesh_core::Mesh::builder()
+            .node_type(t)
+            .discovery(mesh_core::Discovery::local_registry(&registry))
+            .peer_timeout(Duration::from_secs(20))
+            .shutdown_timeout(Duration::from_secs(30))
+            .start()
+    };
+    let a = start("a").await.unwrap();
+    let b = start("b").await.unwrap();
+    let b_addr = b.addr();
+    // A session exists (a message went through and was acknowledged).
+    let _h = b
+        .handle(
+            7000,
+            mesh_core::rpc::handler(|_c: mesh_core::CallContext, _s: String| async {}),
+        )
+        .unwrap();
+    NotesClient::for_node(b_addr)
+        .on(&a)
+        .note("first".into())
+        .await
+        .unwrap();
+    b.stop().await;
+    assert!(!a.exists(b_addr), "b left the view");
+    // Data to b's address now stays unacknowledged (nothing reads there).
+    let r = NotesClient::for_node(b_addr)
+        .on(&a)
+        .with_timeout(Duration::from_millis(50))
+        .note("into the void".into())
+        .await;
+    assert!(r.is_err(), "{r:?}");
+    tokio::time::timeout(Duration::from_secs(10), a.stop())
+        .await
+        .expect("stop returns without waiting for the departed peer");
+}

@@ -359,8 +359,11 @@ impl Rpc {
                 "handlers still running after the shutdown bound: cancelling them"
             );
         }
-        // Let the last responses be acknowledged before the socket closes.
-        while self.transport.unacknowledged() > 0 && tokio::time::Instant::now() < until {
+        // Let the last responses be acknowledged before the socket closes: by the peers
+        // that are still members and reachable. Data to a node that left (or that the
+        // transport gave up on) is never acknowledged, and must not hold the stop up until
+        // the transport declares that peer gone (peer_timeout).
+        while self.unacknowledged_to_live_peers() > 0 && tokio::time::Instant::now() < until {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         self.handlers_stop.cancel();
@@ -373,6 +376,13 @@ impl Rpc {
                 side: Side::Local,
             }));
         }
+    }
+
+    /// Bytes not yet acknowledged by peers that are listed in the view and reachable.
+    pub(crate) fn unacknowledged_to_live_peers(&self) -> u64 {
+        let view = self.membership.view();
+        self.transport
+            .unacknowledged_to(|peer| view.by_addr(peer).is_some() && view.is_reachable(peer))
     }
 
     /// Handles one message from the transport.

@@ -147,6 +147,15 @@ impl Endpoint {
         self.sessions.get(&peer).map_or(0, Session::unacked_bytes)
     }
 
+    /// Bytes queued to each peer and not yet acknowledged (peers with nothing queued
+    /// omitted).
+    pub fn unacked_by_peer(&self) -> impl Iterator<Item = (SocketAddr, u64)> + '_ {
+        self.sessions
+            .iter()
+            .map(|(p, s)| (*p, s.unacked_bytes()))
+            .filter(|(_, n)| *n > 0)
+    }
+
     /// Bytes queued to every peer and not yet acknowledged.
     pub fn total_queued_bytes(&self) -> u64 {
         self.sessions.values().map(Session::unacked_bytes).sum()

@@ -475,6 +475,16 @@ impl Transport {
         lock(&self.inner.state).ep.total_queued_bytes()
     }
 
+    /// Bytes sent and not yet acknowledged to the peers `keep` selects.
+    pub fn unacknowledged_to(&self, keep: impl Fn(SocketAddr) -> bool) -> u64 {
+        lock(&self.inner.state)
+            .ep
+            .unacked_by_peer()
+            .filter(|(p, _)| keep(*p))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// Receives a message if one is waiting.
     pub fn try_recv(&self) -> Result<Option<Received>, TransportError> {
         self.check_open()?;
