@@ -232,15 +232,70 @@ fn list(v: &str) -> Vec<String> {
         .collect()
 }
 
+/// A refusal of the value at `path` (serde_path_to_error's dotted path; `.` is the root).
+fn field_error(path: &str, message: &str) -> ConfigError {
+    // An unknown key is refused while its name is read, before it is on the path: name it
+    // by the key serde reports, under the path of the table that holds it.
+    let unknown = unknown_key(message);
+    let field = match (path, unknown) {
+        ("." | "", Some(k)) => k.to_string(),
+        ("." | "", None) => "<root>".to_string(),
+        (p, Some(k)) if !p.ends_with(k) => format!("{p}.{k}"),
+        (p, _) => p.to_string(),
+    };
+    ConfigError::new(field, message.trim().to_string())
+}
+
+/// The key of serde's "unknown field `x`, expected ..." refusal.
+fn unknown_key(message: &str) -> Option<&str> {
+    let rest = message.strip_prefix("unknown field `")?;
+    rest.split('`').next()
+}
+
+fn syntax_error(format: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let line = e.span().map_or(1, |r| {
+        text[..r.start.min(text.len())].matches('\n').count() + 1
+    });
+    ConfigError::new(
+        format!("<{} line {line}>", format.to_lowercase()),
+        format!("not valid {format}: {}", e.message()),
+    )
+}
+
 impl MeshConfig {
-    /// Parses TOML.
+    /// Parses TOML. A refusal names the field's dotted path (`discovery.url`,
+    /// `update_interval`, an unknown key), or the line of a syntax error.
     pub fn from_toml_str(s: &str) -> Result<MeshConfig, ConfigError> {
-        toml::from_str(s).map_err(|e| ConfigError::new("<toml>", e.message().to_string()))
+        let de = toml::Deserializer::parse(s).map_err(|e| syntax_error("TOML", s, &e))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            field_error(&path, inner.message())
+        })
     }
 
-    /// Parses JSON.
+    /// Parses JSON. A refusal names the field's dotted path, or the line of a syntax error.
     pub fn from_json_str(s: &str) -> Result<MeshConfig, ConfigError> {
-        serde_json::from_str(s).map_err(|e| ConfigError::new("<json>", e.to_string()))
+        let mut de = serde_json::Deserializer::from_str(s);
+        let r: MeshConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            if inner.is_syntax() || inner.is_eof() {
+                ConfigError::new(
+                    format!("<json line {}>", inner.line()),
+                    format!("not valid JSON: {inner}"),
+                )
+            } else {
+                field_error(&path, &inner.to_string())
+            }
+        })?;
+        de.end().map_err(|e| {
+            ConfigError::new(
+                format!("<json line {}>", e.line()),
+                format!("trailing characters after the configuration: {e}"),
+            )
+        })?;
+        Ok(r)
     }
 
     /// Reads a `.toml` or `.json` file.
@@ -651,5 +706,65 @@ mod tests {
         assert_eq!(duration::parse("20"), Ok(Duration::from_millis(20)));
         assert!(duration::parse("5 parsecs").is_err());
         assert!(duration::parse("-1s").is_err());
+    }
+
+    #[test]
+    fn every_refusal_names_the_field_path() {
+        let field = |r: Result<MeshConfig, ConfigError>| r.map(|_| ()).unwrap_err().field;
+        // TOML.
+        assert_eq!(field(MeshConfig::from_toml_str("port = 70000")), "port");
+        assert_eq!(
+            field(MeshConfig::from_toml_str("update_interval = \"3 parsecs\"")),
+            "update_interval"
+        );
+        assert_eq!(field(MeshConfig::from_toml_str("colour = 1")), "colour");
+        assert_eq!(field(MeshConfig::from_toml_str("port = \"x\"")), "port");
+        assert_eq!(
+            field(MeshConfig::from_toml_str(
+                "[discovery]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1\"\nflavour = 1"
+            )),
+            "discovery.flavour"
+        );
+        assert_eq!(
+            field(MeshConfig::from_toml_str("[discovery]\nbackend = \"nope\"")),
+            "discovery.backend"
+        );
+        let e = MeshConfig::from_toml_str("port = 1\nport = ")
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.field, "<toml line 2>", "{e}");
+        // JSON.
+        assert_eq!(
+            field(MeshConfig::from_json_str(r#"{"port": 70000}"#)),
+            "port"
+        );
+        assert_eq!(
+            field(MeshConfig::from_json_str(
+                r#"{"update_interval": "3 parsecs"}"#
+            )),
+            "update_interval"
+        );
+        assert_eq!(
+            field(MeshConfig::from_json_str(r#"{"colour": 1}"#)),
+            "colour"
+        );
+        assert_eq!(
+            field(MeshConfig::from_json_str(
+                r#"{"values": {"a": 1}, "role": 5}"#
+            )),
+            "role"
+        );
+        assert_eq!(
+            field(MeshConfig::from_json_str(r#"{"port": 1"#)),
+            "<json line 1>"
+        );
+        // The problem says what is wrong.
+        let e = MeshConfig::from_toml_str("port = 70000")
+            .map(|_| ())
+            .unwrap_err();
+        assert!(
+            e.problem.contains("70000") || e.problem.contains("range"),
+            "{e}"
+        );
     }
 }
