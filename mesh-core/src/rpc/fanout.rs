@@ -17,6 +17,9 @@ use crate::node::Target;
 use crate::rudp::SendError;
 use crate::transport::{Delivery, TransportError};
 
+/// The most next hops a relaying node sends to itself, whatever limit the relay asks for.
+pub(crate) const MAX_RELAY_FANOUT: u16 = 64;
+
 /// A next hop of a fan-out and its share of the targets.
 struct Hop {
     addr: SocketAddr,
@@ -76,10 +79,13 @@ impl Rpc {
             };
             // Forward only to listed nodes: a stray packet must not make this node send to
             // arbitrary addresses.
+            // Each target once: a list that repeats a node must not make this node copy the
+            // payload, and the target run its handler, once per repetition.
             let before = targets.len();
+            let mut seen = std::collections::HashSet::with_capacity(targets.len());
             let kept: Vec<SocketAddr> = targets
                 .into_iter()
-                .filter(|a| !self.is_local(*a) && view.by_addr(*a).is_some())
+                .filter(|a| !self.is_local(*a) && view.by_addr(*a).is_some() && seen.insert(*a))
                 .collect();
             if kept.len() < before {
                 tracing::debug!(%from, dropped = before - kept.len(), "relay targets outside the view dropped");
@@ -100,6 +106,12 @@ impl Rpc {
         };
         // Written now, on the receiving task, so that fan-outs leave in the order they came;
         // only the wait for the acknowledgements runs on its own task.
+        // The fan-out per hop is the sender's choice, within a bound: a relay cannot make
+        // this node send more than MAX_RELAY_FANOUT copies itself.
+        let h = RelayHeader {
+            limit: h.limit.clamp(1, MAX_RELAY_FANOUT),
+            ..h
+        };
         let hops = self.send_hops(h, &targets, &payload);
         if !h.reliable {
             for hop in &hops {
@@ -126,6 +138,12 @@ impl Rpc {
         targets: Vec<SocketAddr>,
         payload: Bytes,
     ) -> BoxFuture<'static, Vec<(SocketAddr, CallError<Bytes>)>> {
+        // The fan-out per hop is the sender's choice, within a bound: a relay cannot make
+        // this node send more than MAX_RELAY_FANOUT copies itself.
+        let h = RelayHeader {
+            limit: h.limit.clamp(1, MAX_RELAY_FANOUT),
+            ..h
+        };
         let hops = self.send_hops(h, &targets, &payload);
         self.finish_hops(h, hops, payload)
     }
@@ -352,6 +370,52 @@ mod relay_tests {
         );
         let nothing = tokio::time::timeout(Duration::from_millis(300), outsider.recv()).await;
         assert!(nothing.is_err(), "the outsider received {nothing:?}");
+        b.stop().await;
+        a.stop().await;
+    }
+
+    /// A relay whose target list repeats one node a thousand times, with a limit as large,
+    /// reaches that node once: the relaying node neither copies the payload per repetition
+    /// nor makes the target run its handler more than once.
+    #[tokio::test]
+    async fn a_relay_repeating_a_target_reaches_it_once() {
+        let reg = LocalRegistry::new();
+        let start = || {
+            Mesh::builder()
+                .discovery(Discovery::local_registry(&reg))
+                .start()
+        };
+        let a = start().await.unwrap();
+        let b = start().await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _h = b
+            .handle(
+                9,
+                handler(move |_c: CallContext, v: u32| {
+                    let _ = tx.send(v);
+                    async {}
+                }),
+            )
+            .unwrap();
+        let stray = Transport::bind(TransportConfig::default()).await.unwrap();
+        let payload = crate::codec::encode(&7u32).unwrap();
+        let header = wire::RelayHeader {
+            cmd: 9,
+            fingerprint: 0,
+            limit: 1000,
+            reliable: true,
+            origin: stray.local_addr(),
+        };
+        let relay = wire::relay(&header, &vec![b.addr(); 1000], &payload);
+        stray.send(a.addr(), 0, relay).await.unwrap();
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(2), rx.recv())
+                .await
+                .unwrap(),
+            Some(7)
+        );
+        let more = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
+        assert!(more.is_err(), "delivered again: {more:?}");
         b.stop().await;
         a.stop().await;
     }
