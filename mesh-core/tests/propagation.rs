@@ -167,3 +167,47 @@ async fn a_dropped_top_call_cancels_the_bottom_handler() {
         m.stop().await;
     }
 }
+
+/// The cancel of a large request (over 16 KiB: it travels on the bulk channel) follows the
+/// request instead of overtaking it on the small-message channel: a call dropped right
+/// after it was queued never leaves its handler running (security finding 10).
+#[tokio::test]
+async fn a_large_request_dropped_at_once_is_still_cancelled() {
+    let registry = LocalRegistry::new();
+    let (a, b) = (node(&registry, "a").await, node(&registry, "b").await);
+    let (events, mut seen) = mpsc::unbounded_channel();
+    let _h = b
+        .handle(
+            6,
+            handler(move |_ctx: CallContext, _big: Vec<u8>| {
+                let tx = events.clone();
+                async move {
+                    let _guard = OnDrop(Some(tx.clone()), "dropped");
+                    let _ = tx.send("started");
+                    std::future::pending::<()>().await;
+                }
+            }),
+        )
+        .unwrap();
+    let to_b = Client::for_node(b.id())
+        .on(&a)
+        .with_timeout(Duration::from_secs(60));
+    let big = vec![1u8; 200 * 1024];
+    // Poll the call until its request is queued, then drop it.
+    let call = to_b.call::<_, ()>(6, &big);
+    let r = timeout(Duration::from_millis(1), call).await;
+    assert!(r.is_err(), "the call cannot finish: {r:?}");
+    // If the request ran, its handler is cancelled (not left to its 60 s deadline).
+    let first = timeout(Duration::from_secs(2), seen.recv()).await;
+    if let Ok(Some(s)) = first {
+        assert_eq!(s, "started");
+        let then = timeout(LIMIT, seen.recv()).await;
+        assert_eq!(
+            then.ok().flatten(),
+            Some("dropped"),
+            "the handler was left running"
+        );
+    }
+    a.stop().await;
+    b.stop().await;
+}

@@ -63,6 +63,9 @@ struct CallGuard<'a> {
     rpc: &'a Arc<Rpc>,
     id: u64,
     peer: SocketAddr,
+    /// The request's channel: the cancel follows it there, so it can never overtake a
+    /// large request (on the bulk channel) and arrive before it.
+    channel: u8,
     armed: bool,
 }
 
@@ -72,7 +75,7 @@ impl Drop for CallGuard<'_> {
             // Best effort: if the queue is full the handler runs to its deadline.
             let _ = self.rpc.transport.try_queue_detached(
                 self.peer,
-                super::CH_SMALL,
+                self.channel,
                 wire::cancel(self.id),
             );
         }
@@ -354,12 +357,7 @@ impl Rpc {
                 timeout,
             },
         );
-        let mut guard = CallGuard {
-            rpc: self,
-            id,
-            peer: addr,
-            armed: true,
-        };
+
         let ms = u32::try_from(timeout.as_millis())
             .unwrap_or(u32::MAX)
             .max(1);
@@ -374,16 +372,21 @@ impl Rpc {
             &payload,
         );
         drop(payload);
+        let channel = channel_for(bytes.len());
+        let mut guard = CallGuard {
+            rpc: self,
+            id,
+            peer: addr,
+            channel,
+            armed: true,
+        };
         let timed_out = || CallError::Timeout {
             target: target.clone(),
             command,
             after: timeout,
         };
-        let queued = tokio::time::timeout_at(
-            deadline,
-            self.transport.queue(addr, channel_for(bytes.len()), bytes),
-        )
-        .await;
+        let queued =
+            tokio::time::timeout_at(deadline, self.transport.queue(addr, channel, bytes)).await;
         let mut delivery = match queued {
             Err(_) => return Err(timed_out()),
             Ok(Err(e)) => return Err(transport_error(target, command, e)),
