@@ -3,8 +3,14 @@
 //!
 //! The standard `RandomState` (SipHash-1-3) costs a few hundred instructions per socket address,
 //! and a packet looks its peer up several times. This is a folded-multiply hash (the
-//! construction of foldhash/ahash) with a random per-process key, so a remote sender cannot
-//! precompute colliding addresses.
+//! construction of foldhash/ahash) with a secret key, so a remote sender cannot precompute
+//! colliding addresses.
+//!
+//! The protocol core keys its maps from the seed its caller gives
+//! ([`FastState::from_seed`], through [`Endpoint::new`](super::Endpoint::new)): a simulation
+//! run with one seed iterates its maps in the same order and replays exactly. The transport
+//! passes an OS-random seed. [`FastState::default`] (per-process random keys) is for maps
+//! outside the deterministic core.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -23,8 +29,9 @@ fn process_keys() -> (u64, u64) {
     *KEYS.get_or_init(|| (rand::random::<u64>() | 1, rand::random::<u64>()))
 }
 
-/// Builds [`FastHasher`]s keyed with per-process random keys.
-#[derive(Debug, Clone, Copy)]
+/// Builds [`FastHasher`]s keyed with a seed ([`from_seed`](Self::from_seed)) or with
+/// per-process random keys ([`Default`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct FastState {
     k0: u64,
     k1: u64,
@@ -33,6 +40,26 @@ pub(crate) struct FastState {
 impl Default for FastState {
     fn default() -> Self {
         let (k0, k1) = process_keys();
+        FastState { k0, k1 }
+    }
+}
+
+/// One step of SplitMix64: spreads a seed into well-mixed, independent-looking words.
+fn splitmix(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+impl FastState {
+    /// Keys derived from `seed` alone: the same seed gives the same hashes (and map iteration
+    /// order) in every run. Give it a secret random seed where remote input picks the keys.
+    pub(crate) fn from_seed(seed: u64) -> Self {
+        let mut x = seed;
+        let k0 = splitmix(&mut x) | 1;
+        let k1 = splitmix(&mut x);
         FastState { k0, k1 }
     }
 }
@@ -136,5 +163,19 @@ mod tests {
             m.insert(SocketAddr::from(([127, 0, 0, 1], i as u16)), i);
         }
         assert_eq!(m.get(&SocketAddr::from(([127, 0, 0, 1], 7))), Some(&7));
+    }
+
+    #[test]
+    fn seeded_keys_depend_on_the_seed_only() {
+        let a = SocketAddr::from(([10, 0, 0, 1], 4000));
+        assert_eq!(FastState::from_seed(7), FastState::from_seed(7));
+        assert_eq!(
+            FastState::from_seed(7).hash_one(a),
+            FastState::from_seed(7).hash_one(a)
+        );
+        assert_ne!(
+            FastState::from_seed(7).hash_one(a),
+            FastState::from_seed(8).hash_one(a)
+        );
     }
 }

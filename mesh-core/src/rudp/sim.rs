@@ -47,6 +47,13 @@ pub(super) struct Net {
     pub(super) max_queue: Duration,
     link_free: Vec<Instant>,
     buf: Vec<u8>,
+    /// When the network was made (traces record times relative to it).
+    start: Instant,
+    /// With `record`: every datagram delivered, as (time since start, receiver, sender,
+    /// bytes).
+    pub(super) trace: Vec<(Duration, usize, SocketAddr, Vec<u8>)>,
+    /// Whether to fill `trace`.
+    pub(super) record: bool,
 }
 
 pub(super) fn addr(i: usize) -> SocketAddr {
@@ -72,6 +79,9 @@ impl Net {
             max_queue: Duration::from_millis(5),
             link_free: Vec::new(),
             buf: Vec::new(),
+            start: now,
+            trace: Vec::new(),
+            record: false,
         }
     }
 
@@ -194,6 +204,9 @@ impl Net {
                 && n.up
             {
                 n.ep.handle(self.now, from, &d);
+                if self.record {
+                    self.trace.push((self.now - self.start, to, from, d));
+                }
             }
         }
         for n in &mut self.nodes {

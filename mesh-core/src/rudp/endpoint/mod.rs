@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use super::config::{Config, ConfigError};
 use super::counters::Counters;
-use super::hash::FastMap;
+use super::hash::{FastMap, FastState};
 use super::recv::Budget;
 use super::send::{MessageId, Outcome};
 use super::session::{ReadyQueue, Session, SessionOutput, State};
@@ -58,7 +58,8 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// A new endpoint for a process with the given random `incarnation` (non-zero); `seed`
-    /// drives session-id choice (pass randomness in production, a constant in tests).
+    /// drives session-id choice and keys the endpoint's hash maps (pass a secret random seed
+    /// in production, a constant in tests: one seed replays the same run exactly).
     pub fn new(cfg: Config, incarnation: u64, seed: u64) -> Result<Self, ConfigError> {
         cfg.validate()?;
         if incarnation == 0 {
@@ -67,11 +68,13 @@ impl Endpoint {
                 problem: "must not be zero".into(),
             });
         }
+        // Distinct from the rng's stream, so the keys say nothing about the session ids.
+        let keys = FastState::from_seed(seed ^ 0x6d65_7368_2d68_6173);
         Ok(Endpoint {
             budget: Budget::new(cfg.max_total_buffer),
             cfg,
             incarnation,
-            sessions: FastMap::default(),
+            sessions: FastMap::with_hasher(keys),
             ready: ReadyQueue::default(),
             events: VecDeque::new(),
             control: VecDeque::new(),
@@ -80,8 +83,8 @@ impl Endpoint {
             rng: StdRng::seed_from_u64(seed),
             reject_tokens: REJECT_TOKENS_PER_SEC,
             reject_refill: None,
-            incompatible_reported: FastMap::default(),
-            remembered: FastMap::default(),
+            incompatible_reported: FastMap::with_hasher(keys),
+            remembered: FastMap::with_hasher(keys),
             order: Vec::new(),
             cursor: 0,
             outputs: Vec::new(),
@@ -94,6 +97,12 @@ impl Endpoint {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The keys of the endpoint's hash maps (derived from its seed).
+    #[cfg(test)]
+    pub(crate) fn hash_keys(&self) -> FastState {
+        *self.sessions.hasher()
     }
 
     /// This process's incarnation.
