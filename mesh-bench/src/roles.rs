@@ -298,65 +298,103 @@ async fn mesh_10mb(server: SocketAddr) -> Res {
     Ok(())
 }
 
+/// Datagrams one proxy receive call may return.
+const PROXY_BATCH: usize = quinn_udp::BATCH_SIZE;
+
 async fn proxy(server: SocketAddr, loss: f64) -> Res {
-    use mesh_core::transport::socket::{MeshSocket, RecvBatch, SocketConfig};
+    use quinn_udp::{RecvMeta, UdpSocketState};
+    use std::io::IoSliceMut;
     // Batched on both sides (recvmmsg/GRO in, GSO out) so the proxy is not the bottleneck.
-    let s = MeshSocket::bind(&SocketConfig::default())?;
-    print_port(s.local_addr());
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+    let _ = sock.set_recv_buffer_size(4 << 20);
+    let _ = sock.set_send_buffer_size(4 << 20);
+    sock.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+    sock.set_nonblocking(true)?;
+    let state = UdpSocketState::new((&sock).into())?;
+    let s = UdpSocket::from_std(sock.into())?;
+    print_port(s.local_addr()?);
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
     let mut client: Option<SocketAddr> = None;
-    let mut batch = RecvBatch::new();
-    let max_segments = s.max_gso_segments().clamp(1, 40);
+    let mut bufs: Vec<Vec<u8>> = (0..PROXY_BATCH).map(|_| vec![0u8; 64 * 1024]).collect();
+    let mut meta = [RecvMeta::default(); PROXY_BATCH];
+    let max_segments = state.max_gso_segments().clamp(1, 40);
     let mut out: Vec<u8> = Vec::with_capacity(64 * 1024);
     loop {
-        let Ok(r) = tokio::time::timeout(Duration::from_secs(10), s.recv_batch(&mut batch)).await
-        else {
+        let Ok(r) = tokio::time::timeout(Duration::from_secs(10), s.readable()).await else {
             return Ok(());
         };
         r?;
+        let n = {
+            let mut slices: Vec<IoSliceMut<'_>> =
+                bufs.iter_mut().map(|b| IoSliceMut::new(b)).collect();
+            match s.try_io(tokio::io::Interest::READABLE, || {
+                state.recv((&s).into(), &mut slices, &mut meta)
+            }) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e.into()),
+            }
+        };
         // Consecutive datagrams to one destination with one size go out as one GSO send.
         let mut pending: Option<(SocketAddr, usize, usize)> = None; // (to, size, count)
-        for (from, d) in batch.iter() {
-            let to = if from == server {
-                match client {
-                    Some(c) => c,
-                    None => continue,
+        for (m, buf) in meta.iter().zip(&bufs).take(n) {
+            let from = m.addr;
+            let stride = m.stride.max(1);
+            for d in buf[..m.len].chunks(stride) {
+                let to = if from == server {
+                    match client {
+                        Some(c) => c,
+                        None => continue,
+                    }
+                } else {
+                    client = Some(from);
+                    server
+                };
+                if rng.random_bool(loss) {
+                    continue;
                 }
-            } else {
-                client = Some(from);
-                server
-            };
-            if rng.random_bool(loss) {
-                continue;
+                if let Some((pto, psize, k)) = pending
+                    && (pto != to || psize != d.len() || k >= max_segments)
+                {
+                    send_all(&s, &state, pto, &out, psize).await;
+                    out.clear();
+                    pending = None;
+                }
+                out.extend_from_slice(d);
+                pending = Some(match pending {
+                    Some((t, sz, k)) => (t, sz, k + 1),
+                    None => (to, d.len(), 1),
+                });
             }
-            if let Some((pto, psize, n)) = pending
-                && (pto != to || psize != d.len() || n >= max_segments)
-            {
-                send_all(&s, pto, &out, psize).await;
-                out.clear();
-                pending = None;
-            }
-            out.extend_from_slice(d);
-            pending = Some(match pending {
-                Some((t, sz, n)) => (t, sz, n + 1),
-                None => (to, d.len(), 1),
-            });
         }
         if let Some((to, size, _)) = pending {
-            send_all(&s, to, &out, size).await;
+            send_all(&s, &state, to, &out, size).await;
             out.clear();
         }
     }
 }
 
+/// Sends `d` (datagrams of `size` bytes, the last possibly shorter) to `to`, in one GSO send
+/// when the kernel has it; waits for room when the socket buffer is full.
 async fn send_all(
-    s: &mesh_core::transport::socket::MeshSocket,
+    s: &UdpSocket,
+    state: &quinn_udp::UdpSocketState,
     to: SocketAddr,
     d: &[u8],
     size: usize,
 ) {
+    let segments = d.len().div_ceil(size.max(1));
+    let t = quinn_udp::Transmit {
+        destination: to,
+        ecn: None,
+        contents: d,
+        segment_size: (segments > 1).then_some(size),
+        src_ip: None,
+    };
     for _ in 0..1000 {
-        match s.try_send(to, d, size) {
+        match s.try_io(tokio::io::Interest::WRITABLE, || {
+            state.try_send(s.into(), &t)
+        }) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 let _ = s.writable().await;
             }

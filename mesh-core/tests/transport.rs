@@ -261,3 +261,58 @@ async fn a_message_to_an_idle_peer_is_written_at_once() {
     let m = timeout(LIMIT, b.recv()).await.unwrap().unwrap();
     assert_eq!(&m.data[..], b"now");
 }
+
+#[tokio::test]
+async fn a_manual_clock_drives_the_handshake_timers() {
+    use mesh_core::transport::Clock;
+    let clock = Clock::manual();
+    let a = Transport::bind_with_clock(TransportConfig::default(), clock.clone())
+        .await
+        .unwrap();
+    // A peer that never answers: only the clock decides when hellos are resent and when
+    // the handshake gives up.
+    let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = silent.local_addr().unwrap();
+    let mut buf = [0u8; 2048];
+    let delivery = a.queue(to, 0, Bytes::from_static(b"x")).await.unwrap();
+    tokio::pin!(delivery);
+    let (_, from) = timeout(LIMIT, silent.recv_from(&mut buf))
+        .await
+        .expect("the first hello is sent at once")
+        .unwrap();
+    assert_eq!(from, a.local_addr());
+    assert!(futures::poll!(delivery.as_mut()).is_pending());
+    // Each move past the resend backoff (at most 250 ms) brings exactly the next hello.
+    for step in 0..3 {
+        clock.advance(Duration::from_millis(300));
+        let (_, from) = timeout(LIMIT, silent.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("hello {step} resent after the clock moved"))
+            .unwrap();
+        assert_eq!(from, a.local_addr());
+        assert!(futures::poll!(delivery.as_mut()).is_pending());
+        // The clock has not moved since: no other hello (real time would have sent several,
+        // the first backoffs being a few milliseconds).
+        tokio::task::yield_now().await;
+        assert!(
+            silent.try_recv_from(&mut buf).is_err(),
+            "a hello without the clock moving"
+        );
+    }
+    // Far past the handshake timeout: the message fails, as the clock says.
+    let mut outcome = None;
+    for _ in 0..1000 {
+        clock.advance(Duration::from_millis(100));
+        if let Ok(r) = timeout(Duration::from_millis(20), delivery.as_mut()).await {
+            outcome = Some(r);
+            break;
+        }
+    }
+    match outcome {
+        Some(Err(TransportError::Failed {
+            failure: Failure::Unreachable(UnreachableReason::HandshakeTimeout),
+            ..
+        })) => {}
+        other => panic!("expected a handshake timeout, got {other:?}"),
+    }
+}

@@ -31,7 +31,7 @@ mod rtt;
 mod send;
 mod sent;
 mod session;
-pub mod wire;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod sim;

@@ -9,8 +9,9 @@
 //! from the endpoint only when the application takes them, so a slow application stalls its
 //! senders through flow control instead of growing a queue.
 //!
-//! The protocol's timers run on the real monotonic clock (`std::time::Instant`): tokio's
-//! paused test time (`start_paused`, `time::advance`) does not move them.
+//! The protocol's timers run on the transport's [`Clock`]: by default the real monotonic
+//! clock (`std::time::Instant`; tokio's paused test time does not move it), or a manual clock
+//! a test moves itself ([`Transport::bind_with_clock`]).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), mesh_core::transport::TransportError> {
@@ -25,7 +26,10 @@
 //! # Ok(()) }
 //! ```
 
+mod clock;
 mod driver;
-pub mod socket;
+pub(crate) mod socket;
 
+pub use clock::Clock;
 pub use driver::{Delivery, PeerEvent, Received, Transport, TransportConfig, TransportError};
+pub use socket::{SocketConfig, SocketError};

@@ -92,7 +92,7 @@ pub enum SocketError {
 
 /// A bound UDP socket with batched I/O.
 #[derive(Debug)]
-pub struct MeshSocket {
+pub(crate) struct MeshSocket {
     /// Registered with the runtime for read readiness only: a socket registered for writes
     /// too gets a (useless) write-readiness event after every send, which costs the runtime
     /// one more `epoll_wait` per datagram sent. Sends go straight to the socket; the rare
@@ -101,7 +101,6 @@ pub struct MeshSocket {
     state: UdpSocketState,
     local: SocketAddr,
     advertise: SocketAddr,
-    buffers: (usize, usize),
 }
 
 fn interfaces() -> Result<Vec<if_addrs::Interface>, SocketError> {
@@ -159,7 +158,7 @@ fn register(
 }
 
 /// Turns an IPv4-mapped IPv6 address into the IPv4 one, so a peer has one identity.
-pub fn normalize(addr: SocketAddr) -> SocketAddr {
+pub(crate) fn normalize(addr: SocketAddr) -> SocketAddr {
     match addr {
         SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
             Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
@@ -171,7 +170,7 @@ pub fn normalize(addr: SocketAddr) -> SocketAddr {
 
 impl MeshSocket {
     /// Binds per `config`. Must be called within a tokio runtime.
-    pub fn bind(config: &SocketConfig) -> Result<MeshSocket, SocketError> {
+    pub(crate) fn bind(config: &SocketConfig) -> Result<MeshSocket, SocketError> {
         let ip = match (&config.address, &config.nic) {
             (Some(_), Some(_)) => return Err(SocketError::AddressAndNic),
             (Some(ip), None) => *ip,
@@ -242,34 +241,28 @@ impl MeshSocket {
             state,
             local,
             advertise,
-            buffers,
         })
     }
 
     /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
+    pub(crate) fn local_addr(&self) -> SocketAddr {
         self.local
     }
 
     /// The address peers should use (advertised IP, bound port).
-    pub fn advertise_addr(&self) -> SocketAddr {
+    pub(crate) fn advertise_addr(&self) -> SocketAddr {
         self.advertise
     }
 
-    /// Receive and send buffer sizes granted by the kernel.
-    pub fn granted_buffers(&self) -> (usize, usize) {
-        self.buffers
-    }
-
     /// Largest number of datagrams one send may carry (1 without GSO).
-    pub fn max_gso_segments(&self) -> usize {
+    pub(crate) fn max_gso_segments(&self) -> usize {
         self.state.max_gso_segments()
     }
 
     /// Sends `contents` (consecutive datagrams of `segment_size` bytes, the last possibly
     /// shorter) to `dest` without waiting. `WouldBlock` when the socket buffer is full.
     /// Returns the number of datagrams sent.
-    pub fn try_send(
+    pub(crate) fn try_send(
         &self,
         dest: SocketAddr,
         contents: &[u8],
@@ -317,7 +310,7 @@ impl MeshSocket {
     }
 
     /// Waits until the socket may be writable (after a send returned `WouldBlock`).
-    pub async fn writable(&self) -> io::Result<()> {
+    pub(crate) async fn writable(&self) -> io::Result<()> {
         // The socket is registered for reads only; watch a duplicate of it for writes for
         // as long as this wait lasts (the send buffer rarely fills).
         let dup = register(self.io.get_ref().try_clone()?, Interest::WRITABLE)?;
@@ -327,7 +320,8 @@ impl MeshSocket {
     }
 
     /// Waits until the socket may be readable.
-    pub async fn readable(&self) -> io::Result<()> {
+    #[cfg(test)]
+    pub(crate) async fn readable(&self) -> io::Result<()> {
         let mut ready = self.io.readable().await?;
         ready.retain_ready();
         Ok(())
@@ -336,7 +330,7 @@ impl MeshSocket {
     /// Polls for read readiness. Only the task of the most recent call is woken (unlike
     /// [`readable`](Self::readable), which wakes every waiter), and it is woken before the
     /// `readable` waiters.
-    pub fn poll_recv_ready(
+    pub(crate) fn poll_recv_ready(
         &self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<io::Result<()>> {
@@ -346,7 +340,8 @@ impl MeshSocket {
     }
 
     /// Waits for datagrams, then receives a batch into `batch`. Returns how many datagrams.
-    pub async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+    #[cfg(test)]
+    pub(crate) async fn recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         loop {
             self.readable().await?;
             match self.try_recv_batch(batch) {
@@ -357,7 +352,7 @@ impl MeshSocket {
     }
 
     /// Receives a batch if datagrams are ready; `WouldBlock` otherwise.
-    pub fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
+    pub(crate) fn try_recv_batch(&self, batch: &mut RecvBatch) -> io::Result<usize> {
         batch.clear();
         let RecvBatch {
             bufs,
@@ -420,7 +415,7 @@ const BATCH: usize = quinn_udp::BATCH_SIZE;
 
 /// Reusable receive buffers; GRO super-datagrams are split into their datagrams.
 #[derive(Debug)]
-pub struct RecvBatch {
+pub(crate) struct RecvBatch {
     bufs: [Vec<u8>; BATCH],
     meta: [RecvMeta; BATCH],
     msgs: Vec<(usize, usize, usize, SocketAddr)>,
@@ -436,7 +431,7 @@ impl Default for RecvBatch {
 
 impl RecvBatch {
     /// Buffers for `quinn_udp::BATCH_SIZE` receives of up to 64 KiB (GRO) each.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         RecvBatch {
             bufs: std::array::from_fn(|_| vec![0u8; 64 * 1024]),
             meta: [RecvMeta::default(); BATCH],
@@ -449,18 +444,8 @@ impl RecvBatch {
         self.msgs.clear();
     }
 
-    /// Number of datagrams held.
-    pub fn len(&self) -> usize {
-        self.msgs.len()
-    }
-
-    /// Whether no datagram is held.
-    pub fn is_empty(&self) -> bool {
-        self.msgs.is_empty()
-    }
-
     /// The datagrams: `(source, payload)`.
-    pub fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
         self.msgs
             .iter()
             .map(|&(i, a, b, from)| (from, &self.bufs[i][a..b]))

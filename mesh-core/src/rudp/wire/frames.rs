@@ -17,10 +17,14 @@ pub(super) mod code {
 
 /// A frame inside a `Data` packet, borrowed from the packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Frame<'a> {
+pub(crate) enum Frame<'a> {
     /// Acknowledges packet-number ranges; `ranges` are `(start, end_inclusive)` descending.
+    /// (Built by tests: the sender writes ACKs with [`encode_ack_frame`] without a `Vec`.)
+    #[cfg_attr(not(test), allow(dead_code))]
     Ack(AckFrame),
-    /// Bytes of a channel's reliable stream at `offset`.
+    /// Bytes of a channel's reliable stream at `offset`. (Built by tests: the sender writes
+    /// the header with [`encode_stream_header`] and copies the bytes after it.)
+    #[cfg_attr(not(test), allow(dead_code))]
     Stream {
         /// Channel index.
         channel: u8,
@@ -55,7 +59,7 @@ pub enum Frame<'a> {
 
 /// Acknowledged ranges, newest first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct AckFrame {
+pub(crate) struct AckFrame {
     /// Microseconds the receiver held the largest packet before acknowledging it.
     pub delay_us: u64,
     /// `(first, last)` inclusive packet-number ranges, descending and disjoint.
@@ -63,11 +67,11 @@ pub struct AckFrame {
 }
 
 /// Bound on ranges decoded from one ACK frame (a peer cannot make us allocate more).
-pub const MAX_ACK_RANGES: usize = 64;
+pub(crate) const MAX_ACK_RANGES: usize = 64;
 
 impl Frame<'_> {
     /// Appends the frame's encoding to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         match self {
             Frame::Ack(ack) => {
                 out.push(code::ACK);
@@ -109,20 +113,15 @@ impl Frame<'_> {
 }
 
 /// Writes a STREAM frame header for `len` bytes; the caller appends the bytes.
-pub fn encode_stream_header(channel: u8, offset: u64, len: usize, out: &mut Vec<u8>) {
+pub(crate) fn encode_stream_header(channel: u8, offset: u64, len: usize, out: &mut Vec<u8>) {
     out.push(code::STREAM);
     out.push(channel);
     varint::put(out, offset);
     varint::put(out, len as u64);
 }
 
-/// Encoded size of a STREAM frame header.
-pub fn stream_header_len(offset: u64, len: usize) -> usize {
-    2 + varint::len(offset) + varint::len(len as u64)
-}
-
 /// Encoded size of a DATAGRAM frame carrying `len` bytes.
-pub fn datagram_frame_len(len: usize) -> usize {
+pub(crate) fn datagram_frame_len(len: usize) -> usize {
     1 + varint::len(len as u64) + len
 }
 
@@ -238,6 +237,7 @@ impl<'a> RawAck<'a> {
         }
     }
 
+    #[cfg(test)]
     fn to_frame(self) -> AckFrame {
         AckFrame {
             delay_us: self.delay_us,
@@ -296,6 +296,7 @@ pub(crate) enum RawFrame<'a> {
     },
 }
 
+#[cfg(test)]
 impl<'a> RawFrame<'a> {
     fn into_frame(self) -> Frame<'a> {
         match self {
@@ -397,20 +398,24 @@ impl<'a> Iterator for RawFrames<'a> {
     }
 }
 
-/// Iterates over the frames of a `Data` packet body (after the packet number).
-pub struct Frames<'a> {
+/// Iterates over the frames of a `Data` packet body (after the packet number), decoded into
+/// owned [`Frame`]s (the tests' decoder; the receive path uses [`RawFrames`]).
+#[cfg(test)]
+pub(crate) struct Frames<'a> {
     raw: RawFrames<'a>,
 }
 
+#[cfg(test)]
 impl<'a> Frames<'a> {
     /// Frames of `buf`.
-    pub fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Frames {
             raw: RawFrames::new(buf),
         }
     }
 }
 
+#[cfg(test)]
 impl<'a> Iterator for Frames<'a> {
     type Item = Result<Frame<'a>, DecodeError>;
 
@@ -420,6 +425,6 @@ impl<'a> Iterator for Frames<'a> {
 }
 
 /// Copies `data` into a fresh `Bytes` (payloads never keep a whole receive buffer alive).
-pub fn owned(data: &[u8]) -> Bytes {
+pub(crate) fn owned(data: &[u8]) -> Bytes {
     Bytes::copy_from_slice(data)
 }

@@ -21,24 +21,25 @@ mod frames;
 #[cfg(test)]
 mod tests;
 
-pub use frames::{
-    AckFrame, Frame, Frames, MAX_ACK_RANGES, datagram_frame_len, encode_stream_header, owned,
-    stream_header_len,
-};
+#[cfg(test)]
+pub(crate) use frames::{AckFrame, Frames, MAX_ACK_RANGES};
+pub(crate) use frames::{Frame, datagram_frame_len, encode_stream_header, owned};
 pub(crate) use frames::{RawAck, RawFrame, RawFrames, ack_frame_len, encode_ack_frame};
 
 /// The two magic bytes every packet starts with ("MS").
-pub const MAGIC: [u8; 2] = *b"MS";
+pub(crate) const MAGIC: [u8; 2] = *b"MS";
 /// The wire version this build speaks.
-pub const WIRE_VERSION: u8 = 1;
+pub(crate) const WIRE_VERSION: u8 = 1;
 /// Size of the fixed header every packet starts with.
-pub const HEADER_LEN: usize = 16;
-/// Flag bit: the packet ends with an authentication tag (reserved for cluster-key AEAD).
-pub const FLAG_AUTH_TAG: u8 = 0x10;
+pub(crate) const HEADER_LEN: usize = 16;
+/// Flag bit: the packet ends with an authentication tag (reserved for cluster-key AEAD; a
+/// packet with any flag set is refused today).
+#[allow(dead_code)]
+pub(crate) const FLAG_AUTH_TAG: u8 = 0x10;
 
 /// What a packet is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     /// Opens a session: carries the sender's incarnation and proposes a session id.
     Hello = 1,
     /// Accepts a session: carries the responder's incarnation and echoes the initiator's.
@@ -67,7 +68,7 @@ impl Kind {
 /// Why a packet could not be decoded. Used as a drop-counter label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum DecodeError {
+pub(crate) enum DecodeError {
     /// Not one of ours: too short for a header or wrong magic.
     #[error("not a mesh packet (too short or wrong magic)")]
     Foreign,
@@ -78,7 +79,7 @@ pub enum DecodeError {
 
 /// The fixed header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Header {
+pub(crate) struct Header {
     /// Wire version of the sender.
     pub version: u8,
     /// Packet kind.
@@ -93,7 +94,7 @@ pub struct Header {
 
 impl Header {
     /// Writes the header into `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         let mut h = [0u8; HEADER_LEN];
         h[0..2].copy_from_slice(&MAGIC);
         h[2] = self.version;
@@ -107,7 +108,7 @@ impl Header {
     ///
     /// Returns the header and the body after it. An unknown kind is `Malformed` only when the
     /// version is ours; for another version the caller refuses by version first.
-    pub fn decode(buf: &[u8]) -> Result<(Header, &[u8]), HeaderError> {
+    pub(crate) fn decode(buf: &[u8]) -> Result<(Header, &[u8]), HeaderError> {
         if buf.len() < HEADER_LEN || buf[0..2] != MAGIC {
             return Err(HeaderError::Decode(DecodeError::Foreign));
         }
@@ -136,7 +137,7 @@ impl Header {
 
 /// Why a header could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeaderError {
+pub(crate) enum HeaderError {
     /// Foreign or malformed.
     Decode(DecodeError),
     /// A kind we do not know from a version we do not speak.
@@ -181,9 +182,9 @@ pub enum RejectReason {
 }
 
 /// Variable-length integers.
-pub mod varint {
+pub(crate) mod varint {
     /// Appends `v` as a varint.
-    pub fn put(out: &mut Vec<u8>, mut v: u64) {
+    pub(crate) fn put(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push((v as u8) | 0x80);
             v >>= 7;
@@ -205,13 +206,13 @@ pub mod varint {
     }
 
     /// Encoded length of `v`.
-    pub fn len(v: u64) -> usize {
+    pub(crate) fn len(v: u64) -> usize {
         let bits = 64 - (v | 1).leading_zeros() as usize;
         bits.div_ceil(7)
     }
 
     /// Reads a varint from the front of `buf`, advancing it.
-    pub fn get(buf: &mut &[u8]) -> Option<u64> {
+    pub(crate) fn get(buf: &mut &[u8]) -> Option<u64> {
         let mut v: u64 = 0;
         for i in 0..10 {
             let (&b, rest) = buf.split_first()?;
@@ -257,7 +258,7 @@ fn get_bytes<'a>(buf: &mut &'a [u8], len: u64) -> Option<&'a [u8]> {
 
 /// Body of `Hello` and `HelloAck`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HelloBody {
+pub(crate) struct HelloBody {
     /// The sender's incarnation.
     pub incarnation: u64,
     /// `HelloAck` only: the initiator's incarnation as the responder saw it.
@@ -269,13 +270,13 @@ pub struct HelloBody {
 
 impl HelloBody {
     /// Encodes the body.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode(&self, out: &mut Vec<u8>) {
         out.put_u64(self.incarnation);
         out.put_u64(self.echo);
         out.push(u8::from(self.fresh));
     }
     /// Decodes the body.
-    pub fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
+    pub(crate) fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
         let incarnation = get_u64(&mut b).ok_or(DecodeError::Malformed)?;
         let echo = get_u64(&mut b).ok_or(DecodeError::Malformed)?;
         let fresh = get_u8(&mut b).ok_or(DecodeError::Malformed)? != 0;
@@ -291,7 +292,7 @@ impl HelloBody {
 }
 
 /// Encodes a `Reject` body: reason code, our cluster id, our version, unsupported flags.
-pub fn encode_reject(reason: RejectReason, out: &mut Vec<u8>) {
+pub(crate) fn encode_reject(reason: RejectReason, out: &mut Vec<u8>) {
     match reason {
         RejectReason::OtherCluster { theirs, .. } => {
             out.push(1);
@@ -309,7 +310,7 @@ pub fn encode_reject(reason: RejectReason, out: &mut Vec<u8>) {
 }
 
 /// Decodes a `Reject` body, seen from the side that receives it (`ours` = our own values).
-pub fn decode_reject(
+pub(crate) fn decode_reject(
     mut b: &[u8],
     our_cluster: u32,
     our_version: u8,

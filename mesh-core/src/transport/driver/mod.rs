@@ -14,6 +14,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::Clock;
 use super::socket::{MeshSocket, RecvBatch};
 use crate::rudp::hash::FastMap;
 use crate::rudp::{Counters, Endpoint, Event, MessageId, SendError, Transmit};
@@ -49,6 +50,8 @@ struct State {
 
 struct Inner {
     state: Mutex<State>,
+    /// Every "now" and every timer deadline of the driver comes from here.
+    clock: Clock,
     socket: MeshSocket,
     gso: usize,
     /// Who to wake when the socket becomes readable (and the driver's waker, also woken for
@@ -146,6 +149,15 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 impl Transport {
     /// Binds the socket and starts the driver task (on the current tokio runtime).
     pub async fn bind(config: TransportConfig) -> Result<Transport, TransportError> {
+        Self::bind_with_clock(config, Clock::system()).await
+    }
+
+    /// [`bind`](Self::bind), with the protocol's time read from `clock` (a
+    /// [`Clock::manual`] lets a test fire the timers when it chooses).
+    pub async fn bind_with_clock(
+        config: TransportConfig,
+        clock: Clock,
+    ) -> Result<Transport, TransportError> {
         config.protocol.validate()?;
         let socket = MeshSocket::bind(&config.socket)?;
         let incarnation = loop {
@@ -163,6 +175,7 @@ impl Transport {
         let (events, _) = broadcast::channel(1024);
         let wakers = Arc::new(ReadWakers::default());
         let inner = Arc::new(Inner {
+            clock,
             state: Mutex::new(State {
                 ep,
                 deliveries: FastMap::default(),
@@ -283,7 +296,7 @@ impl Transport {
     ) -> Result<Result<Delivery, Bytes>, TransportError> {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         Ok(match self.enqueue(&mut st, now, peer, channel, data)? {
             Ok(q) => Ok(self.delivery(&mut st, now, peer, q)),
             Err((_, data)) => Err(data),
@@ -343,7 +356,7 @@ impl Transport {
     ) -> Result<Delivery, TransportError> {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         match self.enqueue(&mut st, now, peer, channel, data)? {
             Ok(q) => Ok(self.delivery(&mut st, now, peer, q)),
             Err((full, _)) => Err(full.into()),
@@ -376,7 +389,7 @@ impl Transport {
     ) -> Result<Result<(), (SendError, Bytes)>, TransportError> {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         Ok(match self.enqueue(&mut st, now, peer, channel, data)? {
             Ok(q) => {
                 self.write_or_defer(&mut st, now, peer, q.busy);
@@ -390,7 +403,7 @@ impl Transport {
     pub fn send_unreliable(&self, peer: SocketAddr, data: Bytes) -> Result<(), TransportError> {
         self.check_open()?;
         let mut st = lock(&self.inner.state);
-        let now = Instant::now();
+        let now = self.inner.clock.now();
         st.ep.send_datagram(now, peer, data)?;
         self.inner.flush(&mut st, now, Rearm::Peer(peer));
         Ok(())
@@ -496,7 +509,8 @@ impl Transport {
     pub fn close_peer(&self, peer: SocketAddr) {
         let mut st = lock(&self.inner.state);
         st.ep.close(peer);
-        self.inner.flush(&mut st, Instant::now(), Rearm::Peer(peer));
+        self.inner
+            .flush(&mut st, self.inner.clock.now(), Rearm::Peer(peer));
     }
 
     /// Stops the driver; pending deliveries fail with [`TransportError::Closed`].
@@ -601,7 +615,7 @@ impl Inner {
             return Err(TransportError::Closed);
         }
         let mut st = lock(&self.state);
-        let now = Instant::now();
+        let now = self.clock.now();
         match self.read_batch(&mut st, now) {
             Ok(0) => return Ok(None),
             Ok(_) => {}
@@ -637,7 +651,7 @@ impl Inner {
     fn take_message(&self, st: &mut State) -> Option<Received> {
         let m = st.ep.poll_message()?;
         if st.ep.credit_update_due() {
-            self.flush(st, Instant::now(), Rearm::Peer(m.peer));
+            self.flush(st, self.clock.now(), Rearm::Peer(m.peer));
         } else if st.ep.pending_messages() > 0 {
             self.incoming.notify_one();
         }

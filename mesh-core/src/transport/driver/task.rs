@@ -42,7 +42,7 @@ pub(super) async fn drive(inner: Arc<Inner>) {
                     return Poll::Pending;
                 }
                 let mut st = lock(&inner.state);
-                let now = Instant::now();
+                let now = inner.clock.now();
                 match inner.read_batch(&mut st, now) {
                     // A receiver took the datagrams first.
                     Ok(0) => continue,
@@ -59,7 +59,7 @@ pub(super) async fn drive(inner: Arc<Inner>) {
                 inner.driver_pending.store(false, Ordering::Relaxed);
                 if st.flush_pending {
                     st.flush_pending = false;
-                    inner.flush(&mut st, Instant::now(), Rearm::Driver);
+                    inner.flush(&mut st, inner.clock.now(), Rearm::Driver);
                 }
                 let d = st.ep.poll_timeout();
                 st.armed = d;
@@ -70,9 +70,22 @@ pub(super) async fn drive(inner: Arc<Inner>) {
                 if r.is_ok() {
                     let mut st = lock(&inner.state);
                     st.blocked = false;
-                    inner.flush(&mut st, Instant::now(), Rearm::Driver);
+                    inner.flush(&mut st, inner.clock.now(), Rearm::Driver);
                 }
                 continue;
+            }
+            if let Some(d) = deadline
+                && inner.clock.is_manual()
+            {
+                // A manual clock: the deadline is reached when a test moves the time there.
+                if inner.clock.poll_reached(d, cx).is_ready() {
+                    let mut st = lock(&inner.state);
+                    let now = inner.clock.now();
+                    st.ep.handle_timeout(now);
+                    inner.flush(&mut st, now, Rearm::Driver);
+                    continue;
+                }
+                return Poll::Pending;
             }
             if let Some(d) = deadline {
                 // Moving the timer earlier makes tokio wake its own I/O driver (an eventfd
@@ -82,7 +95,7 @@ pub(super) async fn drive(inner: Arc<Inner>) {
                 // the acknowledgement and the deadline is then gone.
                 if !yielded
                     && sleep_at.is_none_or(|s| d < s)
-                    && d.saturating_duration_since(Instant::now()) > Duration::from_micros(300)
+                    && d.saturating_duration_since(inner.clock.now()) > Duration::from_micros(300)
                 {
                     yielded = true;
                     cx.waker().wake_by_ref();
@@ -106,14 +119,14 @@ pub(super) async fn drive(inner: Arc<Inner>) {
                     sleep_at = Some(d);
                 }
                 // An armed timer that is not due has nothing to say (it wakes us when due).
-                let due = !sleep_polled || sleep_at.is_none_or(|s| s <= Instant::now());
+                let due = !sleep_polled || sleep_at.is_none_or(|s| s <= inner.clock.now());
                 sleep_polled = true;
                 if due && sleep.as_mut().poll(cx).is_ready() {
                     // Fired (maybe early, see TIMER_SLACK): armed afresh on the next turn.
                     sleep_polled = false;
                     sleep_at = None;
                     let mut st = lock(&inner.state);
-                    let now = Instant::now();
+                    let now = inner.clock.now();
                     st.ep.handle_timeout(now);
                     inner.flush(&mut st, now, Rearm::Driver);
                     continue;
