@@ -135,6 +135,7 @@ pub(crate) struct RpcCounters {
     pub(crate) dropped_oneway: AtomicU64,
     pub(crate) dropped_discovery: AtomicU64,
     pub(crate) incompatible: AtomicU64,
+    pub(crate) dropped_responses: AtomicU64,
 }
 
 impl RpcCounters {
@@ -146,6 +147,7 @@ impl RpcCounters {
             dropped_oneway: get(&self.dropped_oneway),
             dropped_discovery: get(&self.dropped_discovery),
             incompatible: get(&self.incompatible),
+            dropped_responses: get(&self.dropped_responses),
         }
     }
 }
@@ -167,6 +169,9 @@ pub struct RpcStats {
     /// Requests and one-way messages refused because their signature fingerprint differs
     /// from the handler's (the sender was built with another signature of the method).
     pub incompatible: u64,
+    /// Responses dropped because the response backlog (responses waiting for room in
+    /// full send queues, bounded in bytes and count) was full; their callers time out.
+    pub dropped_responses: u64,
 }
 
 /// Settings of the messaging layer.
@@ -204,6 +209,8 @@ pub(crate) struct Rpc {
     pub(crate) counters: RpcCounters,
     /// Round-robin positions of balanced calls, per (node type, command).
     balance: Mutex<FastMap<(String, u16), usize>>,
+    /// Responses waiting for room in full send queues.
+    pub(crate) backlog: Backlog,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -235,6 +242,7 @@ impl Rpc {
             discovery_inbox,
             counters: RpcCounters::default(),
             balance: Mutex::new(FastMap::default()),
+            backlog: Backlog::default(),
         })
     }
 
@@ -363,7 +371,9 @@ impl Rpc {
         // that are still members and reachable. Data to a node that left (or that the
         // transport gave up on) is never acknowledged, and must not hold the stop up until
         // the transport declares that peer gone (peer_timeout).
-        while self.unacknowledged_to_live_peers() > 0 && tokio::time::Instant::now() < until {
+        while (self.unacknowledged_to_live_peers() > 0 || self.backlog.len() > 0)
+            && tokio::time::Instant::now() < until
+        {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         self.handlers_stop.cancel();
@@ -534,14 +544,115 @@ impl Rpc {
         match self.transport.queue_detached_or_return(to, ch, bytes) {
             Ok(Ok(())) => {}
             Ok(Err((_full, bytes))) => {
+                // The peer's send queue is full: wait for room, within the backlog's bound.
+                let n = bytes.len() as u64;
+                if !self.backlog.reserve(n) {
+                    self.counters
+                        .dropped_responses
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%to, id, "response backlog full: response dropped (the caller times out)");
+                    return;
+                }
                 let this = self.clone();
                 tokio::spawn(async move {
                     if let Err(e) = this.transport.queue(to, ch, bytes).await {
                         tracing::debug!(%to, id, error = %e, "response not sent");
                     }
+                    this.backlog.release(n);
                 });
             }
             Err(e) => tracing::debug!(%to, id, error = %e, "response not sent"),
         }
+    }
+
+    /// Whether responses are piling up behind full send queues: new requests are then
+    /// refused as overloaded (back-pressure) rather than run into a backlog.
+    pub(crate) fn backlogged(&self) -> bool {
+        self.backlog.over_half()
+    }
+}
+
+/// Bytes of responses that may wait for room in full send queues, across all peers.
+pub(crate) const RESPONSE_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
+/// Responses that may wait so, across all peers.
+pub(crate) const RESPONSE_BACKLOG_COUNT: u64 = 4096;
+
+/// Responses waiting for room in full send queues (each on a task), counted against a
+/// bound: past it a response is dropped and counted, never queued without end.
+#[derive(Debug, Default)]
+pub(crate) struct Backlog {
+    bytes: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Backlog {
+    fn reserve(&self, n: u64) -> bool {
+        let bytes = self.bytes.fetch_add(n, Ordering::AcqRel) + n;
+        let count = self.count.fetch_add(1, Ordering::AcqRel) + 1;
+        if bytes > RESPONSE_BACKLOG_BYTES || count > RESPONSE_BACKLOG_COUNT {
+            self.release(n);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self, n: u64) {
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn over_half(&self) -> bool {
+        self.bytes.load(Ordering::Acquire) > RESPONSE_BACKLOG_BYTES / 2
+            || self.count.load(Ordering::Acquire) > RESPONSE_BACKLOG_COUNT / 2
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod backlog_tests {
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use bytes::Bytes;
+
+    use super::{RESPONSE_BACKLOG_BYTES, Reply};
+    use crate::transport::{Transport, TransportConfig};
+    use crate::{Discovery, LocalRegistry, Mesh};
+
+    /// Responses to a peer whose send queue is full wait in a bounded backlog: past the
+    /// bound they are dropped and counted (security finding 3: before, each one got a task
+    /// of its own, without limit), and new requests are refused as overloaded meanwhile.
+    #[tokio::test]
+    async fn responses_behind_a_full_send_queue_are_bounded() {
+        let reg = LocalRegistry::new();
+        let a = Mesh::builder()
+            .discovery(Discovery::local_registry(&reg))
+            .shutdown_timeout(Duration::from_millis(100))
+            .start()
+            .await
+            .unwrap();
+        let peer = Transport::bind(TransportConfig::default()).await.unwrap();
+        let rpc = a.rpc().clone();
+        let body = Bytes::from(vec![0u8; 1_000_000]);
+        for id in 0..300 {
+            rpc.respond(peer.local_addr(), id, Reply::ok(body.clone()));
+        }
+        let dropped = rpc.counters.dropped_responses.load(Ordering::Relaxed);
+        assert!(dropped > 0, "nothing dropped");
+        assert!(rpc.backlog.bytes() <= RESPONSE_BACKLOG_BYTES);
+        assert!(rpc.backlog.len() > 0 && rpc.backlogged());
+        // 32 MiB fit the send queue, 64 MiB the backlog: the rest is dropped.
+        assert_eq!(dropped, 300 - 33 - 67);
+        assert_eq!(a.stats().rpc.dropped_responses, dropped);
+        a.stop().await;
+        peer.close();
     }
 }

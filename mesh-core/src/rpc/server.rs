@@ -96,6 +96,10 @@ impl Rpc {
         if deadline_ms == 0 {
             return refuse(Reply::failure(Status::Expired, ""));
         }
+        if self.backlogged() {
+            tracing::debug!(parent: &span, "responses backlogged: request refused");
+            return refuse(Reply::failure(Status::Overloaded, ""));
+        }
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             tracing::debug!(parent: &span, "overloaded: request refused");
             return refuse(Reply::failure(Status::Overloaded, ""));
