@@ -72,7 +72,11 @@ impl Rpc {
             let view = self.membership.view();
             // The handler sees the node that started the fan-out as the sender, when that
             // node is one we know (a claim about an unknown address is not passed on).
-            let sender = if h.origin == from || view.by_addr(h.origin).is_some() {
+            // The claim is believed only from a hop that is itself a listed node: a stray
+            // sender cannot make a handler see a member as the caller. (A listed node could
+            // still lie; relay origins authenticated by the cluster key close that.)
+            let hop_listed = view.by_addr(from).is_some();
+            let sender = if h.origin == from || (hop_listed && view.by_addr(h.origin).is_some()) {
                 h.origin
             } else {
                 from
@@ -417,6 +421,47 @@ mod relay_tests {
         let more = tokio::time::timeout(Duration::from_millis(300), rx.recv()).await;
         assert!(more.is_err(), "delivered again: {more:?}");
         b.stop().await;
+        a.stop().await;
+    }
+
+    /// A relay from an address outside the view cannot claim a member as its origin: the
+    /// handler sees the real sender (security finding 5, for senders outside the mesh).
+    #[tokio::test]
+    async fn a_stray_relay_cannot_claim_a_member_as_origin() {
+        let reg = LocalRegistry::new();
+        let start = || {
+            Mesh::builder()
+                .discovery(Discovery::local_registry(&reg))
+                .start()
+        };
+        let a = start().await.unwrap();
+        let member = start().await.unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let _h = a
+            .handle(
+                9,
+                handler(move |c: CallContext, _v: u32| {
+                    let _ = tx.send(c.sender_addr());
+                    async {}
+                }),
+            )
+            .unwrap();
+        let stray = Transport::bind(TransportConfig::default()).await.unwrap();
+        let payload = crate::codec::encode(&7u32).unwrap();
+        let header = wire::RelayHeader {
+            cmd: 9,
+            fingerprint: 0,
+            limit: 2,
+            reliable: true,
+            origin: member.addr(),
+        };
+        let relay = wire::relay(&header, &[], &payload);
+        stray.send(a.addr(), 0, relay).await.unwrap();
+        let seen = tokio::time::timeout(Duration::from_secs(2), rx.recv())
+            .await
+            .unwrap();
+        assert_eq!(seen, Some(stray.local_addr()));
+        member.stop().await;
         a.stop().await;
     }
 }
