@@ -60,6 +60,10 @@ pub enum DiscoveryError {
     Stopped,
 }
 
+/// The transport channel discovery messages travel on (channels 0 and 1 carry the rpc
+/// layer's small and large messages).
+pub const DISCOVERY_CHANNEL: u8 = 2;
+
 /// What a backend gets to do its job.
 #[non_exhaustive]
 pub struct BackendContext {
@@ -67,8 +71,8 @@ pub struct BackendContext {
     pub membership: Membership,
     /// The node's transport (for backends that talk to peers directly).
     pub transport: Transport,
-    /// Discovery messages other nodes sent to this one over the transport (framework command
-    /// range); bounded.
+    /// Discovery messages other nodes sent to this one on the transport's
+    /// [`DISCOVERY_CHANNEL`]; bounded.
     pub inbox: mpsc::Receiver<(SocketAddr, Bytes)>,
 }
 

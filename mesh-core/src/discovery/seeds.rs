@@ -1,7 +1,7 @@
 //! Static seeds: a fixed list of addresses, for small fixed fleets with no Redis.
 //!
 //! Every node announces its record to every seed each update interval over the transport
-//! (reliable messages in the framework command range, so a dead seed is declared unreachable
+//! (reliable messages on the transport's discovery channel, so a dead seed is declared unreachable
 //! by the transport's own liveness). A seed answers with every record it knows and how long
 //! ago it last heard from each; nodes learn each other through the seeds and drop a node
 //! nobody has heard from for `expiry`. A stopping node tells everyone it knows at once, and
@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use super::{BackendContext, BoxFuture, DiscoveryBackend, DiscoveryError, Health, LeaveReason};
 use crate::node::{NodeId, NodeRecord};
-use crate::rpc::{framework, wire};
 use crate::transport::Transport;
 
 /// The most nodes one seed reports (the view of a small fixed fleet).
@@ -101,11 +100,36 @@ impl DiscoveryBackend for SeedsBackend {
     }
 }
 
+/// The first bytes of every seeds message: a tag and the format's version.
+const SEEDS_HEADER: [u8; 2] = [0x5d, 1];
+
+/// A seeds message as it travels: the header, then the message as JSON.
+fn encode(msg: &Msg) -> Result<Bytes, serde_json::Error> {
+    let mut out = SEEDS_HEADER.to_vec();
+    serde_json::to_writer(&mut out, msg)?;
+    Ok(Bytes::from(out))
+}
+
+/// Why a seeds message was refused.
+#[derive(Debug, thiserror::Error)]
+enum Malformed {
+    #[error("not a seeds message of this version (header {0:02x?})")]
+    Header(Vec<u8>),
+    #[error("not a seeds message: {0}")]
+    Body(#[from] serde_json::Error),
+}
+
+fn decode(bytes: &[u8]) -> Result<Msg, Malformed> {
+    let Some(body) = bytes.strip_prefix(&SEEDS_HEADER[..]) else {
+        return Err(Malformed::Header(bytes.iter().take(2).copied().collect()));
+    };
+    Ok(serde_json::from_slice(body)?)
+}
+
 fn send(transport: &Transport, to: SocketAddr, msg: &Msg) {
-    match serde_json::to_vec(msg) {
-        Ok(json) => {
-            let bytes = wire::oneway(framework::DISCOVERY, 0, &json);
-            if let Err(e) = transport.try_queue(to, crate::rpc::CH_SMALL, bytes) {
+    match encode(msg) {
+        Ok(bytes) => {
+            if let Err(e) = transport.try_queue(to, super::DISCOVERY_CHANNEL, bytes) {
                 tracing::debug!(%to, error = %e, "seeds: message not sent");
             }
         }
@@ -292,7 +316,7 @@ fn handle(
     me: NodeId,
     guest: bool,
 ) -> bool {
-    let msg: Msg = match serde_json::from_slice(bytes) {
+    let msg: Msg = match decode(bytes) {
         Ok(m) => m,
         Err(e) => {
             tracing::debug!(%from, error = %e, "seeds: dropped a malformed discovery message");
@@ -352,5 +376,35 @@ fn handle(
             }
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod wire_tests {
+    use super::*;
+
+    #[test]
+    fn seeds_messages_round_trip_and_garbage_is_refused() {
+        let id = NodeId::new(
+            "127.0.0.1:7000".parse().unwrap_or_else(|_| unreachable!()),
+            7,
+        );
+        let msg = Msg::Leave { id };
+        let bytes = encode(&msg).unwrap_or_default();
+        assert!(bytes.starts_with(&SEEDS_HEADER));
+        assert!(matches!(decode(&bytes), Ok(Msg::Leave { id: back }) if back == id));
+        // Every truncation and a few kinds of garbage: an error, never a panic.
+        for n in 0..bytes.len() {
+            assert!(decode(&bytes[..n]).is_err(), "{n}");
+        }
+        assert!(matches!(
+            decode(&[0x5d, 2, b'{']),
+            Err(Malformed::Header(_))
+        ));
+        assert!(matches!(decode(&[1, 0, 0, 0]), Err(Malformed::Header(_))));
+        assert!(matches!(
+            decode(b"\x5d\x01not json"),
+            Err(Malformed::Body(_))
+        ));
     }
 }

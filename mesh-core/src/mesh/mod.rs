@@ -22,8 +22,8 @@ pub use query::ValueError;
 
 use crate::config::{ConfigError, MeshConfig};
 use crate::discovery::{
-    BackendContext, Discovery, DiscoveryError, LeaveReason, Membership, MembershipSettings,
-    MeshEvent,
+    BackendContext, DISCOVERY_CHANNEL, Discovery, DiscoveryError, LeaveReason, Membership,
+    MembershipSettings, MeshEvent,
 };
 use crate::node::{NodeId, NodeRecord};
 use crate::rpc::{
@@ -215,10 +215,9 @@ impl Mesh {
                 peer_timeout: config.peer_timeout,
                 max_unreliable: config.protocol().max_unreliable_payload(),
             },
-            inbox_tx,
         );
         let tasks = vec![
-            tokio::spawn(dispatch(rpc.clone(), stop.clone()).instrument(span.clone())),
+            tokio::spawn(dispatch(rpc.clone(), inbox_tx, stop.clone()).instrument(span.clone())),
             tokio::spawn(bridge(rpc.clone(), stop.clone()).instrument(span.clone())),
             tokio::spawn(probe(rpc.clone(), stop.clone()).instrument(span.clone())),
             tokio::spawn(rpc::expire_calls(rpc.clone(), stop.clone()).instrument(span.clone())),
@@ -373,8 +372,23 @@ impl Mesh {
 }
 
 /// Takes messages from the transport and hands them to the messaging layer.
-async fn dispatch(rpc: Arc<Rpc>, stop: CancellationToken) {
-    let on = |m: crate::transport::Received| rpc.on_message(m.from, m.data);
+async fn dispatch(
+    rpc: Arc<Rpc>,
+    discovery: mpsc::Sender<(SocketAddr, bytes::Bytes)>,
+    stop: CancellationToken,
+) {
+    // Discovery's channel goes to the discovery backend, everything else to messaging.
+    let on = |m: crate::transport::Received| {
+        if m.channel == Some(DISCOVERY_CHANNEL) {
+            if discovery.try_send((m.from, m.data)).is_err() {
+                rpc.counters
+                    .dropped_discovery
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        } else {
+            rpc.on_message(m.from, m.data);
+        }
+    };
     // Registered once: a fresh `cancelled()` per message costs a lock and a waiter list entry.
     let stopped = stop.cancelled();
     tokio::pin!(stopped);

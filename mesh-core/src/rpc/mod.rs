@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 pub use broadcast::Broadcast;
@@ -37,7 +37,6 @@ pub use handler::{
 pub(crate) use process::register as register_process_mesh;
 pub use process::{Messaging, Via};
 pub use registry::RESERVED_START;
-pub(crate) use registry::framework;
 pub use scope::{TraceContext, current_trace};
 pub use wire::fingerprint;
 
@@ -205,7 +204,6 @@ pub(crate) struct Rpc {
     accepting: AtomicBool,
     /// Cancels every running handler (after the drain bound at stop).
     handlers_stop: CancellationToken,
-    discovery_inbox: mpsc::Sender<(SocketAddr, Bytes)>,
     pub(crate) counters: RpcCounters,
     /// Round-robin positions of balanced calls, per (node type, command).
     balance: Mutex<FastMap<(String, u16), usize>>,
@@ -222,7 +220,6 @@ impl Rpc {
         transport: Transport,
         membership: Membership,
         settings: RpcSettings,
-        discovery_inbox: mpsc::Sender<(SocketAddr, Bytes)>,
     ) -> Arc<Rpc> {
         let local = membership.local_id().addr;
         Arc::new(Rpc {
@@ -239,7 +236,6 @@ impl Rpc {
             running: Mutex::new(FastMap::default()),
             accepting: AtomicBool::new(true),
             handlers_stop: CancellationToken::new(),
-            discovery_inbox,
             counters: RpcCounters::default(),
             balance: Mutex::new(FastMap::default()),
             backlog: Backlog::default(),
@@ -416,17 +412,7 @@ impl Rpc {
                 cmd,
                 fingerprint,
                 payload,
-            } => {
-                if cmd == framework::DISCOVERY {
-                    if self.discovery_inbox.try_send((from, payload)).is_err() {
-                        self.counters
-                            .dropped_discovery
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                } else {
-                    self.on_oneway(from, cmd, fingerprint, payload);
-                }
-            }
+            } => self.on_oneway(from, cmd, fingerprint, payload),
             wire::Envelope::Cancel { id } => {
                 if let Some(t) = lock(&self.running).remove(&(from, id)) {
                     tracing::debug!(%from, id, "request cancelled by the caller");

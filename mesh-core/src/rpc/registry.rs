@@ -10,12 +10,6 @@ use crate::rudp::hash::FastMap;
 /// First command id reserved for the framework.
 pub const RESERVED_START: u16 = 65000;
 
-/// Framework command ids (within the reserved range).
-pub(crate) mod framework {
-    /// Discovery messages of the static-seeds backend.
-    pub(crate) const DISCOVERY: u16 = 65000;
-}
-
 #[derive(Clone)]
 pub(crate) struct Entry {
     pub(crate) handler: Arc<dyn Handler>,
