@@ -8,9 +8,9 @@
 //! | magic | version | kind|flags | cluster id | session id   | ...kind-specific body
 //! ```
 //!
-//! * `kind` is the low nibble of byte 3; the high nibble holds flags. Flag [`FLAG_AUTH_TAG`]
-//!   reserves room for a trailing authentication tag (a later wire feature; packets carrying it
-//!   are refused by this version).
+//! * `kind` is the low nibble of byte 3; the high nibble holds flag bits. No flag is defined
+//!   by this wire version: they are reserved, and a packet with any flag set is refused (the
+//!   sender learns which flags through a `Reject`).
 //! * Data packets continue with a varint packet number, then frames until the end.
 //! * Integers are big-endian; variable-length integers use 7 bits per byte, high bit =
 //!   continuation (at most 10 bytes for a `u64`).
@@ -32,10 +32,6 @@ pub(crate) const MAGIC: [u8; 2] = *b"MS";
 pub(crate) const WIRE_VERSION: u8 = 1;
 /// Size of the fixed header every packet starts with.
 pub(crate) const HEADER_LEN: usize = 16;
-/// Flag bit: the packet ends with an authentication tag (reserved for cluster-key AEAD; a
-/// packet with any flag set is refused today).
-#[allow(dead_code)]
-pub(crate) const FLAG_AUTH_TAG: u8 = 0x10;
 
 /// What a packet is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
