@@ -170,6 +170,8 @@ pub struct MeshConfig {
     pub send_interval: Duration,
     /// Default relay fan-out of `send_many` (each hop forwards to at most this many nodes).
     pub relay_limit: usize,
+    /// Limits on shared objects (the `[shared]` table).
+    pub shared: crate::shared::SharedLimits,
 }
 
 impl Default for MeshConfig {
@@ -198,6 +200,7 @@ impl Default for MeshConfig {
             peer_timeout: Duration::from_secs(1),
             send_interval: Duration::ZERO,
             relay_limit: 2,
+            shared: crate::shared::SharedLimits::default(),
         }
     }
 }
@@ -496,6 +499,18 @@ impl MeshConfig {
         self.protocol()
             .validate()
             .map_err(|e| ConfigError::new(e.field, e.problem))?;
+        let sh = &self.shared;
+        for (field, v) in [
+            ("shared.max_objects", sh.max_objects),
+            ("shared.max_object_bytes", sh.max_object_bytes),
+            ("shared.max_map_len", sh.max_map_len as usize),
+            ("shared.max_subscribers", sh.max_subscribers),
+            ("shared.max_fields", sh.max_fields),
+        ] {
+            if v == 0 {
+                return bad(field, "must be at least 1");
+            }
+        }
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 //! * [`transport`]: the tokio driver around [`rudp`]: one UDP socket per node.
 //! * [`discovery`]: backends (local, Redis, seeds), the membership view and its events.
 //! * [`rpc`]: messaging on u16 command ids: handlers, requests, one-way, fan-out.
+//! * [`shared`]: shared objects (`#[derive(SharedObject)]`), owned by one node, replicated.
 //! * [`Mesh`]: the handle that wires these together, with its builder and [`config`].
 //!
 //! ```
@@ -46,6 +47,7 @@ mod mesh;
 pub mod node;
 pub mod rpc;
 pub mod rudp;
+pub mod shared;
 pub mod transport;
 
 pub use config::MeshConfig;
@@ -57,6 +59,13 @@ pub use rpc::{CallContext, CallError};
 /// Turns a trait of `async fn`s into a mesh service: a typed client, a broadcast handle and a
 /// server. See the [`mesh_macros`] crate for the tutorial.
 pub use mesh_macros::mesh_service;
+
+/// Makes a struct a shared object type: field ids, the typed handle (`RoomHandle` for
+/// `Room`) and batch (`RoomBatch`). See [`shared`].
+pub use mesh_macros::SharedObject;
+/// The trait the derive implements (same name, like serde's `Serialize`): bound generic code
+/// on it.
+pub use shared::SharedObject;
 
 /// What most code using the mesh needs: `use mesh_core::prelude::*;`.
 ///
@@ -97,9 +106,11 @@ pub use mesh_macros::mesh_service;
 pub mod prelude {
     pub use serde::{Deserialize, Serialize};
 
+    pub use crate::SharedObject;
     pub use crate::mesh_service;
     pub use crate::node::{NodeId, NodeRecord, NodeStatus, Target};
     pub use crate::rpc::{CallContext, CallError};
+    pub use crate::shared::{ObjectId, SharedError, SharedEvent};
     pub use crate::{Discovery, LocalRegistry, Mesh, MeshEvent};
 }
 

@@ -177,6 +177,7 @@ mod analyze;
 mod args;
 mod errors;
 mod generate;
+mod shared;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -273,4 +274,16 @@ fn not_a_trait_span(item: &TokenStream2) -> Span {
         Ok(syn::Item::Type(t)) => t.type_token.span,
         _ => Span::call_site(),
     }
+}
+
+/// Makes a struct with named fields a shared object type (see `mesh_core::shared`).
+///
+/// Field options, in `#[shared(..)]`: `min = N`, `max = N` bound an integer field (writes
+/// outside are refused, or clamped with `on_bound = clamp`); `max_len = N` bounds a map
+/// (`BTreeMap`, `HashMap`); `id = N` pins the field id (default: its position). Generates
+/// `<Name>Handle` (one getter per field; `inc_`, `set_`, `cas_` on integers; `set_`, `cas_`
+/// on values; `_put`, `_delete` on maps) and `<Name>Batch`.
+#[proc_macro_derive(SharedObject, attributes(shared))]
+pub fn derive_shared_object(item: TokenStream) -> TokenStream {
+    shared::derive(item.into()).into()
 }

@@ -23,6 +23,8 @@ pub struct MeshStats {
     pub rpc: RpcStats,
     /// The transport: datagrams, bytes, retransmissions, drops by reason.
     pub transport: Counters,
+    /// Shared objects: owned, replicas, resyncs, forged pushes refused.
+    pub shared: crate::shared::SharedStats,
 }
 
 impl Mesh {
@@ -32,6 +34,7 @@ impl Mesh {
         MeshStats {
             rpc: self.rpc().counters.snapshot(),
             transport: self.inner.transport.counters(),
+            shared: self.shared().stats(),
         }
     }
 }

@@ -61,6 +61,7 @@ struct Inner {
     transport: Transport,
     membership: Membership,
     rpc: Arc<Rpc>,
+    shared: Arc<crate::shared::Runtime>,
     stop: CancellationToken,
     stopped: AtomicBool,
     backend: Mutex<Option<JoinHandle<()>>>,
@@ -216,12 +217,28 @@ impl Mesh {
                 max_unreliable: config.protocol().max_unreliable_payload(),
             },
         );
-        let tasks = vec![
+        let (shared, shared_tasks) = match crate::shared::Runtime::start(
+            rpc.clone(),
+            config.shared.effective(config.max_message_size),
+            stop.clone(),
+        ) {
+            Ok(started) => started,
+            Err(e) => {
+                // Only a stopped registry refuses: nothing else holds reserved ids.
+                stop.cancel();
+                transport.close();
+                return Err(MeshError::Discovery(DiscoveryError::Stopped)).inspect_err(
+                    |_| tracing::warn!(parent: &span, error = %e, "shared objects could not start"),
+                );
+            }
+        };
+        let mut tasks = vec![
             tokio::spawn(dispatch(rpc.clone(), inbox_tx, stop.clone()).instrument(span.clone())),
             tokio::spawn(bridge(rpc.clone(), stop.clone()).instrument(span.clone())),
             tokio::spawn(probe(rpc.clone(), stop.clone()).instrument(span.clone())),
             tokio::spawn(rpc::expire_calls(rpc.clone(), stop.clone()).instrument(span.clone())),
         ];
+        tasks.extend(shared_tasks);
         let backend = discovery.backend();
         tracing::info!(parent: &span, backend = backend.name(), addr = %id.addr, "starting");
         let ctx = BackendContext {
@@ -236,6 +253,7 @@ impl Mesh {
                 transport: transport.clone(),
                 membership,
                 rpc,
+                shared,
                 stop: stop.clone(),
                 stopped: AtomicBool::new(false),
                 backend: Mutex::new(Some(backend_task)),
@@ -349,6 +367,13 @@ impl Mesh {
             token,
             name: "handler",
         })
+    }
+
+    /// This node's shared objects: create, get, remove, list.
+    pub fn shared(&self) -> crate::shared::Shared {
+        crate::shared::Shared {
+            rt: self.inner.shared.clone(),
+        }
     }
 
     pub(crate) fn rpc(&self) -> &Arc<Rpc> {

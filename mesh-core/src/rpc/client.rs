@@ -570,6 +570,15 @@ impl Client {
         Client::with_dest(Destination::Node(target.into()))
     }
 
+    /// A client through a given messaging layer (for the crate's own layers above rpc).
+    pub(crate) fn through(rpc: Arc<Rpc>, target: Target) -> Client {
+        Client {
+            route: Route::Given(rpc),
+            dest: Destination::Node(target),
+            timeout: None,
+        }
+    }
+
     /// Calls the available (online, reachable) nodes of `node_type` that serve each
     /// command, round-robin.
     pub fn for_type(node_type: impl Into<String>) -> Client {

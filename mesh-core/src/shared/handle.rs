@@ -1,0 +1,287 @@
+//! Handles on objects: local reads of the replica, writes ordered by the owner, events.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
+use super::SharedObject;
+use super::error::{RemoveReason, SharedError};
+use super::id::ObjectId;
+use super::replica::{Replica, Sink};
+use super::runtime::Runtime;
+use super::state::Op;
+use super::wire::{Ack, CMD_REMOVE, CMD_WRITE, WriteReq};
+use crate::rpc::CallError;
+
+/// A handle on one shared object of type `T`, through this node's replica. Cheap to clone;
+/// the replica (and its subscription at the owner) lives while a handle does.
+///
+/// The generated handle (`RoomHandle` for `Room`) derefs to this and adds one method per
+/// field and operation.
+pub struct ObjectHandle<T: SharedObject> {
+    pub(crate) replica: Arc<Replica<T>>,
+    pub(crate) rt: Arc<Runtime>,
+}
+
+impl<T: SharedObject> Clone for ObjectHandle<T> {
+    fn clone(&self) -> Self {
+        ObjectHandle {
+            replica: self.replica.clone(),
+            rt: self.rt.clone(),
+        }
+    }
+}
+
+impl<T: SharedObject> std::fmt::Debug for ObjectHandle<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ObjectHandle")
+            .field("id", &self.id())
+            .field("type", &T::TYPE_NAME)
+            .field("version", &self.version())
+            .finish()
+    }
+}
+
+impl<T: SharedObject> ObjectHandle<T> {
+    /// The object's id.
+    pub fn id(&self) -> ObjectId {
+        self.replica.id
+    }
+
+    /// The version this node's replica holds (every ordered write adds one).
+    pub fn version(&self) -> u64 {
+        self.replica.read().version
+    }
+
+    /// The owner's epoch the replica holds.
+    pub fn epoch(&self) -> u32 {
+        self.replica.read().epoch
+    }
+
+    /// A copy of the whole object as this node's replica holds it (no I/O; may lag the
+    /// owner: see [`refresh`](Self::refresh)).
+    pub fn get(&self) -> T {
+        self.replica.read().value.clone()
+    }
+
+    /// Reads the replica without copying it.
+    pub fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        f(&self.replica.read().value)
+    }
+
+    /// Why the object is gone, once it is.
+    pub fn removed(&self) -> Option<RemoveReason> {
+        self.replica.read().removed
+    }
+
+    /// The replica's events from now on, in version order.
+    pub fn events(&self) -> SharedEvents {
+        SharedEvents {
+            rx: self.replica.subscribe_events(),
+            done: false,
+        }
+    }
+
+    fn gone(&self) -> Result<(), SharedError> {
+        match self.removed() {
+            Some(reason) => Err(SharedError::Removed {
+                id: self.id(),
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads the object at its owner and brings the replica up to that version; returns it.
+    pub async fn refresh(&self) -> Result<u64, SharedError> {
+        self.gone()?;
+        let snap = self
+            .rt
+            .read_at_owner(self.id(), Some((fingerprint::<T>(), T::TYPE_NAME)), false)
+            .await;
+        let snap = match snap {
+            Err(SharedError::Refused {
+                refusal: super::Refusal::NotFound,
+                ..
+            }) => {
+                self.replica.removed(RemoveReason::Removed);
+                return Err(SharedError::Removed {
+                    id: self.id(),
+                    reason: RemoveReason::Removed,
+                });
+            }
+            r => r?,
+        };
+        self.replica
+            .snapshot(&snap)
+            .map_err(|e| SharedError::codec(self.id(), e))?;
+        Ok(snap.version)
+    }
+
+    /// Waits until the replica holds version `version` or later (fails if the object goes).
+    pub async fn wait_version(&self, version: u64) -> Result<(), SharedError> {
+        let mut rx = self.replica.watch();
+        let _ = rx.wait_for(|(v, gone)| *v >= version || *gone).await;
+        if self.version() >= version {
+            return Ok(());
+        }
+        self.gone()?;
+        Ok(())
+    }
+
+    /// Orders a write of raw ops at the owner (the generated methods build the ops);
+    /// resolves with the version it got once this node's replica holds it.
+    #[doc(hidden)]
+    pub async fn write(&self, ops: Vec<Op>) -> Result<u64, SharedError> {
+        self.gone()?;
+        let id = self.id();
+        let ack: Ack = self
+            .rt
+            .client(id.owner)
+            .call_fallible::<_, Ack, super::Refusal>(CMD_WRITE, &WriteReq { id, ops })
+            .await
+            .map_err(|e| match e {
+                CallError::Remote(super::Refusal::NotFound) => {
+                    self.replica.removed(RemoveReason::Removed);
+                    SharedError::Removed {
+                        id,
+                        reason: RemoveReason::Removed,
+                    }
+                }
+                e => SharedError::from_call(id, e),
+            })?;
+        // Read-your-writes: apply the acknowledged effects here at once when they follow
+        // what the replica holds (the owner's push of them is then a duplicate).
+        let by = Some(self.rt.me);
+        let flow = self.replica.delta(ack.epoch, ack.version, by, ack.effects);
+        if flow == super::replica::Flow::Gap {
+            let _ = tokio::time::timeout(
+                self.rt.rpc.settings.default_timeout,
+                self.wait_version(ack.version),
+            )
+            .await;
+        }
+        Ok(ack.version)
+    }
+
+    /// A batch of writes on this object, committed atomically (the generated batch type
+    /// wraps it).
+    #[doc(hidden)]
+    pub fn raw_batch(&self) -> Batch<T> {
+        Batch {
+            handle: self.clone(),
+            ops: Vec::new(),
+            error: None,
+        }
+    }
+
+    /// Removes the object everywhere.
+    pub async fn remove(&self) -> Result<(), SharedError> {
+        remove(&self.rt, self.id()).await
+    }
+}
+
+/// Removes `id` at its owner.
+pub(crate) async fn remove(rt: &Runtime, id: ObjectId) -> Result<(), SharedError> {
+    rt.client(id.owner)
+        .call_fallible::<_, (), super::Refusal>(CMD_REMOVE, &id)
+        .await
+        .map_err(|e| SharedError::from_call(id, e))
+}
+
+pub(crate) fn fingerprint<T: SharedObject>() -> u32 {
+    super::Schema::from_defs(T::TYPE_NAME, T::FIELDS).fingerprint()
+}
+
+/// Writes collected to commit as one: the owner applies all of them or none, and no
+/// replica ever sees some without the others.
+#[derive(Debug)]
+pub struct Batch<T: SharedObject> {
+    handle: ObjectHandle<T>,
+    ops: Vec<Op>,
+    error: Option<SharedError>,
+}
+
+impl<T: SharedObject> Batch<T> {
+    /// The object the batch writes.
+    #[doc(hidden)]
+    pub fn id(&self) -> ObjectId {
+        self.handle.id()
+    }
+
+    /// Adds an op (or the error building it; the batch then fails at commit).
+    #[doc(hidden)]
+    pub fn push(&mut self, op: Result<Op, SharedError>) {
+        match op {
+            Ok(op) => self.ops.push(op),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+    }
+
+    /// Orders every write of the batch, atomically; resolves with the version it got.
+    pub async fn commit(self) -> Result<u64, SharedError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.handle.write(self.ops).await
+    }
+}
+
+/// What happens to a shared object, as one node's replica sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SharedEvent {
+    /// Ordered writes reached the replica (a snapshot lists every field, `by` none).
+    Updated {
+        /// The fields that changed.
+        fields: Vec<&'static str>,
+        /// The version the replica holds now.
+        version: u64,
+        /// The node that wrote (none for a guest or a snapshot).
+        by: Option<crate::node::NodeId>,
+    },
+    /// The object is gone.
+    Removed {
+        /// Why.
+        reason: RemoveReason,
+    },
+    /// This reader fell behind and missed `missed` events (the replica itself did not: read
+    /// it for the current state).
+    Lagged {
+        /// Events missed.
+        missed: u64,
+    },
+}
+
+/// The event stream of one replica ([`ObjectHandle::events`]).
+#[derive(Debug)]
+pub struct SharedEvents {
+    rx: broadcast::Receiver<SharedEvent>,
+    done: bool,
+}
+
+impl SharedEvents {
+    /// The next event; `None` after `Removed`.
+    pub async fn next(&mut self) -> Option<SharedEvent> {
+        if self.done {
+            return None;
+        }
+        match self.rx.recv().await {
+            Ok(e) => {
+                if matches!(e, SharedEvent::Removed { .. }) {
+                    self.done = true;
+                }
+                Some(e)
+            }
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                Some(SharedEvent::Lagged { missed })
+            }
+            Err(broadcast::error::RecvError::Closed) => {
+                self.done = true;
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! One node's copy of an object: applies the owner's deltas in version order, ignores
+//! duplicates, holds early ones until the gap fills (or a snapshot replaces them), and tells
+//! its readers what changed.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+
+use tokio::sync::{broadcast, watch};
+
+use super::error::RemoveReason;
+use super::id::ObjectId;
+use super::runtime::Runtime;
+use super::state::Effect;
+use super::wire::Snapshot;
+use super::{SharedEvent, SharedObject};
+use crate::codec::CodecError;
+use crate::node::NodeId;
+
+/// Deltas held ahead of a gap at most; past that the replica resyncs from a snapshot.
+pub(crate) const MAX_AHEAD: usize = 1024;
+/// Events a slow reader may fall behind by before it is told it lagged.
+const EVENT_CAPACITY: usize = 256;
+
+/// What a replica did with a delta.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Applied (with any held deltas it unblocked), or a duplicate ignored.
+    Done,
+    /// It is ahead of a gap (held), or did not apply: a snapshot may be needed.
+    Gap,
+}
+
+/// Type-erased replica, as the runtime routes pushes to it.
+pub(crate) trait Sink: Send + Sync {
+    fn delta(&self, epoch: u32, version: u64, by: Option<NodeId>, effects: Vec<Effect>) -> Flow;
+    fn snapshot(&self, snap: &Snapshot) -> Result<(), CodecError>;
+    fn removed(&self, reason: RemoveReason);
+    fn version(&self) -> u64;
+    /// Still ahead of a gap (the grace period passed without it filling).
+    fn gapped(&self) -> bool;
+    /// Marks a resync as started; false if one already is.
+    fn begin_resync(&self) -> bool;
+    fn end_resync(&self);
+}
+
+pub(crate) struct State<T> {
+    pub(crate) value: T,
+    pub(crate) epoch: u32,
+    pub(crate) version: u64,
+    pub(crate) removed: Option<RemoveReason>,
+    ahead: BTreeMap<u64, (Option<NodeId>, Vec<Effect>)>,
+}
+
+/// A typed replica.
+pub(crate) struct Replica<T: SharedObject> {
+    pub(crate) id: ObjectId,
+    state: RwLock<State<T>>,
+    events: broadcast::Sender<SharedEvent>,
+    /// (version, removed): what `wait_version` waits on.
+    watch: watch::Sender<(u64, bool)>,
+    resyncing: AtomicBool,
+    pub(crate) runtime: Weak<Runtime>,
+}
+
+impl<T: SharedObject> Replica<T> {
+    pub(crate) fn new(snap: &Snapshot, runtime: Weak<Runtime>) -> Result<Replica<T>, CodecError> {
+        let value = T::from_fields(&snap.fields)?;
+        Ok(Replica {
+            id: snap.id,
+            state: RwLock::new(State {
+                value,
+                epoch: snap.epoch,
+                version: snap.version,
+                removed: None,
+                ahead: BTreeMap::new(),
+            }),
+            events: broadcast::channel(EVENT_CAPACITY).0,
+            watch: watch::channel((snap.version, false)).0,
+            resyncing: AtomicBool::new(false),
+            runtime,
+        })
+    }
+
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, State<T>> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, State<T>> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<SharedEvent> {
+        self.events.subscribe()
+    }
+
+    pub(crate) fn watch(&self) -> watch::Receiver<(u64, bool)> {
+        self.watch.subscribe()
+    }
+
+    fn names(effects: &[Effect]) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = Vec::new();
+        for e in effects {
+            if let Some(f) = T::FIELDS.iter().find(|f| f.id == e.field())
+                && !names.contains(&f.name)
+            {
+                names.push(f.name);
+            }
+        }
+        names
+    }
+
+    /// Applies one delta on a copy of the value: a delta that does not decode leaves the
+    /// replica as it was (and asks for a snapshot).
+    fn apply(st: &mut State<T>, effects: &[Effect]) -> Result<(), CodecError> {
+        if let [one] = effects {
+            return st.value.apply_effect(one);
+        }
+        let mut next = st.value.clone();
+        for e in effects {
+            next.apply_effect(e)?;
+        }
+        st.value = next;
+        Ok(())
+    }
+}
+
+impl<T: SharedObject> Sink for Replica<T> {
+    fn delta(&self, epoch: u32, version: u64, by: Option<NodeId>, effects: Vec<Effect>) -> Flow {
+        let mut st = self.write();
+        if st.removed.is_some() || epoch < st.epoch || version <= st.version {
+            return Flow::Done;
+        }
+        if version > st.version + 1 {
+            if st.ahead.len() >= MAX_AHEAD {
+                st.ahead.clear();
+            }
+            st.ahead.insert(version, (by, effects));
+            return Flow::Gap;
+        }
+        let mut ready = vec![(version, by, effects)];
+        let mut next = version + 1;
+        while let Some((b, e)) = st.ahead.remove(&next) {
+            ready.push((next, b, e));
+            next += 1;
+        }
+        for (v, by, effects) in ready {
+            if Self::apply(&mut st, &effects).is_err() {
+                st.ahead.clear();
+                return Flow::Gap;
+            }
+            st.version = v;
+            st.epoch = epoch;
+            let _ = self.events.send(SharedEvent::Updated {
+                fields: Self::names(&effects),
+                version: v,
+                by,
+            });
+        }
+        let v = st.version;
+        let gap = !st.ahead.is_empty();
+        drop(st);
+        self.watch.send_replace((v, false));
+        if gap { Flow::Gap } else { Flow::Done }
+    }
+
+    fn snapshot(&self, snap: &Snapshot) -> Result<(), CodecError> {
+        let mut st = self.write();
+        if st.removed.is_some() || snap.version <= st.version {
+            return Ok(());
+        }
+        st.value = T::from_fields(&snap.fields)?;
+        st.version = snap.version;
+        st.epoch = snap.epoch;
+        let stale: Vec<u64> = st.ahead.range(..=snap.version).map(|(v, _)| *v).collect();
+        for v in stale {
+            st.ahead.remove(&v);
+        }
+        let v = snap.version;
+        let _ = self.events.send(SharedEvent::Updated {
+            fields: T::FIELDS.iter().map(|f| f.name).collect(),
+            version: v,
+            by: None,
+        });
+        // Held deltas right after the snapshot apply now.
+        let next = st.ahead.first_key_value().map(|(k, _)| *k);
+        drop(st);
+        self.watch.send_replace((v, false));
+        if next == Some(v + 1) {
+            let held = self.write().ahead.remove(&(v + 1));
+            if let Some((by, effects)) = held {
+                let epoch = self.read().epoch;
+                self.delta(epoch, v + 1, by, effects);
+            }
+        }
+        Ok(())
+    }
+
+    fn removed(&self, reason: RemoveReason) {
+        let mut st = self.write();
+        if st.removed.is_some() {
+            return;
+        }
+        st.removed = Some(reason);
+        st.ahead.clear();
+        let v = st.version;
+        drop(st);
+        tracing::debug!(id = %self.id, %reason, "shared object gone");
+        let _ = self.events.send(SharedEvent::Removed { reason });
+        self.watch.send_replace((v, true));
+    }
+
+    fn version(&self) -> u64 {
+        self.read().version
+    }
+
+    fn gapped(&self) -> bool {
+        let st = self.read();
+        st.removed.is_none()
+            && st
+                .ahead
+                .first_key_value()
+                .is_some_and(|(v, _)| *v > st.version + 1)
+    }
+
+    fn begin_resync(&self) -> bool {
+        !self.resyncing.swap(true, Ordering::AcqRel)
+    }
+
+    fn end_resync(&self) {
+        self.resyncing.store(false, Ordering::Release);
+    }
+}
+
+impl<T: SharedObject> Drop for Replica<T> {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.upgrade() {
+            rt.replica_dropped(self.id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,119 @@
+//! The messages between writers, replicas and owners, on reserved command ids.
+
+use serde::{Deserialize, Serialize};
+
+use super::error::RemoveReason;
+use super::id::ObjectId;
+use super::schema::Schema;
+use super::state::{Effect, FieldState, Op};
+use crate::node::NodeId;
+
+/// Creates an object on the receiving node: request [`CreateReq`], answer [`Snapshot`].
+pub(crate) const CMD_CREATE: u16 = 65100;
+/// Orders a write: [`WriteReq`] -> [`Ack`].
+pub(crate) const CMD_WRITE: u16 = 65101;
+/// Reads (and optionally subscribes to) an object: [`ReadReq`] -> [`Snapshot`].
+pub(crate) const CMD_READ: u16 = 65102;
+/// Ends a subscription (one-way): [`Unsubscribe`].
+pub(crate) const CMD_UNSUBSCRIBE: u16 = 65103;
+/// Removes an object: serial -> `()`.
+pub(crate) const CMD_REMOVE: u16 = 65104;
+/// What an owner tells its subscribers (one-way): [`Push`].
+pub(crate) const CMD_PUSH: u16 = 65105;
+/// Lists the objects a node owns: `()` -> `Vec<ObjectInfo>`.
+pub(crate) const CMD_LIST: u16 = 65106;
+
+/// A new object.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CreateReq {
+    pub(crate) schema: Schema,
+    pub(crate) fields: Vec<FieldState>,
+    pub(crate) ttl_ms: Option<u64>,
+    /// Subscribe the creator.
+    pub(crate) subscribe: bool,
+}
+
+/// A write to order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct WriteReq {
+    pub(crate) id: ObjectId,
+    pub(crate) ops: Vec<Op>,
+}
+
+/// A write the owner ordered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Ack {
+    pub(crate) epoch: u32,
+    pub(crate) version: u64,
+    pub(crate) effects: Vec<Effect>,
+}
+
+/// A read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ReadReq {
+    pub(crate) id: ObjectId,
+    /// The schema fingerprint the reader expects, and its type name (for the error).
+    pub(crate) fingerprint: u32,
+    pub(crate) type_name: String,
+    /// Subscribe the reader to the object's deltas.
+    pub(crate) subscribe: bool,
+}
+
+/// An object's whole state at one version.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Snapshot {
+    pub(crate) id: ObjectId,
+    pub(crate) fingerprint: u32,
+    pub(crate) epoch: u32,
+    pub(crate) version: u64,
+    pub(crate) fields: Vec<FieldState>,
+}
+
+/// A subscription to end.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Unsubscribe {
+    pub(crate) id: ObjectId,
+}
+
+/// What an owner tells a subscriber.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Push {
+    /// One ordered write.
+    Delta {
+        id: ObjectId,
+        epoch: u32,
+        version: u64,
+        by: Option<NodeId>,
+        effects: Vec<Effect>,
+    },
+    /// The object is gone.
+    Removed { id: ObjectId, reason: RemoveReason },
+    /// Deltas were dropped for this subscriber (it fell behind): read a snapshot.
+    Resync { id: ObjectId },
+}
+
+impl Push {
+    pub(crate) fn id(&self) -> ObjectId {
+        match self {
+            Push::Delta { id, .. } | Push::Removed { id, .. } | Push::Resync { id } => *id,
+        }
+    }
+}
+
+/// One object a node owns, as tools list it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ObjectInfo {
+    /// The object.
+    pub id: ObjectId,
+    /// Its Rust type name.
+    pub type_name: String,
+    /// Its epoch.
+    pub epoch: u32,
+    /// Its current version.
+    pub version: u64,
+    /// How many nodes hold a replica.
+    pub subscribers: usize,
+    /// Its encoded size in bytes.
+    pub bytes: usize,
+}
