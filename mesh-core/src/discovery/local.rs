@@ -68,6 +68,16 @@ impl LocalRegistry {
         self.len(prefix) == 0
     }
 
+    /// Takes `node` out of the registry as if its registration had expired, while the node
+    /// itself keeps running: the other nodes see it leave (a test's stand-in for a node
+    /// cut off by a partition). It comes back when its record next changes.
+    pub fn evict(&self, node: NodeId) {
+        let prefixes: Vec<String> = self.lock().nodes.keys().cloned().collect();
+        for p in prefixes {
+            self.take(&p, node, LeaveReason::Expired);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }

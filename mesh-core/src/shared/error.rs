@@ -83,6 +83,33 @@ pub enum Refusal {
         /// The object's type.
         found: String,
     },
+    /// A newer owner took the object over (its backup, when this owner was thought gone):
+    /// the write was stamped by an older epoch and changed nothing anywhere. The handle
+    /// follows the new owner; write again if the write still makes sense.
+    #[error("fenced: {owner} took the object over at epoch {epoch}; nothing changed, write again")]
+    Fenced {
+        /// The node that orders the object now.
+        owner: crate::node::NodeId,
+        /// Its epoch.
+        epoch: u32,
+    },
+    /// The object moved to another owner (the handle retries there by itself).
+    #[error("the object is ordered by {owner} now (epoch {epoch})")]
+    Moved {
+        /// The node that orders the object now.
+        owner: crate::node::NodeId,
+        /// Its epoch.
+        epoch: u32,
+    },
+    /// This node holds the object's backup, and its owner still lives: ask the owner.
+    #[error("this node only holds the object's backup; its owner still orders it")]
+    Standby,
+    /// The object's backup could not be chosen or did not hold the write: nothing changed.
+    #[error("no backup holds the object: {detail}; nothing changed")]
+    NoBackup {
+        /// What went wrong.
+        detail: String,
+    },
     /// The request did not make sense (a schema or state no derive produces).
     #[error("malformed request: {detail}")]
     Malformed {
@@ -99,7 +126,7 @@ pub enum RemoveReason {
     Removed,
     /// Its TTL passed with no change.
     Expired,
-    /// Its owner left the mesh (or restarted) and it had no backup.
+    /// Its owner left the mesh (or restarted) and no backup took it over.
     OwnerLost,
 }
 

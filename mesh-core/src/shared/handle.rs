@@ -95,9 +95,15 @@ impl<T: SharedObject> ObjectHandle<T> {
     /// Reads the object at its owner and brings the replica up to that version; returns it.
     pub async fn refresh(&self) -> Result<u64, SharedError> {
         self.gone()?;
+        let owner = self.replica.owner();
         let snap = self
             .rt
-            .read_at_owner(self.id(), Some((fingerprint::<T>(), T::TYPE_NAME)), false)
+            .read_at(
+                owner,
+                self.id(),
+                Some((fingerprint::<T>(), T::TYPE_NAME)),
+                false,
+            )
             .await;
         let snap = match snap {
             Err(SharedError::Refused {
@@ -121,7 +127,7 @@ impl<T: SharedObject> ObjectHandle<T> {
     /// Waits until the replica holds version `version` or later (fails if the object goes).
     pub async fn wait_version(&self, version: u64) -> Result<(), SharedError> {
         let mut rx = self.replica.watch();
-        let _ = rx.wait_for(|(v, gone)| *v >= version || *gone).await;
+        let _ = rx.wait_for(|s| s.version >= version || s.gone).await;
         if self.version() >= version {
             return Ok(());
         }
@@ -129,27 +135,68 @@ impl<T: SharedObject> ObjectHandle<T> {
         Ok(())
     }
 
+    /// Waits (bounded) until the replica follows an owner other than `from`.
+    async fn wait_owner_change(&self, from: crate::node::NodeId) {
+        let mut rx = self.replica.watch();
+        let bound = self.rt.follow_bound();
+        let _ = tokio::time::timeout(bound, rx.wait_for(|s| s.owner != from || s.gone)).await;
+    }
+
     /// Orders a write of raw ops at the owner (the generated methods build the ops);
-    /// resolves with the version it got once this node's replica holds it.
+    /// resolves with the version it got once this node's replica holds it. A write sent
+    /// to an owner that handed the object on is sent again to the new one (it changed
+    /// nothing where it was refused).
     #[doc(hidden)]
     pub async fn write(&self, ops: Vec<Op>) -> Result<u64, SharedError> {
-        self.gone()?;
         let id = self.id();
-        let ack: Ack = self
-            .rt
-            .client(id.owner)
-            .call_fallible::<_, Ack, super::Refusal>(CMD_WRITE, &WriteReq { id, ops })
-            .await
-            .map_err(|e| match e {
-                CallError::Remote(super::Refusal::NotFound) => {
+        let req = WriteReq { id, ops };
+        let mut attempts = 0;
+        let ack: Ack = loop {
+            self.gone()?;
+            attempts += 1;
+            let owner = self.replica.owner();
+            if owner != self.rt.me && !self.rt.is_member(owner) && self.replica.backup().is_some() {
+                // The owner is gone and a backup takes over: wait for the move.
+                self.rt.follow(self.replica.clone(), id);
+                self.wait_owner_change(owner).await;
+                if self.replica.owner() != owner && attempts < MAX_WRITE_ATTEMPTS {
+                    continue;
+                }
+            }
+            let r = self
+                .rt
+                .client(owner)
+                .call_fallible::<_, Ack, super::Refusal>(CMD_WRITE, &req)
+                .await;
+            match r {
+                Ok(ack) => break ack,
+                Err(CallError::Remote(super::Refusal::NotFound)) => {
                     self.replica.removed(RemoveReason::Removed);
-                    SharedError::Removed {
+                    return Err(SharedError::Removed {
                         id,
                         reason: RemoveReason::Removed,
-                    }
+                    });
                 }
-                e => SharedError::from_call(id, e),
-            })?;
+                Err(CallError::Remote(super::Refusal::Moved { owner: to, .. }))
+                    if attempts < MAX_WRITE_ATTEMPTS =>
+                {
+                    self.rt.follow_to(self.replica.clone(), id, to);
+                    self.wait_owner_change(owner).await;
+                }
+                Err(CallError::Remote(super::Refusal::Standby))
+                    if attempts < MAX_WRITE_ATTEMPTS =>
+                {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(CallError::Remote(refusal @ super::Refusal::Fenced { owner: to, .. })) => {
+                    // Refused as stamped by an old epoch: the replica follows the new owner,
+                    // the writer decides whether to write again.
+                    self.rt.follow_to(self.replica.clone(), id, to);
+                    return Err(SharedError::Refused { id, refusal });
+                }
+                Err(e) => return Err(SharedError::from_call(id, e)),
+            }
+        };
         // Read-your-writes: apply the acknowledged effects here at once when they follow
         // what the replica holds (the owner's push of them is then a duplicate).
         let by = Some(self.rt.me);
@@ -177,13 +224,22 @@ impl<T: SharedObject> ObjectHandle<T> {
 
     /// Removes the object everywhere.
     pub async fn remove(&self) -> Result<(), SharedError> {
-        remove(&self.rt, self.id()).await
+        remove(&self.rt, self.replica.owner(), self.id()).await
     }
 }
 
-/// Removes `id` at its owner.
-pub(crate) async fn remove(rt: &Runtime, id: ObjectId) -> Result<(), SharedError> {
-    rt.client(id.owner)
+/// Attempts of one write across owner moves.
+const MAX_WRITE_ATTEMPTS: u32 = 5;
+/// The pause before asking a backup that has not taken over yet again.
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Removes `id` at `owner`.
+pub(crate) async fn remove(
+    rt: &Runtime,
+    owner: crate::node::NodeId,
+    id: ObjectId,
+) -> Result<(), SharedError> {
+    rt.client(owner)
         .call_fallible::<_, (), super::Refusal>(CMD_REMOVE, &id)
         .await
         .map_err(|e| SharedError::from_call(id, e))
@@ -246,6 +302,14 @@ pub enum SharedEvent {
     Removed {
         /// Why.
         reason: RemoveReason,
+    },
+    /// Another node orders the object now (its backup took over when the owner was lost,
+    /// or a newer owner fenced the old one); writes go there by themselves.
+    OwnerChanged {
+        /// The node that orders the object now.
+        owner: crate::node::NodeId,
+        /// Its epoch.
+        epoch: u32,
     },
     /// This reader fell behind and missed `missed` events (the replica itself did not: read
     /// it for the current state).

@@ -58,14 +58,32 @@
 //!   Events arrive in version order.
 //! * **TTL** counts from the last write and is enforced by the owner; expiry reaches every
 //!   replica as [`RemoveReason::Expired`].
-//! * **Owner loss.** When membership says the owner left or restarted (a new incarnation),
-//!   every replica becomes [`RemoveReason::OwnerLost`]: never a stale copy served as live.
-//!   (Backups that take over with epoch + 1 are not built yet.)
+//! * **Backups and owner loss.** An object may name a backup ([`Create::backup`], or
+//!   [`Create::backup_auto`]: a rendezvous-hash choice among the live nodes of the owner's
+//!   type). Its writes are then acknowledged only once the backup holds them (writes to one
+//!   such object take turns, each waiting for the backup). When membership says the owner
+//!   left or restarted (a new incarnation), the backup takes the object over at epoch + 1,
+//!   and replicas subscribe there by themselves ([`SharedEvent::OwnerChanged`]); writers
+//!   follow their replica. An automatic backup that is lost is chosen again; a named one
+//!   that is lost leaves the object without a backup. Without a backup, owner loss gives
+//!   every replica [`RemoveReason::OwnerLost`]: never a stale copy served as live.
+//! * **Fencing.** A write stamped by an older epoch is refused wherever the newer one is
+//!   known: an old owner that was cut off and comes back finds its backup holding the
+//!   object at a newer epoch, gets [`Refusal::Fenced`] (the writer sees it; nothing
+//!   changed), stops ordering the object and sends its subscribers to the new owner;
+//!   replicas ignore deltas of older epochs. While a partition lasts, each side can only
+//!   reach its own part of the mesh: there is no quorum, so an owner cut off together with
+//!   its writers and a newly chosen backup can go on at the old epoch until it meets the
+//!   newer one.
+//! * [`Shared::get`] asks the node in the id (or this node, if it took the object over): a
+//!   node holding no replica cannot yet find an object's new owner by its id alone.
 //! * **Limits** ([`SharedLimits`], in the config's `shared` table): objects per node, bytes
 //!   per object, map length, subscribing nodes per object; each refused with its error.
-//! * Pushes are believed only from the object's owner address (others are dropped and
-//!   counted, [`SharedStats::forged_pushes`]).
+//! * Pushes are believed only from the address of the owner the replica follows (others
+//!   are dropped and counted, [`SharedStats::forged_pushes`]); backup messages only from
+//!   members.
 
+mod backup;
 mod error;
 mod handle;
 mod id;
@@ -73,6 +91,7 @@ mod owner;
 mod replica;
 mod runtime;
 mod schema;
+mod serve;
 mod state;
 mod wire;
 
@@ -94,9 +113,10 @@ pub use wire::ObjectInfo;
 pub(crate) use runtime::Runtime;
 
 use crate::codec::CodecError;
+use crate::node::NodeId;
 use crate::node::Target;
 use replica::Replica;
-use wire::{CMD_CREATE, CMD_LIST, CreateReq, Snapshot};
+use wire::{BackupChoice, CMD_CREATE, CMD_LIST, CreateReq, Snapshot};
 
 /// A type whose values are shared objects. Implemented by `#[derive(SharedObject)]`; not
 /// meant to be implemented by hand.
@@ -175,6 +195,7 @@ impl Shared {
             value,
             ttl: None,
             owner: None,
+            backup: BackupChoice::None,
         }
     }
 
@@ -194,7 +215,9 @@ impl Shared {
         }
         rt.expect(id);
         let check = (handle::fingerprint::<T>(), T::TYPE_NAME);
-        let snap = match rt.read_at_owner(id, Some(check), true).await {
+        // The id names the node that created it; one that took it over here reads here.
+        let at = if rt.owns(id) { rt.me } else { id.owner };
+        let snap = match rt.read_at(at, id, Some(check), true).await {
             Ok(s) => s,
             Err(e) => {
                 rt.unexpect(id);
@@ -206,7 +229,9 @@ impl Shared {
 
     /// Removes object `id` at its owner; every replica sees [`RemoveReason::Removed`].
     pub async fn remove(&self, id: ObjectId) -> Result<(), SharedError> {
-        handle::remove(&self.rt, id).await
+        // The replica this node holds knows where the object moved; else its id's node.
+        let owner = self.rt.current_owner(id).unwrap_or(id.owner);
+        handle::remove(&self.rt, owner, id).await
     }
 
     /// The objects this node owns.
@@ -252,6 +277,7 @@ pub struct Create<T: SharedObject> {
     value: T,
     ttl: Option<Duration>,
     owner: Option<Target>,
+    backup: BackupChoice,
 }
 
 impl<T: SharedObject> std::fmt::Debug for Create<T> {
@@ -260,6 +286,7 @@ impl<T: SharedObject> std::fmt::Debug for Create<T> {
             .field("type", &T::TYPE_NAME)
             .field("ttl", &self.ttl)
             .field("owner", &self.owner)
+            .field("backup", &self.backup)
             .finish()
     }
 }
@@ -274,6 +301,30 @@ impl<T: SharedObject> Create<T> {
     /// Stores the object on (and lets it be ordered by) `owner` instead of this node.
     pub fn on(mut self, owner: impl Into<Target>) -> Self {
         self.owner = Some(owner.into());
+        self
+    }
+
+    /// Keeps a backup of the object on `node`: every write is acknowledged once `node`
+    /// holds it, and `node` takes the object over (epoch + 1) if the owner is lost. If
+    /// `node` is lost, the object goes on without a backup.
+    pub fn backup(mut self, node: NodeId) -> Self {
+        self.backup = BackupChoice::Node(node);
+        self
+    }
+
+    /// Keeps a backup on a node chosen by rendezvous hash among the live nodes of the
+    /// owner's type (chosen again whenever it is lost). Creation fails with
+    /// [`Refusal::NoBackup`] when there is no such node.
+    pub fn backup_auto(mut self) -> Self {
+        self.backup = BackupChoice::Auto { node_type: None };
+        self
+    }
+
+    /// As [`backup_auto`](Self::backup_auto), among the live nodes of `node_type`.
+    pub fn backup_auto_in(mut self, node_type: impl Into<String>) -> Self {
+        self.backup = BackupChoice::Auto {
+            node_type: Some(node_type.into()),
+        };
         self
     }
 
@@ -299,6 +350,7 @@ impl<T: SharedObject> Create<T> {
                 .ttl
                 .map(|t| t.as_millis().min(u128::from(u64::MAX)) as u64),
             subscribe: true,
+            backup: self.backup,
         };
         let snap: Snapshot = rt
             .client(target)

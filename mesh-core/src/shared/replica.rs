@@ -31,12 +31,30 @@ pub(crate) enum Flow {
     Gap,
 }
 
+/// What a replica holds, as waiters watch it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Seen {
+    pub(crate) version: u64,
+    pub(crate) gone: bool,
+    pub(crate) owner: NodeId,
+}
+
 /// Type-erased replica, as the runtime routes pushes to it.
 pub(crate) trait Sink: Send + Sync {
     fn delta(&self, epoch: u32, version: u64, by: Option<NodeId>, effects: Vec<Effect>) -> Flow;
     fn snapshot(&self, snap: &Snapshot) -> Result<(), CodecError>;
     fn removed(&self, reason: RemoveReason);
     fn version(&self) -> u64;
+    fn is_removed(&self) -> bool;
+    /// The node that orders the object, as this replica knows.
+    fn owner(&self) -> NodeId;
+    /// The node holding its backup, as this replica knows.
+    fn backup(&self) -> Option<NodeId>;
+    /// The owner names a new backup (same owner, same or later epoch).
+    fn set_backup(&self, backup: Option<NodeId>, epoch: u32);
+    /// Marks a move to another owner as started; false if one already is.
+    fn begin_follow(&self) -> bool;
+    fn end_follow(&self);
     /// Still ahead of a gap (the grace period passed without it filling).
     fn gapped(&self) -> bool;
     /// Marks a resync as started; false if one already is.
@@ -49,6 +67,8 @@ pub(crate) struct State<T> {
     pub(crate) epoch: u32,
     pub(crate) version: u64,
     pub(crate) removed: Option<RemoveReason>,
+    pub(crate) owner: NodeId,
+    pub(crate) backup: Option<NodeId>,
     ahead: BTreeMap<u64, (Option<NodeId>, Vec<Effect>)>,
 }
 
@@ -57,9 +77,10 @@ pub(crate) struct Replica<T: SharedObject> {
     pub(crate) id: ObjectId,
     state: RwLock<State<T>>,
     events: broadcast::Sender<SharedEvent>,
-    /// (version, removed): what `wait_version` waits on.
-    watch: watch::Sender<(u64, bool)>,
+    /// What `wait_version` and writers waiting for a new owner wait on.
+    watch: watch::Sender<Seen>,
     resyncing: AtomicBool,
+    following: AtomicBool,
     pub(crate) runtime: Weak<Runtime>,
 }
 
@@ -73,11 +94,19 @@ impl<T: SharedObject> Replica<T> {
                 epoch: snap.epoch,
                 version: snap.version,
                 removed: None,
+                owner: snap.owner,
+                backup: snap.backup,
                 ahead: BTreeMap::new(),
             }),
             events: broadcast::channel(EVENT_CAPACITY).0,
-            watch: watch::channel((snap.version, false)).0,
+            watch: watch::channel(Seen {
+                version: snap.version,
+                gone: false,
+                owner: snap.owner,
+            })
+            .0,
             resyncing: AtomicBool::new(false),
+            following: AtomicBool::new(false),
             runtime,
         })
     }
@@ -94,8 +123,16 @@ impl<T: SharedObject> Replica<T> {
         self.events.subscribe()
     }
 
-    pub(crate) fn watch(&self) -> watch::Receiver<(u64, bool)> {
+    pub(crate) fn watch(&self) -> watch::Receiver<Seen> {
         self.watch.subscribe()
+    }
+
+    fn seen(st: &State<T>) -> Seen {
+        Seen {
+            version: st.version,
+            gone: st.removed.is_some(),
+            owner: st.owner,
+        }
     }
 
     fn names(effects: &[Effect]) -> Vec<&'static str> {
@@ -157,21 +194,32 @@ impl<T: SharedObject> Sink for Replica<T> {
                 by,
             });
         }
-        let v = st.version;
+        let seen = Self::seen(&st);
         let gap = !st.ahead.is_empty();
         drop(st);
-        self.watch.send_replace((v, false));
+        self.watch.send_replace(seen);
         if gap { Flow::Gap } else { Flow::Done }
     }
 
     fn snapshot(&self, snap: &Snapshot) -> Result<(), CodecError> {
         let mut st = self.write();
-        if st.removed.is_some() || snap.version <= st.version {
+        // A newer epoch wins even at the same version (a backup took over).
+        if st.removed.is_some() || (snap.epoch, snap.version) <= (st.epoch, st.version) {
             return Ok(());
         }
-        st.value = T::from_fields(&snap.fields)?;
+        let value = T::from_fields(&snap.fields)?;
+        st.value = value;
         st.version = snap.version;
         st.epoch = snap.epoch;
+        st.backup = snap.backup;
+        if st.owner != snap.owner {
+            st.owner = snap.owner;
+            tracing::info!(id = %self.id, owner = %snap.owner, epoch = snap.epoch, "shared object owner changed");
+            let _ = self.events.send(SharedEvent::OwnerChanged {
+                owner: snap.owner,
+                epoch: snap.epoch,
+            });
+        }
         let stale: Vec<u64> = st.ahead.range(..=snap.version).map(|(v, _)| *v).collect();
         for v in stale {
             st.ahead.remove(&v);
@@ -184,8 +232,9 @@ impl<T: SharedObject> Sink for Replica<T> {
         });
         // Held deltas right after the snapshot apply now.
         let next = st.ahead.first_key_value().map(|(k, _)| *k);
+        let seen = Self::seen(&st);
         drop(st);
-        self.watch.send_replace((v, false));
+        self.watch.send_replace(seen);
         if next == Some(v + 1) {
             let held = self.write().ahead.remove(&(v + 1));
             if let Some((by, effects)) = held {
@@ -203,15 +252,42 @@ impl<T: SharedObject> Sink for Replica<T> {
         }
         st.removed = Some(reason);
         st.ahead.clear();
-        let v = st.version;
+        let seen = Self::seen(&st);
         drop(st);
         tracing::debug!(id = %self.id, %reason, "shared object gone");
         let _ = self.events.send(SharedEvent::Removed { reason });
-        self.watch.send_replace((v, true));
+        self.watch.send_replace(seen);
     }
 
     fn version(&self) -> u64 {
         self.read().version
+    }
+
+    fn is_removed(&self) -> bool {
+        self.read().removed.is_some()
+    }
+
+    fn owner(&self) -> NodeId {
+        self.read().owner
+    }
+
+    fn backup(&self) -> Option<NodeId> {
+        self.read().backup
+    }
+
+    fn set_backup(&self, backup: Option<NodeId>, epoch: u32) {
+        let mut st = self.write();
+        if epoch >= st.epoch {
+            st.backup = backup;
+        }
+    }
+
+    fn begin_follow(&self) -> bool {
+        !self.following.swap(true, Ordering::AcqRel)
+    }
+
+    fn end_follow(&self) {
+        self.following.store(false, Ordering::Release);
     }
 
     fn gapped(&self) -> bool {
@@ -235,7 +311,8 @@ impl<T: SharedObject> Sink for Replica<T> {
 impl<T: SharedObject> Drop for Replica<T> {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.upgrade() {
-            rt.replica_dropped(self.id);
+            let owner = self.read().owner;
+            rt.replica_dropped(self.id, owner);
         }
     }
 }

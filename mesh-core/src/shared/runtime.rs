@@ -14,13 +14,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::SharedLimits;
 use super::SharedObject;
+use super::backup::StandbyTable;
 use super::error::{Refusal, RemoveReason};
 use super::id::ObjectId;
-use super::owner::{Gone, OwnerTable};
+use super::owner::OwnerTable;
 use super::replica::{Replica, Sink};
 use super::wire::{
-    Ack, CMD_CREATE, CMD_LIST, CMD_PUSH, CMD_READ, CMD_REMOVE, CMD_UNSUBSCRIBE, CMD_WRITE,
-    CreateReq, ObjectInfo, Push, ReadReq, Snapshot, Unsubscribe, WriteReq,
+    BackupMsg, CMD_BACKUP, CMD_CREATE, CMD_LIST, CMD_PUSH, CMD_READ, CMD_REMOVE, CMD_UNSUBSCRIBE,
+    CMD_WRITE, CreateReq, ObjectInfo, Push, ReadReq, Snapshot, Unsubscribe, WriteReq,
 };
 use crate::discovery::MeshEvent;
 use crate::node::NodeId;
@@ -36,7 +37,10 @@ const MAX_LAGGED: usize = 65_536;
 /// the bulk channel can be overtaken by later small ones).
 const GAP_GRACE: Duration = Duration::from_millis(50);
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// The pause between a replica's attempts to reach the backup taking its object over.
+const FOLLOW_PAUSE: Duration = Duration::from_millis(50);
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -44,6 +48,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) forged_pushes: AtomicU64,
+    pub(crate) takeovers: AtomicU64,
+    pub(crate) fenced: AtomicU64,
     pub(crate) resyncs: AtomicU64,
     pub(crate) lagged: AtomicU64,
     pub(crate) dropped_pushes: AtomicU64,
@@ -63,8 +69,15 @@ pub struct SharedStats {
     pub resyncs: u64,
     /// Deltas not sent to a subscriber whose send queue was full (it resyncs instead).
     pub lagged: u64,
-    /// Pushes for objects this node holds no replica of (late, after unsubscribing).
+    /// Pushes for objects this node holds no replica of (late, after unsubscribing), or
+    /// from a backup taking over before the replica followed it.
     pub dropped_pushes: u64,
+    /// Objects this node backs for their owners now.
+    pub backing: usize,
+    /// Objects this node took over as their backup.
+    pub takeovers: u64,
+    /// Objects this node stopped ordering because a newer owner fenced it.
+    pub fenced: u64,
 }
 
 /// One replica, as the runtime routes to it (untyped) and hands it out again (typed).
@@ -77,14 +90,17 @@ struct Slot {
 pub(crate) struct Runtime {
     pub(crate) rpc: Arc<Rpc>,
     pub(crate) me: NodeId,
-    owner: Mutex<OwnerTable>,
+    pub(crate) owner: Mutex<OwnerTable>,
+    /// The objects this node backs for their owners.
+    pub(crate) standby: Mutex<StandbyTable>,
     replicas: Mutex<HashMap<ObjectId, Slot>>,
-    /// Objects being subscribed to: pushes that arrive before the snapshot.
-    pending: Mutex<HashMap<ObjectId, Vec<Push>>>,
+    /// Objects being subscribed to: pushes (with their sender) that arrive before the
+    /// snapshot.
+    pending: Mutex<HashMap<ObjectId, Vec<(SocketAddr, Push)>>>,
     /// Subscribers whose deltas were dropped (full queue): they get a resync notice.
     lagged: Mutex<BTreeSet<(SocketAddr, ObjectId)>>,
     /// Wakes the housekeeping task (new TTL, lagged subscribers).
-    wake: Notify,
+    pub(crate) wake: Notify,
     pub(crate) counters: Counters,
     weak: Weak<Runtime>,
 }
@@ -101,6 +117,7 @@ impl Runtime {
             rpc: rpc.clone(),
             me,
             owner: Mutex::new(OwnerTable::new(me, limits)),
+            standby: Mutex::new(StandbyTable::new(limits)),
             replicas: Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             lagged: Mutex::new(BTreeSet::new()),
@@ -125,6 +142,9 @@ impl Runtime {
             resyncs: get(&self.counters.resyncs),
             lagged: get(&self.counters.lagged),
             dropped_pushes: get(&self.counters.dropped_pushes),
+            backing: lock(&self.standby).len(),
+            takeovers: get(&self.counters.takeovers),
+            fenced: get(&self.counters.fenced),
         }
     }
 
@@ -136,70 +156,9 @@ impl Runtime {
         lock(&self.owner).schema(id)
     }
 
-    // ---- the owner's side ----
-
-    fn create(&self, from: SocketAddr, req: CreateReq) -> Result<Snapshot, Refusal> {
-        let ttl = req.ttl_ms.map(Duration::from_millis);
-        let sub = req.subscribe.then_some(from);
-        let snap = lock(&self.owner).create(
-            req.schema,
-            req.fields,
-            ttl,
-            sub,
-            std::time::Instant::now(),
-        )?;
-        if ttl.is_some() {
-            self.wake.notify_one();
-        }
-        tracing::debug!(id = %snap.id, "shared object created");
-        Ok(snap)
-    }
-
-    fn write(&self, by: Option<NodeId>, req: WriteReq) -> Result<Ack, Refusal> {
-        let mut owner = lock(&self.owner);
-        let c = owner.write(req.id, &req.ops, std::time::Instant::now())?;
-        // Queued under the owner's lock: every subscriber's deltas leave in version order.
-        let push = Push::Delta {
-            id: req.id,
-            epoch: c.epoch,
-            version: c.version,
-            by,
-            effects: c.effects.clone(),
-        };
-        self.push_all(&c.subscribers, &push);
-        drop(owner);
-        Ok(Ack {
-            epoch: c.epoch,
-            version: c.version,
-            effects: c.effects,
-        })
-    }
-
-    fn read(&self, from: SocketAddr, req: ReadReq) -> Result<Snapshot, Refusal> {
-        let sub = req.subscribe.then_some(from);
-        lock(&self.owner).read(req.id, req.fingerprint, &req.type_name, sub)
-    }
-
-    fn remove(&self, id: ObjectId) -> Result<(), Refusal> {
-        let mut owner = lock(&self.owner);
-        let gone = owner.remove(id)?;
-        self.push_gone(&gone);
-        drop(owner);
-        tracing::debug!(%id, "shared object removed");
-        Ok(())
-    }
-
-    fn push_gone(&self, gone: &Gone) {
-        let push = Push::Removed {
-            id: gone.id,
-            reason: gone.reason,
-        };
-        self.push_all(&gone.subscribers, &push);
-    }
-
     /// Sends `push` to every subscriber without waiting; this node's own replica gets it at
     /// once.
-    fn push_all(&self, to: &[SocketAddr], push: &Push) {
+    pub(crate) fn push_all(&self, to: &[SocketAddr], push: &Push) {
         if to.is_empty() {
             return;
         }
@@ -209,7 +168,7 @@ impl Runtime {
         let msg = rpc::wire::oneway(CMD_PUSH, 0, &payload);
         for &addr in to {
             if addr == self.me.addr {
-                self.on_push(push.clone());
+                self.on_push(self.me.addr, push.clone());
                 continue;
             }
             let ch = rpc::channel_for(msg.len());
@@ -248,14 +207,14 @@ impl Runtime {
 
     // ---- the replicas' side ----
 
-    /// A push from an owner.
-    fn on_push(&self, push: Push) {
+    /// A push from `from` (this node's own address for its own objects).
+    pub(crate) fn on_push(&self, from: SocketAddr, push: Push) {
         let id = push.id();
         let sink = lock(&self.replicas).get(&id).and_then(|s| s.sink.upgrade());
         let Some(sink) = sink else {
             let mut pending = lock(&self.pending);
             match pending.get_mut(&id) {
-                Some(held) if held.len() < MAX_PENDING_PUSHES => held.push(push),
+                Some(held) if held.len() < MAX_PENDING_PUSHES => held.push((from, push)),
                 Some(_) => {}
                 None => {
                     self.counters.dropped_pushes.fetch_add(1, Ordering::Relaxed);
@@ -263,10 +222,22 @@ impl Runtime {
             }
             return;
         };
-        self.feed(&sink, id, push);
+        self.feed(&sink, id, from, push);
     }
 
-    fn feed(&self, sink: &Arc<dyn Sink>, id: ObjectId, push: Push) {
+    /// Feeds a push to a replica, if it comes from the owner the replica follows.
+    fn feed(&self, sink: &Arc<dyn Sink>, id: ObjectId, from: SocketAddr, push: Push) {
+        if from != sink.owner().addr {
+            // Only the owner speaks for its objects; a backup taking over may speak before
+            // the replica followed it (the replica's snapshot covers that).
+            let counter = if sink.backup().is_some_and(|b| b.addr == from) {
+                &self.counters.dropped_pushes
+            } else {
+                &self.counters.forged_pushes
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match push {
             Push::Delta {
                 epoch,
@@ -281,6 +252,18 @@ impl Runtime {
             }
             Push::Removed { reason, .. } => sink.removed(reason),
             Push::Resync { .. } => self.resync_now(sink.clone(), id),
+            Push::Placement {
+                owner,
+                backup,
+                epoch,
+                ..
+            } => {
+                if owner == sink.owner() {
+                    sink.set_backup(backup, epoch);
+                } else {
+                    self.follow_to(sink.clone(), id, owner);
+                }
+            }
         }
     }
 
@@ -320,7 +303,7 @@ impl Runtime {
         self.counters.resyncs.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(%id, version = sink.version(), "shared object resync");
         // The fingerprint was checked when the replica subscribed; 0 skips the check.
-        match self.read_at_owner(id, None, false).await {
+        match self.read_at(sink.owner(), id, None, false).await {
             Ok(snap) => {
                 if let Err(e) = sink.snapshot(&snap) {
                     tracing::warn!(%id, error = %e, "shared object snapshot does not decode");
@@ -334,9 +317,10 @@ impl Runtime {
         }
     }
 
-    /// Reads the object at its owner; with `check`, refuses another type.
-    pub(crate) async fn read_at_owner(
+    /// Reads the object at `owner`; with `check`, refuses another type.
+    pub(crate) async fn read_at(
         &self,
+        owner: NodeId,
         id: ObjectId,
         check: Option<(u32, &str)>,
         subscribe: bool,
@@ -348,7 +332,7 @@ impl Runtime {
             type_name: type_name.to_string(),
             subscribe,
         };
-        self.client(id.owner)
+        self.client(owner)
             .call_fallible::<_, Snapshot, Refusal>(CMD_READ, &req)
             .await
             .map_err(|e| super::SharedError::from_call(id, e))
@@ -407,10 +391,101 @@ impl Runtime {
         drop(replicas);
         let held = lock(&self.pending).remove(&id).unwrap_or_default();
         let sink: Arc<dyn Sink> = replica.clone();
-        for push in held {
-            self.feed(&sink, id, push);
+        for (from, push) in held {
+            self.feed(&sink, id, from, push);
         }
         replica
+    }
+
+    /// The owner this node's replica of `id` follows, if it holds one.
+    pub(crate) fn current_owner(&self, id: ObjectId) -> Option<NodeId> {
+        let sink = lock(&self.replicas).get(&id).and_then(|s| s.sink.upgrade());
+        sink.map(|s| s.owner())
+    }
+
+    /// Whether this node orders `id` now.
+    pub(crate) fn owns(&self, id: ObjectId) -> bool {
+        lock(&self.owner).epoch_of(id).is_some()
+    }
+
+    /// Whether `node` (that incarnation) is in this node's view.
+    pub(crate) fn is_member(&self, node: NodeId) -> bool {
+        node == self.me || self.rpc.membership.view().get(&node).is_some()
+    }
+
+    /// How long a replica tries to reach the backup taking its object over.
+    pub(crate) fn follow_bound(&self) -> Duration {
+        let expiry = self.rpc.membership.settings().expiry;
+        (expiry * 2).clamp(Duration::from_secs(2), Duration::from_secs(60))
+    }
+
+    /// The replica's owner is gone: follow its backup (or lose the object without one).
+    pub(crate) fn follow(&self, sink: Arc<dyn Sink>, id: ObjectId) {
+        match sink.backup() {
+            Some(b) if b != sink.owner() => self.follow_to(sink, id, b),
+            _ => sink.removed(RemoveReason::OwnerLost),
+        }
+    }
+
+    /// Subscribes the replica at `to`, the object's new owner (or the backup about to
+    /// take it over), trying for [`follow_bound`](Self::follow_bound); the object is lost
+    /// to the replica if it cannot.
+    pub(crate) fn follow_to(&self, sink: Arc<dyn Sink>, id: ObjectId, to: NodeId) {
+        if !sink.begin_follow() {
+            return;
+        }
+        let me = self.self_weak();
+        let bound = self.follow_bound();
+        let task = async move {
+            let deadline = tokio::time::Instant::now() + bound;
+            let mut to = to;
+            let mut hops = 0;
+            loop {
+                let Some(rt) = me.upgrade() else { break };
+                if sink.is_removed() {
+                    break;
+                }
+                match rt.read_at(to, id, None, true).await {
+                    Ok(snap) if snap.owner == to => {
+                        if let Err(e) = sink.snapshot(&snap) {
+                            tracing::warn!(%id, error = %e, "shared object snapshot does not decode");
+                            sink.removed(RemoveReason::OwnerLost);
+                        }
+                        break;
+                    }
+                    Ok(snap) => to = snap.owner,
+                    Err(super::SharedError::Refused {
+                        refusal: Refusal::Moved { owner, .. } | Refusal::Fenced { owner, .. },
+                        ..
+                    }) => {
+                        hops += 1;
+                        to = owner;
+                    }
+                    Err(super::SharedError::Refused {
+                        refusal: Refusal::Standby,
+                        ..
+                    })
+                    | Err(super::SharedError::Call { .. }) => {
+                        drop(rt);
+                        tokio::time::sleep(FOLLOW_PAUSE).await;
+                    }
+                    Err(e) => {
+                        tracing::info!(%id, error = %e, "shared object not taken over");
+                        sink.removed(RemoveReason::OwnerLost);
+                        break;
+                    }
+                }
+                if hops > 8 || tokio::time::Instant::now() >= deadline {
+                    tracing::info!(%id, "shared object: no owner took it over in time");
+                    sink.removed(RemoveReason::OwnerLost);
+                    break;
+                }
+            }
+            sink.end_follow();
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(task);
+        }
     }
 
     /// Gives up a subscription that failed.
@@ -418,8 +493,8 @@ impl Runtime {
         lock(&self.pending).remove(&id);
     }
 
-    /// The last handle of a replica is gone: stop its deltas.
-    pub(crate) fn replica_dropped(&self, id: ObjectId) {
+    /// The last handle of a replica (which followed `owner`) is gone: stop its deltas.
+    pub(crate) fn replica_dropped(&self, id: ObjectId, owner: NodeId) {
         let mut replicas = lock(&self.replicas);
         if replicas
             .get(&id)
@@ -435,7 +510,7 @@ impl Runtime {
         if !self.rpc.is_running() {
             return;
         }
-        let client = self.client(id.owner);
+        let client = self.client(owner);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 let _ = client.send(CMD_UNSUBSCRIBE, &Unsubscribe { id }).await;
@@ -443,23 +518,27 @@ impl Runtime {
         }
     }
 
-    /// The owner of some replicas is gone: they are removed as `OwnerLost`.
-    fn owner_lost(&self, owner: NodeId) {
-        let lost: Vec<Arc<dyn Sink>> = lock(&self.replicas)
+    /// A member left (or restarted): this node takes over what it backed for it, finds
+    /// new backups for what it backed here, and its replicas of that node's objects follow
+    /// their backups (or are lost without one).
+    fn member_gone(&self, node: NodeId) {
+        self.take_over_from(node);
+        self.backup_gone(node);
+        let lost: Vec<(ObjectId, Arc<dyn Sink>)> = lock(&self.replicas)
             .iter()
-            .filter(|(id, _)| id.owner == owner)
-            .filter_map(|(_, s)| s.sink.upgrade())
+            .filter_map(|(id, s)| s.sink.upgrade().map(|s| (*id, s)))
+            .filter(|(_, s)| s.owner() == node)
             .collect();
         if !lost.is_empty() {
-            tracing::info!(%owner, replicas = lost.len(), "owner of shared objects lost");
+            tracing::info!(owner = %node, replicas = lost.len(), "owner of shared objects lost");
         }
-        for s in lost {
-            s.removed(RemoveReason::OwnerLost);
+        for (id, s) in lost {
+            self.follow(s, id);
         }
-        lock(&self.owner).forget_node(owner.addr);
+        lock(&self.owner).forget_node(node.addr);
     }
 
-    fn self_weak(&self) -> Weak<Runtime> {
+    pub(crate) fn self_weak(&self) -> Weak<Runtime> {
         self.weak.clone()
     }
 }
@@ -478,15 +557,20 @@ fn methods(rt: Weak<Runtime>) -> Vec<Method> {
     let r = rt.clone();
     let create = rpc::fallible_handler(move |ctx: CallContext, req: CreateReq| {
         let r = r.upgrade();
-        async move { r.ok_or_else(gone)?.create(ctx.sender_addr(), req) }
+        async move { r.ok_or_else(gone)?.create(ctx.sender_addr(), req).await }
     });
     let r = rt.clone();
     let write = rpc::fallible_handler(move |ctx: CallContext, req: WriteReq| {
         let r = r.upgrade();
         async move {
             let by = ctx.sender_id();
-            r.ok_or_else(gone)?.write(by, req)
+            r.ok_or_else(gone)?.write(by, req).await
         }
+    });
+    let r = rt.clone();
+    let backup = rpc::fallible_handler(move |ctx: CallContext, msg: BackupMsg| {
+        let r = r.upgrade();
+        async move { r.ok_or_else(gone)?.backup(ctx.sender_id(), msg) }
     });
     let r = rt.clone();
     let read = rpc::fallible_handler(move |ctx: CallContext, req: ReadReq| {
@@ -508,12 +592,8 @@ fn methods(rt: Weak<Runtime>) -> Vec<Method> {
     let r = rt.clone();
     let push = rpc::handler(move |ctx: CallContext, push: Push| {
         if let Some(r) = r.upgrade() {
-            // Only the owner speaks for its objects.
-            if ctx.sender_addr() == push.id().owner.addr {
-                r.on_push(push);
-            } else {
-                r.counters.forged_pushes.fetch_add(1, Ordering::Relaxed);
-            }
+            // Checked against the owner the replica follows.
+            r.on_push(ctx.sender_addr(), push);
         }
         async {}
     });
@@ -530,6 +610,7 @@ fn methods(rt: Weak<Runtime>) -> Vec<Method> {
         method(CMD_REMOVE, "remove", remove),
         method(CMD_PUSH, "push", push),
         method(CMD_LIST, "list", list),
+        method(CMD_BACKUP, "backup", backup),
     ]
 }
 
@@ -566,8 +647,8 @@ async fn housekeeping(rt: Weak<Runtime>, stop: CancellationToken) {
     }
 }
 
-/// Owner loss: a member that left or restarted takes its objects with it (no backup yet),
-/// and subscribes to nothing any more.
+/// Owner loss: a member that left or restarted hands its objects to their backups (or
+/// takes them with it), and subscribes to nothing any more.
 async fn watch_members(rt: Weak<Runtime>, stop: CancellationToken) {
     let Some(mut events) = rt.upgrade().map(|r| r.rpc.membership.events()) else {
         return;
@@ -579,8 +660,8 @@ async fn watch_members(rt: Weak<Runtime>, stop: CancellationToken) {
         };
         let Some(r) = rt.upgrade() else { return };
         match e {
-            Ok(MeshEvent::Left { node, .. }) => r.owner_lost(node.id),
-            Ok(MeshEvent::Restarted { old, .. }) => r.owner_lost(old.id),
+            Ok(MeshEvent::Left { node, .. }) => r.member_gone(node.id),
+            Ok(MeshEvent::Restarted { old, .. }) => r.member_gone(old.id),
             Ok(_) => {}
             Err(RecvError::Lagged(n)) => {
                 // Some leave may be among the missed events: check every owner we replicate.
@@ -588,8 +669,11 @@ async fn watch_members(rt: Weak<Runtime>, stop: CancellationToken) {
                     missed = n,
                     "membership events lagged; checking shared owners"
                 );
-                let owners: BTreeSet<NodeId> =
-                    lock(&r.replicas).keys().map(|id| id.owner).collect();
+                let mut owners: BTreeSet<NodeId> = lock(&r.replicas)
+                    .values()
+                    .filter_map(|s| s.sink.upgrade().map(|s| s.owner()))
+                    .collect();
+                owners.extend(lock(&r.standby).owners());
                 let lost: Vec<NodeId> = {
                     let view = r.rpc.membership.view();
                     owners
@@ -598,7 +682,7 @@ async fn watch_members(rt: Weak<Runtime>, stop: CancellationToken) {
                         .collect()
                 };
                 for o in lost {
-                    r.owner_lost(o);
+                    r.member_gone(o);
                 }
             }
             Err(RecvError::Closed) => return,

@@ -285,6 +285,48 @@ impl ObjectState {
         }
     }
 
+    /// Applies effects the owner ordered (fields named by id, as they travel), as a backup
+    /// does: all or none, each checked against the field's kind.
+    pub(crate) fn apply_effects(
+        &mut self,
+        schema: &Schema,
+        effects: &[Effect],
+    ) -> Result<(), Refusal> {
+        let mut local = Vec::with_capacity(effects.len());
+        for e in effects {
+            let pos = schema
+                .index_of(e.field())
+                .ok_or(Refusal::UnknownField { field: e.field() })?;
+            let fits = matches!(
+                (e, self.fields.get(pos)),
+                (Effect::Counter { .. }, Some(FieldState::Counter(_)))
+                    | (Effect::Value { .. }, Some(FieldState::Value(_)))
+                    | (
+                        Effect::Put { .. } | Effect::Delete { .. },
+                        Some(FieldState::Map(_))
+                    )
+            );
+            if !fits {
+                return Err(Refusal::Malformed {
+                    detail: format!("an effect on field {} does not fit its kind", e.field()),
+                });
+            }
+            let mut e = e.clone();
+            match &mut e {
+                Effect::Counter { field, .. }
+                | Effect::Value { field, .. }
+                | Effect::Put { field, .. }
+                | Effect::Delete { field, .. } => *field = pos as u16,
+            }
+            local.push(e);
+        }
+        for e in &local {
+            self.bytes = self.size_after(e);
+            commit(&mut self.fields, e);
+        }
+        Ok(())
+    }
+
     /// The object's size once `effect` is applied.
     fn size_after(&self, effect: &Effect) -> usize {
         match effect {

@@ -22,6 +22,73 @@ pub(crate) const CMD_REMOVE: u16 = 65104;
 pub(crate) const CMD_PUSH: u16 = 65105;
 /// Lists the objects a node owns: `()` -> `Vec<ObjectInfo>`.
 pub(crate) const CMD_LIST: u16 = 65106;
+/// What an owner tells its backup before it acknowledges a write: [`BackupMsg`] ->
+/// [`BackupReply`].
+pub(crate) const CMD_BACKUP: u16 = 65107;
+
+/// Which node holds an object's backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub(crate) enum BackupChoice {
+    /// None: the object is lost with its owner.
+    #[default]
+    None,
+    /// This node.
+    Node(NodeId),
+    /// Chosen by rendezvous hash among the live nodes of a type (the owner's type when
+    /// none is named), chosen again when it is lost.
+    Auto { node_type: Option<String> },
+}
+
+/// An owner's message to its backup.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum BackupMsg {
+    /// The whole object: the backup replaces what it holds.
+    Full {
+        id: ObjectId,
+        schema: Schema,
+        fields: Vec<FieldState>,
+        epoch: u32,
+        version: u64,
+        ttl_ms: Option<u64>,
+        choice: BackupChoice,
+    },
+    /// One ordered write, the next version after what the backup holds.
+    Delta {
+        id: ObjectId,
+        epoch: u32,
+        version: u64,
+        effects: Vec<Effect>,
+    },
+    /// The object is gone: forget it.
+    Drop { id: ObjectId, epoch: u32 },
+}
+
+impl BackupMsg {
+    pub(crate) fn id(&self) -> ObjectId {
+        match self {
+            BackupMsg::Full { id, .. }
+            | BackupMsg::Delta { id, .. }
+            | BackupMsg::Drop { id, .. } => *id,
+        }
+    }
+
+    pub(crate) fn epoch(&self) -> u32 {
+        match self {
+            BackupMsg::Full { epoch, .. }
+            | BackupMsg::Delta { epoch, .. }
+            | BackupMsg::Drop { epoch, .. } => *epoch,
+        }
+    }
+}
+
+/// A backup's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum BackupReply {
+    /// It holds the message's version now.
+    Held,
+    /// It does not hold the version before this delta: send the whole object.
+    NeedFull,
+}
 
 /// A new object.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -31,6 +98,8 @@ pub(crate) struct CreateReq {
     pub(crate) ttl_ms: Option<u64>,
     /// Subscribe the creator.
     pub(crate) subscribe: bool,
+    /// Where the backup goes.
+    pub(crate) backup: BackupChoice,
 }
 
 /// A write to order.
@@ -63,6 +132,10 @@ pub(crate) struct ReadReq {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Snapshot {
     pub(crate) id: ObjectId,
+    /// The node that orders the object now (the id's node until a backup took over).
+    pub(crate) owner: NodeId,
+    /// The node holding its backup.
+    pub(crate) backup: Option<NodeId>,
     pub(crate) fingerprint: u32,
     pub(crate) epoch: u32,
     pub(crate) version: u64,
@@ -90,12 +163,23 @@ pub(crate) enum Push {
     Removed { id: ObjectId, reason: RemoveReason },
     /// Deltas were dropped for this subscriber (it fell behind): read a snapshot.
     Resync { id: ObjectId },
+    /// Who orders the object and who backs it changed: a new backup, or (from an owner a
+    /// newer epoch fenced) the node to follow.
+    Placement {
+        id: ObjectId,
+        owner: NodeId,
+        backup: Option<NodeId>,
+        epoch: u32,
+    },
 }
 
 impl Push {
     pub(crate) fn id(&self) -> ObjectId {
         match self {
-            Push::Delta { id, .. } | Push::Removed { id, .. } | Push::Resync { id } => *id,
+            Push::Delta { id, .. }
+            | Push::Removed { id, .. }
+            | Push::Resync { id }
+            | Push::Placement { id, .. } => *id,
         }
     }
 }
@@ -114,6 +198,8 @@ pub struct ObjectInfo {
     pub version: u64,
     /// How many nodes hold a replica.
     pub subscribers: usize,
+    /// The node holding its backup, if any.
+    pub backup: Option<NodeId>,
     /// Its encoded size in bytes.
     pub bytes: usize,
 }

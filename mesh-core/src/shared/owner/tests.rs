@@ -3,6 +3,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::shared::schema::{FieldKind, FieldSpec};
+use crate::shared::wire::BackupChoice;
 
 fn me() -> NodeId {
     NodeId::new("127.0.0.1:9000".parse().unwrap(), 7)
@@ -37,8 +38,16 @@ fn create(
     sub: Option<SocketAddr>,
     now: Instant,
 ) -> Snapshot {
-    t.create(schema(), vec![FieldState::Counter(0)], ttl, sub, now)
-        .unwrap()
+    t.create(
+        schema(),
+        vec![FieldState::Counter(0)],
+        ttl,
+        sub,
+        None,
+        BackupChoice::None,
+        now,
+    )
+    .unwrap()
 }
 
 const INC: [Op; 1] = [Op::Inc { field: 0, by: 1 }];
@@ -50,20 +59,26 @@ fn writes_get_consecutive_versions_and_reach_subscribers() {
     let snap = create(&mut t, None, Some(peer(1)), now);
     assert_eq!((snap.epoch, snap.version), (1, 1));
     assert_eq!(snap.id.owner, me());
-    let c = t.write(snap.id, &INC, now).unwrap();
+    let c = t.write(snap.id, &INC, now).unwrap().committed();
     assert_eq!((c.version, c.subscribers.clone()), (2, vec![peer(1)]));
     let fp = schema().fingerprint();
     t.read(snap.id, fp, "Counter", Some(peer(2))).unwrap();
-    let c = t.write(snap.id, &INC, now).unwrap();
+    let c = t.write(snap.id, &INC, now).unwrap().committed();
     assert_eq!(c.version, 3);
     assert_eq!(c.subscribers, vec![peer(1), peer(2)]);
     t.unsubscribe(snap.id, peer(1));
     t.forget_node(peer(2));
-    assert!(t.write(snap.id, &INC, now).unwrap().subscribers.is_empty());
+    assert!(
+        t.write(snap.id, &INC, now)
+            .unwrap()
+            .committed()
+            .subscribers
+            .is_empty()
+    );
     // A refused write takes no version.
     let big = [Op::Inc { field: 0, by: 1000 }];
     assert!(t.write(snap.id, &big, now).is_err());
-    assert_eq!(t.write(snap.id, &INC, now).unwrap().version, 5);
+    assert_eq!(t.write(snap.id, &INC, now).unwrap().committed().version, 5);
     assert_eq!(t.list()[0].version, 5);
 }
 
@@ -127,8 +142,16 @@ fn limits_are_refused() {
     let a = create(&mut t, None, None, now);
     create(&mut t, None, None, now);
     assert_eq!(
-        t.create(schema(), vec![FieldState::Counter(0)], None, None, now)
-            .unwrap_err(),
+        t.create(
+            schema(),
+            vec![FieldState::Counter(0)],
+            None,
+            None,
+            None,
+            BackupChoice::None,
+            now
+        )
+        .unwrap_err(),
         Refusal::TooManyObjects { max: 2 }
     );
     let fp = schema().fingerprint();
@@ -152,6 +175,8 @@ fn schemas_no_derive_produces_are_refused() {
         vec![FieldState::Counter(0), FieldState::Counter(0)],
         None,
         None,
+        None,
+        BackupChoice::None,
         now,
     );
     assert!(matches!(r, Err(Refusal::Malformed { .. })));
@@ -161,7 +186,15 @@ fn schemas_no_derive_produces_are_refused() {
         max: 1,
         clamp: false,
     };
-    let r = t.create(empty, vec![FieldState::Counter(3)], None, None, now);
+    let r = t.create(
+        empty,
+        vec![FieldState::Counter(3)],
+        None,
+        None,
+        None,
+        BackupChoice::None,
+        now,
+    );
     assert!(matches!(r, Err(Refusal::Malformed { .. })));
     assert!(t.list().is_empty());
 }

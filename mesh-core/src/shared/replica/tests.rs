@@ -15,8 +15,10 @@ use super::*;
 use crate::SharedObject;
 use crate::shared::SharedLimits;
 use crate::shared::owner::OwnerTable;
+use crate::shared::owner::Written;
 use crate::shared::schema::Schema;
 use crate::shared::state::Op;
+use crate::shared::wire::BackupChoice;
 
 /// An object for the simulation.
 #[derive(SharedObject, Clone, Default, Debug, PartialEq)]
@@ -90,7 +92,15 @@ fn run(seed: u64) {
     let subs: Vec<_> = (1..=3).map(addr).collect();
     let schema = Schema::from_defs(Sim::TYPE_NAME, Sim::FIELDS);
     let first = owner
-        .create(schema, Sim::default().to_fields().unwrap(), None, None, now)
+        .create(
+            schema,
+            Sim::default().to_fields().unwrap(),
+            None,
+            None,
+            None,
+            BackupChoice::None,
+            now,
+        )
         .unwrap();
     let id = first.id;
     for s in &subs {
@@ -118,7 +128,7 @@ fn run(seed: u64) {
             .map(|_| random_op(&mut rng))
             .collect();
         let incs = ops.iter().filter(|o| matches!(o, Op::Inc { .. })).count() as i64;
-        if let Ok(c) = owner.write(id, &ops, now) {
+        if let Ok(c) = owner.write(id, &ops, now).map(Written::committed) {
             accepted_incs += incs;
             for p in &mut peers {
                 if rng.random_bool(0.05) {
@@ -194,6 +204,8 @@ fn duplicates_and_stale_epochs_are_ignored() {
             owner: crate::node::NodeId::new(addr(0), 1),
             serial: 1,
         },
+        owner: crate::node::NodeId::new(addr(0), 1),
+        backup: None,
         fingerprint: 0,
         epoch: 2,
         version: 1,
