@@ -172,6 +172,8 @@ pub struct MeshConfig {
     pub relay_limit: usize,
     /// Limits on shared objects (the `[shared]` table).
     pub shared: crate::shared::SharedLimits,
+    /// Limits on the cluster's shared data (the `[shared_data]` table).
+    pub shared_data: crate::shared_data::SharedDataLimits,
 }
 
 impl Default for MeshConfig {
@@ -201,6 +203,7 @@ impl Default for MeshConfig {
             send_interval: Duration::ZERO,
             relay_limit: 2,
             shared: crate::shared::SharedLimits::default(),
+            shared_data: crate::shared_data::SharedDataLimits::default(),
         }
     }
 }
@@ -506,6 +509,12 @@ impl MeshConfig {
             ("shared.max_map_len", sh.max_map_len as usize),
             ("shared.max_subscribers", sh.max_subscribers),
             ("shared.max_fields", sh.max_fields),
+            ("shared_data.max_key_len", self.shared_data.max_key_len),
+            (
+                "shared_data.max_value_bytes",
+                self.shared_data.max_value_bytes,
+            ),
+            ("shared_data.max_keys", self.shared_data.max_keys),
         ] {
             if v == 0 {
                 return bad(field, "must be at least 1");

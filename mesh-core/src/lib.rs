@@ -48,6 +48,7 @@ pub mod node;
 pub mod rpc;
 pub mod rudp;
 pub mod shared;
+pub mod shared_data;
 pub mod transport;
 
 pub use config::MeshConfig;

@@ -16,7 +16,7 @@ const LAYERS: &[&[&str]] = &[
     &["node"],
     &["discovery"],
     &["rpc"],
-    &["shared"],
+    &["shared", "shared_data"],
     &["mesh", "config"],
 ];
 

@@ -62,6 +62,7 @@ struct Inner {
     membership: Membership,
     rpc: Arc<Rpc>,
     shared: Arc<crate::shared::Runtime>,
+    shared_data: Arc<crate::shared_data::Runtime>,
     stop: CancellationToken,
     stopped: AtomicBool,
     backend: Mutex<Option<JoinHandle<()>>>,
@@ -232,6 +233,20 @@ impl Mesh {
                 );
             }
         };
+        let shared_data = match crate::shared_data::Runtime::start(
+            rpc.clone(),
+            config.shared_data.effective(config.max_message_size),
+            config.guest,
+        ) {
+            Ok(started) => started,
+            Err(e) => {
+                stop.cancel();
+                transport.close();
+                return Err(MeshError::Discovery(DiscoveryError::Stopped)).inspect_err(
+                    |_| tracing::warn!(parent: &span, error = %e, "shared data could not start"),
+                );
+            }
+        };
         let mut tasks = vec![
             tokio::spawn(dispatch(rpc.clone(), inbox_tx, stop.clone()).instrument(span.clone())),
             tokio::spawn(bridge(rpc.clone(), stop.clone()).instrument(span.clone())),
@@ -254,6 +269,7 @@ impl Mesh {
                 membership,
                 rpc,
                 shared,
+                shared_data,
                 stop: stop.clone(),
                 stopped: AtomicBool::new(false),
                 backend: Mutex::new(Some(backend_task)),
@@ -272,6 +288,12 @@ impl Mesh {
             mesh.shutdown(Duration::from_millis(100)).await;
             return Err(e);
         }
+        // A joining node holds the cluster's shared data before it is handed out.
+        mesh.inner
+            .shared_data
+            .join(bound)
+            .instrument(span.clone())
+            .await;
         if rpc::register_process_mesh(mesh.rpc(), default_for_process).is_err() {
             mesh.shutdown(Duration::from_millis(100)).await;
             return Err(MeshError::DefaultTaken);
@@ -373,6 +395,14 @@ impl Mesh {
     pub fn shared(&self) -> crate::shared::Shared {
         crate::shared::Shared {
             rt: self.inner.shared.clone(),
+        }
+    }
+
+    /// The cluster's shared data: a key-value map every node holds, each key ordered by
+    /// one owner.
+    pub fn shared_data(&self) -> crate::shared_data::SharedData {
+        crate::shared_data::SharedData {
+            rt: self.inner.shared_data.clone(),
         }
     }
 
