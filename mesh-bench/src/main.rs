@@ -1,4 +1,4 @@
-//! Benchmarks: `cargo run --release -p mesh-bench -- transport [rounds]`.
+//! Benchmarks: `cargo run --release -p mesh-bench -- transport|rpc|shared [rounds]`.
 //!
 //! The parent process orchestrates; every measurement runs between a server process and a
 //! client process (this binary re-executed with a role), pinned with `taskset`: "same" = both
@@ -9,6 +9,7 @@
 mod discovery;
 mod roles;
 mod rpc;
+mod shared;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -262,11 +263,14 @@ fn main() {
         ["transport", n] => transport(n.parse().unwrap_or(9)),
         ["rpc"] => rpc::bench(9),
         ["rpc", n] => rpc::bench(n.parse().unwrap_or(9)),
+        ["shared"] => shared::bench(5),
+        ["shared", n] => shared::bench(n.parse().unwrap_or(5)),
         ["discovery", rest @ ..] => discovery::run(rest),
         [role, rest @ ..] if roles::is_role(role) => roles::run(role, rest),
         [role, rest @ ..] if rpc::is_role(role) => rpc::run(role, rest),
+        [role, rest @ ..] if shared::is_role(role) => shared::run(role, rest),
         _ => {
-            eprintln!("usage: mesh-bench transport|rpc [rounds] | discovery [kills]");
+            eprintln!("usage: mesh-bench transport|rpc|shared [rounds] | discovery [kills]");
             std::process::exit(2);
         }
     }
