@@ -194,7 +194,12 @@ impl<T: SharedObject> ObjectHandle<T> {
                     self.rt.follow_to(self.replica.clone(), id, to);
                     return Err(SharedError::Refused { id, refusal });
                 }
-                Err(e) => return Err(SharedError::from_call(id, e)),
+                Err(e) => {
+                    // The write may have been ordered with its answer lost: the replica
+                    // reads the owner's state rather than wait for a later delta.
+                    self.rt.resync_now(self.replica.clone(), id);
+                    return Err(SharedError::from_call(id, e));
+                }
             }
         };
         // Read-your-writes: apply the acknowledged effects here at once when they follow

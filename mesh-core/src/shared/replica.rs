@@ -76,7 +76,8 @@ pub(crate) struct State<T> {
 pub(crate) struct Replica<T: SharedObject> {
     pub(crate) id: ObjectId,
     state: RwLock<State<T>>,
-    events: broadcast::Sender<SharedEvent>,
+    /// Made when a reader first asks (a replica nobody listens to holds no event buffer).
+    events: std::sync::OnceLock<broadcast::Sender<SharedEvent>>,
     /// What `wait_version` and writers waiting for a new owner wait on.
     watch: watch::Sender<Seen>,
     resyncing: AtomicBool,
@@ -98,7 +99,7 @@ impl<T: SharedObject> Replica<T> {
                 backup: snap.backup,
                 ahead: BTreeMap::new(),
             }),
-            events: broadcast::channel(EVENT_CAPACITY).0,
+            events: std::sync::OnceLock::new(),
             watch: watch::channel(Seen {
                 version: snap.version,
                 gone: false,
@@ -120,7 +121,15 @@ impl<T: SharedObject> Replica<T> {
     }
 
     pub(crate) fn subscribe_events(&self) -> broadcast::Receiver<SharedEvent> {
-        self.events.subscribe()
+        self.events
+            .get_or_init(|| broadcast::channel(EVENT_CAPACITY).0)
+            .subscribe()
+    }
+
+    fn emit(&self, e: SharedEvent) {
+        if let Some(tx) = self.events.get() {
+            let _ = tx.send(e);
+        }
     }
 
     pub(crate) fn watch(&self) -> watch::Receiver<Seen> {
@@ -188,7 +197,7 @@ impl<T: SharedObject> Sink for Replica<T> {
             }
             st.version = v;
             st.epoch = epoch;
-            let _ = self.events.send(SharedEvent::Updated {
+            self.emit(SharedEvent::Updated {
                 fields: Self::names(&effects),
                 version: v,
                 by,
@@ -215,7 +224,7 @@ impl<T: SharedObject> Sink for Replica<T> {
         if st.owner != snap.owner {
             st.owner = snap.owner;
             tracing::info!(id = %self.id, owner = %snap.owner, epoch = snap.epoch, "shared object owner changed");
-            let _ = self.events.send(SharedEvent::OwnerChanged {
+            self.emit(SharedEvent::OwnerChanged {
                 owner: snap.owner,
                 epoch: snap.epoch,
             });
@@ -225,7 +234,7 @@ impl<T: SharedObject> Sink for Replica<T> {
             st.ahead.remove(&v);
         }
         let v = snap.version;
-        let _ = self.events.send(SharedEvent::Updated {
+        self.emit(SharedEvent::Updated {
             fields: T::FIELDS.iter().map(|f| f.name).collect(),
             version: v,
             by: None,
@@ -255,7 +264,7 @@ impl<T: SharedObject> Sink for Replica<T> {
         let seen = Self::seen(&st);
         drop(st);
         tracing::debug!(id = %self.id, %reason, "shared object gone");
-        let _ = self.events.send(SharedEvent::Removed { reason });
+        self.emit(SharedEvent::Removed { reason });
         self.watch.send_replace(seen);
     }
 

@@ -286,7 +286,7 @@ impl Runtime {
         });
     }
 
-    fn resync_now(&self, sink: Arc<dyn Sink>, id: ObjectId) {
+    pub(crate) fn resync_now(&self, sink: Arc<dyn Sink>, id: ObjectId) {
         if !sink.begin_resync() {
             return;
         }
@@ -564,7 +564,7 @@ fn methods(rt: Weak<Runtime>) -> Vec<Method> {
         let r = r.upgrade();
         async move {
             let by = ctx.sender_id();
-            r.ok_or_else(gone)?.write(by, req).await
+            r.ok_or_else(gone)?.write(ctx.sender_addr(), by, req).await
         }
     });
     let r = rt.clone();

@@ -130,8 +130,15 @@ impl Runtime {
         Ok(snap)
     }
 
-    /// Orders a write; with a backup, acknowledged once the backup holds it.
-    pub(crate) async fn write(&self, by: Option<NodeId>, req: WriteReq) -> Result<Ack, Refusal> {
+    /// Orders a write; with a backup, acknowledged once the backup holds it. The writer
+    /// (`from`) gets the effects in the answer, not in a push as well: its replica applies
+    /// them from there (and resyncs if the answer is lost).
+    pub(crate) async fn write(
+        &self,
+        from: SocketAddr,
+        by: Option<NodeId>,
+        req: WriteReq,
+    ) -> Result<Ack, Refusal> {
         let id = req.id;
         for _ in 0..MAX_PLANS {
             let gate = lock(&self.owner).gate(id)?;
@@ -152,7 +159,7 @@ impl Runtime {
                             by,
                             effects: c.effects.clone(),
                         };
-                        self.push_all(&c.subscribers, &push);
+                        self.push_all_but(from, &c.subscribers, &push);
                         return Ok(Ack {
                             epoch: c.epoch,
                             version: c.version,
@@ -176,7 +183,7 @@ impl Runtime {
                         by,
                         effects: c.effects.clone(),
                     };
-                    self.push_all(&c.subscribers, &push);
+                    self.push_all_but(from, &c.subscribers, &push);
                     return Ok(Ack {
                         epoch: c.epoch,
                         version: c.version,
@@ -197,6 +204,15 @@ impl Runtime {
         Err(Refusal::NoBackup {
             detail: "the object's backup kept changing".to_string(),
         })
+    }
+
+    fn push_all_but(&self, writer: SocketAddr, to: &[SocketAddr], push: &Push) {
+        if to.contains(&writer) {
+            let rest: Vec<SocketAddr> = to.iter().copied().filter(|a| *a != writer).collect();
+            self.push_all(&rest, push);
+        } else {
+            self.push_all(to, push);
+        }
     }
 
     /// Sends a planned write to the backup until it holds it (the whole object if it asks).
