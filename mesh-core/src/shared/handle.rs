@@ -126,8 +126,9 @@ impl<T: SharedObject> ObjectHandle<T> {
 
     /// Waits until the replica holds version `version` or later (fails if the object goes).
     pub async fn wait_version(&self, version: u64) -> Result<(), SharedError> {
-        let mut rx = self.replica.watch();
-        let _ = rx.wait_for(|s| s.version >= version || s.gone).await;
+        self.replica
+            .wait_until(|s| s.version >= version || s.gone)
+            .await;
         if self.version() >= version {
             return Ok(());
         }
@@ -137,9 +138,9 @@ impl<T: SharedObject> ObjectHandle<T> {
 
     /// Waits (bounded) until the replica follows an owner other than `from`.
     async fn wait_owner_change(&self, from: crate::node::NodeId) {
-        let mut rx = self.replica.watch();
         let bound = self.rt.follow_bound();
-        let _ = tokio::time::timeout(bound, rx.wait_for(|s| s.owner != from || s.gone)).await;
+        let wait = self.replica.wait_until(|s| s.owner != from || s.gone);
+        let _ = tokio::time::timeout(bound, wait).await;
     }
 
     /// Orders a write of raw ops at the owner (the generated methods build the ops);

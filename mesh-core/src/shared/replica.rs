@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, broadcast};
 
 use super::error::RemoveReason;
 use super::id::ObjectId;
@@ -67,9 +67,22 @@ pub(crate) struct State<T> {
     pub(crate) epoch: u32,
     pub(crate) version: u64,
     pub(crate) removed: Option<RemoveReason>,
-    pub(crate) owner: NodeId,
-    pub(crate) backup: Option<NodeId>,
+    /// Who orders the object and who backs it, when that is not simply the id's node
+    /// with no backup (boxed: most replicas never need it).
+    placement: Option<Box<(NodeId, Option<NodeId>)>>,
     ahead: BTreeMap<u64, (Option<NodeId>, Vec<Effect>)>,
+}
+
+impl<T> State<T> {
+    /// The node that orders object `id`, as this replica knows.
+    pub(crate) fn owner(&self, id: ObjectId) -> NodeId {
+        self.placement.as_ref().map_or(id.owner, |p| p.0)
+    }
+}
+
+fn placement(snap: &Snapshot) -> Option<Box<(NodeId, Option<NodeId>)>> {
+    (snap.owner != snap.id.owner || snap.backup.is_some())
+        .then(|| Box::new((snap.owner, snap.backup)))
 }
 
 /// A typed replica.
@@ -79,7 +92,7 @@ pub(crate) struct Replica<T: SharedObject> {
     /// Made when a reader first asks (a replica nobody listens to holds no event buffer).
     events: std::sync::OnceLock<broadcast::Sender<SharedEvent>>,
     /// What `wait_version` and writers waiting for a new owner wait on.
-    watch: watch::Sender<Seen>,
+    changed: Notify,
     resyncing: AtomicBool,
     following: AtomicBool,
     pub(crate) runtime: Weak<Runtime>,
@@ -95,17 +108,11 @@ impl<T: SharedObject> Replica<T> {
                 epoch: snap.epoch,
                 version: snap.version,
                 removed: None,
-                owner: snap.owner,
-                backup: snap.backup,
+                placement: placement(snap),
                 ahead: BTreeMap::new(),
             }),
             events: std::sync::OnceLock::new(),
-            watch: watch::channel(Seen {
-                version: snap.version,
-                gone: false,
-                owner: snap.owner,
-            })
-            .0,
+            changed: Notify::new(),
             resyncing: AtomicBool::new(false),
             following: AtomicBool::new(false),
             runtime,
@@ -132,15 +139,24 @@ impl<T: SharedObject> Replica<T> {
         }
     }
 
-    pub(crate) fn watch(&self) -> watch::Receiver<Seen> {
-        self.watch.subscribe()
+    /// Waits until what the replica holds satisfies `f`.
+    pub(crate) async fn wait_until(&self, f: impl Fn(Seen) -> bool) {
+        loop {
+            let changed = self.changed.notified();
+            let mut changed = std::pin::pin!(changed);
+            changed.as_mut().enable();
+            if f(self.seen(&self.read())) {
+                return;
+            }
+            changed.await;
+        }
     }
 
-    fn seen(st: &State<T>) -> Seen {
+    fn seen(&self, st: &State<T>) -> Seen {
         Seen {
             version: st.version,
             gone: st.removed.is_some(),
-            owner: st.owner,
+            owner: st.owner(self.id),
         }
     }
 
@@ -203,10 +219,9 @@ impl<T: SharedObject> Sink for Replica<T> {
                 by,
             });
         }
-        let seen = Self::seen(&st);
         let gap = !st.ahead.is_empty();
         drop(st);
-        self.watch.send_replace(seen);
+        self.changed.notify_waiters();
         if gap { Flow::Gap } else { Flow::Done }
     }
 
@@ -220,9 +235,9 @@ impl<T: SharedObject> Sink for Replica<T> {
         st.value = value;
         st.version = snap.version;
         st.epoch = snap.epoch;
-        st.backup = snap.backup;
-        if st.owner != snap.owner {
-            st.owner = snap.owner;
+        let was = st.owner(self.id);
+        st.placement = placement(snap);
+        if was != snap.owner {
             tracing::info!(id = %self.id, owner = %snap.owner, epoch = snap.epoch, "shared object owner changed");
             self.emit(SharedEvent::OwnerChanged {
                 owner: snap.owner,
@@ -241,9 +256,8 @@ impl<T: SharedObject> Sink for Replica<T> {
         });
         // Held deltas right after the snapshot apply now.
         let next = st.ahead.first_key_value().map(|(k, _)| *k);
-        let seen = Self::seen(&st);
         drop(st);
-        self.watch.send_replace(seen);
+        self.changed.notify_waiters();
         if next == Some(v + 1) {
             let held = self.write().ahead.remove(&(v + 1));
             if let Some((by, effects)) = held {
@@ -261,11 +275,10 @@ impl<T: SharedObject> Sink for Replica<T> {
         }
         st.removed = Some(reason);
         st.ahead.clear();
-        let seen = Self::seen(&st);
         drop(st);
         tracing::debug!(id = %self.id, %reason, "shared object gone");
         self.emit(SharedEvent::Removed { reason });
-        self.watch.send_replace(seen);
+        self.changed.notify_waiters();
     }
 
     fn version(&self) -> u64 {
@@ -277,17 +290,19 @@ impl<T: SharedObject> Sink for Replica<T> {
     }
 
     fn owner(&self) -> NodeId {
-        self.read().owner
+        self.read().owner(self.id)
     }
 
     fn backup(&self) -> Option<NodeId> {
-        self.read().backup
+        self.read().placement.as_ref().and_then(|p| p.1)
     }
 
     fn set_backup(&self, backup: Option<NodeId>, epoch: u32) {
         let mut st = self.write();
         if epoch >= st.epoch {
-            st.backup = backup;
+            let owner = st.owner(self.id);
+            st.placement =
+                (owner != self.id.owner || backup.is_some()).then(|| Box::new((owner, backup)));
         }
     }
 
@@ -320,7 +335,7 @@ impl<T: SharedObject> Sink for Replica<T> {
 impl<T: SharedObject> Drop for Replica<T> {
     fn drop(&mut self) {
         if let Some(rt) = self.runtime.upgrade() {
-            let owner = self.read().owner;
+            let owner = self.read().owner(self.id);
             rt.replica_dropped(self.id, owner);
         }
     }
