@@ -459,3 +459,30 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     drop((room, big));
     stop_all(nodes).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tools_read_an_object_untyped_as_json() {
+    let (_r, nodes) = nodes(2).await;
+    let room = nodes[0].shared().create(Room::default()).await.unwrap();
+    room.inc_players(3).await.unwrap();
+    room.set_name("lobby".into()).await.unwrap();
+    room.members_put("bob".into(), 7).await.unwrap();
+    // From a node that holds no replica and does not need the type.
+    let seen = nodes[1].shared().inspect(room.id()).await.unwrap();
+    assert_eq!(seen.info.version, 4);
+    let json = seen.to_json();
+    assert_eq!(json["type"], "Room");
+    assert_eq!(json["id"], room.id().to_string());
+    assert_eq!(json["fields"]["players"], 3);
+    // "lobby" as postcard: its length, then its bytes.
+    assert_eq!(json["fields"]["name"]["postcard_hex"], "056c6f626279");
+    assert_eq!(json["fields"]["members"][0][0], "03626f62");
+    let missing = ObjectId {
+        owner: nodes[0].id(),
+        serial: 999,
+    };
+    let e = nodes[1].shared().inspect(missing).await.unwrap_err();
+    assert_eq!(e.refusal(), Some(&Refusal::NotFound));
+    drop(room);
+    stop_all(nodes).await;
+}

@@ -108,7 +108,7 @@ pub use id::{ObjectId, ParseObjectIdError};
 pub use runtime::SharedStats;
 pub use schema::{FieldDef, FieldKind, FieldSpec, Schema};
 pub use state::{Effect, FieldState, Op};
-pub use wire::ObjectInfo;
+pub use wire::{Inspection, ObjectInfo};
 
 pub(crate) use runtime::Runtime;
 
@@ -242,6 +242,21 @@ impl Shared {
     /// The objects `node` owns (asked over the mesh).
     pub async fn list(&self, node: impl Into<Target>) -> Result<Vec<ObjectInfo>, crate::CallError> {
         self.rt.client(node).call(CMD_LIST, &()).await
+    }
+
+    /// Reads object `id` untyped at its owner, for tools that do not know its Rust type
+    /// ([`Inspection::to_json`] shows it as JSON).
+    pub async fn inspect(&self, id: ObjectId) -> Result<Inspection, SharedError> {
+        let owner = self.rt.current_owner(id).unwrap_or(if self.rt.owns(id) {
+            self.rt.me
+        } else {
+            id.owner
+        });
+        self.rt
+            .client(owner)
+            .call_fallible::<_, Inspection, Refusal>(wire::CMD_INSPECT, &id)
+            .await
+            .map_err(|e| SharedError::from_call(id, e))
     }
 
     /// The schema of an object this node owns (for tools reading it untyped).

@@ -550,6 +550,22 @@ impl OwnerTable {
             .collect()
     }
 
+    /// An owned object read untyped (for tools).
+    pub(crate) fn inspect(&mut self, id: ObjectId) -> Result<super::wire::Inspection, Refusal> {
+        self.get(id)?;
+        let info = self
+            .list()
+            .into_iter()
+            .find(|i| i.id == id)
+            .ok_or(Refusal::NotFound)?;
+        let o = &self.objects[&id];
+        Ok(super::wire::Inspection {
+            info,
+            schema: (*o.schema).clone(),
+            fields: o.state.fields.clone(),
+        })
+    }
+
     /// The schema of an owned object (for tools).
     pub(crate) fn schema(&self, id: ObjectId) -> Option<Arc<Schema>> {
         self.objects.get(&id).map(|o| o.schema.clone())

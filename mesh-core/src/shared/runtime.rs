@@ -20,8 +20,9 @@ use super::id::ObjectId;
 use super::owner::OwnerTable;
 use super::replica::{Replica, Sink};
 use super::wire::{
-    BackupMsg, CMD_BACKUP, CMD_CREATE, CMD_LIST, CMD_PUSH, CMD_READ, CMD_REMOVE, CMD_UNSUBSCRIBE,
-    CMD_WRITE, CreateReq, ObjectInfo, Push, ReadReq, Snapshot, Unsubscribe, WriteReq,
+    BackupMsg, CMD_BACKUP, CMD_CREATE, CMD_INSPECT, CMD_LIST, CMD_PUSH, CMD_READ, CMD_REMOVE,
+    CMD_UNSUBSCRIBE, CMD_WRITE, CreateReq, ObjectInfo, Push, ReadReq, Snapshot, Unsubscribe,
+    WriteReq,
 };
 use crate::discovery::MeshEvent;
 use crate::node::NodeId;
@@ -597,6 +598,11 @@ fn methods(rt: Weak<Runtime>) -> Vec<Method> {
         }
         async {}
     });
+    let r = rt.clone();
+    let inspect = rpc::fallible_handler(move |_ctx: CallContext, id: ObjectId| {
+        let r = r.upgrade();
+        async move { lock(&r.ok_or_else(gone)?.owner).inspect(id) }
+    });
     let r = rt;
     let list = rpc::handler(move |_ctx: CallContext, (): ()| {
         let list = r.upgrade().map(|r| r.owned()).unwrap_or_default();
@@ -611,6 +617,7 @@ fn methods(rt: Weak<Runtime>) -> Vec<Method> {
         method(CMD_PUSH, "push", push),
         method(CMD_LIST, "list", list),
         method(CMD_BACKUP, "backup", backup),
+        method(CMD_INSPECT, "inspect", inspect),
     ]
 }
 

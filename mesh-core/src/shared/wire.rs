@@ -25,6 +25,58 @@ pub(crate) const CMD_LIST: u16 = 65106;
 /// What an owner tells its backup before it acknowledges a write: [`BackupMsg`] ->
 /// [`BackupReply`].
 pub(crate) const CMD_BACKUP: u16 = 65107;
+/// Reads an object untyped, for tools: [`ObjectId`] -> [`Inspection`].
+pub(crate) const CMD_INSPECT: u16 = 65108;
+
+/// An object read untyped at its owner (for tools): its schema and raw field states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Inspection {
+    /// What the owner lists of it.
+    pub info: ObjectInfo,
+    /// Its schema (field names, ids and kinds).
+    pub schema: Schema,
+    /// Its fields, in schema order: counters as numbers, values and map entries as their
+    /// encoded (postcard) bytes.
+    pub fields: Vec<FieldState>,
+}
+
+impl Inspection {
+    /// The object as JSON: `{"id", "type", "epoch", "version", "backup", "fields": {name:
+    /// value}}`, counters as numbers, values as `{"postcard_hex": ".."}`, maps as arrays of
+    /// `[key_hex, value_hex]` (the bytes' Rust types are not known here).
+    pub fn to_json(&self) -> serde_json::Value {
+        fn hex(b: &[u8]) -> String {
+            b.iter().map(|x| format!("{x:02x}")).collect()
+        }
+        let mut fields = serde_json::Map::new();
+        for (spec, f) in self.schema.fields.iter().zip(&self.fields) {
+            let v = match f {
+                FieldState::Counter(n) => match i64::try_from(*n) {
+                    Ok(n) => serde_json::Value::from(n),
+                    Err(_) => serde_json::Value::from(n.to_string()),
+                },
+                FieldState::Value(b) => serde_json::json!({ "postcard_hex": hex(b) }),
+                FieldState::Map(m) => serde_json::Value::Array(
+                    m.iter()
+                        .map(|(k, v)| serde_json::json!([hex(k), hex(v)]))
+                        .collect(),
+                ),
+            };
+            fields.insert(spec.name.clone(), v);
+        }
+        serde_json::json!({
+            "id": self.info.id.to_string(),
+            "type": self.info.type_name,
+            "epoch": self.info.epoch,
+            "version": self.info.version,
+            "backup": self.info.backup.map(|b| b.to_string()),
+            "subscribers": self.info.subscribers,
+            "bytes": self.info.bytes,
+            "fields": fields,
+        })
+    }
+}
 
 /// Which node holds an object's backup.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
