@@ -75,8 +75,8 @@
 //!   reach its own part of the mesh: there is no quorum, so an owner cut off together with
 //!   its writers and a newly chosen backup can go on at the old epoch until it meets the
 //!   newer one.
-//! * [`Shared::get`] asks the node in the id (or this node, if it took the object over): a
-//!   node holding no replica cannot yet find an object's new owner by its id alone.
+//! * [`Shared::get`] finds an object that moved: when the node in its id is gone, every
+//!   member is asked at once and the one that orders it answers.
 //! * **Limits** ([`SharedLimits`], in the config's `shared` table): objects per node, bytes
 //!   per object, map length, subscribing nodes per object; each refused with its error.
 //! * Pushes are believed only from the address of the owner the replica follows (others
@@ -215,8 +215,8 @@ impl Shared {
         }
         rt.expect(id);
         let check = (handle::fingerprint::<T>(), T::TYPE_NAME);
-        // The id names the node that created it; one that took it over here reads here.
-        let at = if rt.owns(id) { rt.me } else { id.owner };
+        // The id names the node that created it; after a takeover another orders it.
+        let at = rt.locate(id).await;
         let snap = match rt.read_at(at, id, Some(check), true).await {
             Ok(s) => s,
             Err(e) => {
@@ -229,8 +229,7 @@ impl Shared {
 
     /// Removes object `id` at its owner; every replica sees [`RemoveReason::Removed`].
     pub async fn remove(&self, id: ObjectId) -> Result<(), SharedError> {
-        // The replica this node holds knows where the object moved; else its id's node.
-        let owner = self.rt.current_owner(id).unwrap_or(id.owner);
+        let owner = self.rt.locate(id).await;
         handle::remove(&self.rt, owner, id).await
     }
 
@@ -247,11 +246,7 @@ impl Shared {
     /// Reads object `id` untyped at its owner, for tools that do not know its Rust type
     /// ([`Inspection::to_json`] shows it as JSON).
     pub async fn inspect(&self, id: ObjectId) -> Result<Inspection, SharedError> {
-        let owner = self.rt.current_owner(id).unwrap_or(if self.rt.owns(id) {
-            self.rt.me
-        } else {
-            id.owner
-        });
+        let owner = self.rt.locate(id).await;
         self.rt
             .client(owner)
             .call_fallible::<_, Inspection, Refusal>(wire::CMD_INSPECT, &id)

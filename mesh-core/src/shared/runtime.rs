@@ -404,6 +404,43 @@ impl Runtime {
         sink.map(|s| s.owner())
     }
 
+    /// The node that orders `id` now, as best this node can tell: itself, the owner its
+    /// replica follows, the id's node while it is a member, or else whichever member
+    /// answers for it (asked all at once, at most 256 of them).
+    pub(crate) async fn locate(&self, id: ObjectId) -> NodeId {
+        if self.owns(id) {
+            return self.me;
+        }
+        if let Some(o) = self.current_owner(id) {
+            return o;
+        }
+        if self.is_member(id.owner) {
+            return id.owner;
+        }
+        let members: Vec<NodeId> = {
+            let view = self.rpc.membership.view();
+            view.iter()
+                .map(|r| r.id)
+                .filter(|n| *n != self.me)
+                .take(256)
+                .collect()
+        };
+        let asks = members.into_iter().map(|n| {
+            let client = self.client(n);
+            Box::pin(async move {
+                client
+                    .call_fallible::<_, super::Inspection, Refusal>(super::wire::CMD_INSPECT, &id)
+                    .await
+                    .map(|_| n)
+                    .map_err(|_| ())
+            })
+        });
+        match futures::future::select_ok(asks).await {
+            Ok((n, _)) => n,
+            Err(()) => id.owner,
+        }
+    }
+
     /// Whether this node orders `id` now.
     pub(crate) fn owns(&self, id: ObjectId) -> bool {
         lock(&self.owner).epoch_of(id).is_some()
