@@ -272,6 +272,18 @@ pub struct Method {
     pub handler: Arc<dyn Handler>,
 }
 
+impl Method {
+    /// A method whose signature is not fingerprinted (the framework's own commands).
+    pub(crate) fn unchecked(id: u16, name: &'static str, handler: Arc<dyn Handler>) -> Method {
+        Method {
+            id,
+            name,
+            fingerprint: 0,
+            handler,
+        }
+    }
+}
+
 impl std::fmt::Debug for Method {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Method")

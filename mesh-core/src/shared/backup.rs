@@ -155,26 +155,35 @@ impl StandbyTable {
     }
 }
 
-/// A stable 64-bit mix of an object and a candidate node (rendezvous hashing: every node
-/// computes the same winner from the same view).
-fn weight(id: ObjectId, node: NodeId) -> u64 {
+/// A stable 64-bit hash of `chunks` (FNV-1a, then a splitmix64 avalanche so close inputs do
+/// not give close weights): rendezvous hashing, where every node computes the same winner
+/// from the same view.
+pub(crate) fn hash64(chunks: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
+    for chunk in chunks {
+        for b in *chunk {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }
-    };
-    eat(id.owner.addr.to_string().as_bytes());
-    eat(&id.owner.incarnation.to_le_bytes());
-    eat(&id.serial.to_le_bytes());
-    eat(node.addr.to_string().as_bytes());
-    eat(&node.incarnation.to_le_bytes());
-    // A final avalanche (splitmix64), so close inputs do not give close weights.
+        // A separator, so ("ab", "c") and ("a", "bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
     let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)
+}
+
+/// The weight of `node` for object `id`.
+fn weight(id: ObjectId, node: NodeId) -> u64 {
+    hash64(&[
+        id.owner.addr.to_string().as_bytes(),
+        &id.owner.incarnation.to_le_bytes(),
+        &id.serial.to_le_bytes(),
+        node.addr.to_string().as_bytes(),
+        &node.incarnation.to_le_bytes(),
+    ])
 }
 
 /// The rendezvous choice for `id` among `candidates`.

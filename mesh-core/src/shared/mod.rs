@@ -83,7 +83,7 @@
 //!   are dropped and counted, [`SharedStats::forged_pushes`]); backup messages only from
 //!   members.
 
-mod backup;
+pub(crate) mod backup;
 mod error;
 mod handle;
 mod id;

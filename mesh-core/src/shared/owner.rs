@@ -325,12 +325,12 @@ impl OwnerTable {
         self.set_backup(id, next)
     }
 
-    /// The objects whose backup is `node`, with how their backup is chosen.
-    pub(crate) fn backed_by(&self, node: NodeId) -> Vec<(ObjectId, BackupChoice)> {
+    /// The objects whose backup is `node`.
+    pub(crate) fn backed_by(&self, node: NodeId) -> Vec<ObjectId> {
         self.objects
             .iter()
             .filter(|(_, o)| o.backup == Some(node))
-            .map(|(id, o)| (*id, o.choice.clone()))
+            .map(|(id, _)| *id)
             .collect()
     }
 

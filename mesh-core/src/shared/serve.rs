@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::backup::rendezvous;
 use super::error::Refusal;
 use super::id::ObjectId;
-use super::owner::{Gone, Planned, Written};
+use super::owner::{Committed, Gone, Planned, Written};
 use super::runtime::{Runtime, lock};
 use super::wire::{
     Ack, BackupChoice, BackupMsg, BackupReply, CMD_BACKUP, CreateReq, Push, ReadReq, Snapshot,
@@ -149,23 +149,7 @@ impl Runtime {
             let planned = {
                 let mut owner = lock(&self.owner);
                 match owner.write(id, &req.ops, Instant::now())? {
-                    Written::Committed(c) => {
-                        // Queued under the owner's lock: every subscriber's deltas leave in
-                        // version order.
-                        let push = Push::Delta {
-                            id,
-                            epoch: c.epoch,
-                            version: c.version,
-                            by,
-                            effects: c.effects.clone(),
-                        };
-                        self.push_all_but(from, &c.subscribers, &push);
-                        return Ok(Ack {
-                            epoch: c.epoch,
-                            version: c.version,
-                            effects: c.effects,
-                        });
-                    }
+                    Written::Committed(c) => return Ok(self.publish(id, from, by, c)),
                     // A backup was named since the gate was looked up: take turns.
                     Written::Planned(_) if gate.is_none() => continue,
                     Written::Planned(p) => p,
@@ -176,19 +160,9 @@ impl Runtime {
                 Ok(()) => {
                     let mut owner = lock(&self.owner);
                     let c = owner.commit(planned, Instant::now())?;
-                    let push = Push::Delta {
-                        id,
-                        epoch: c.epoch,
-                        version: c.version,
-                        by,
-                        effects: c.effects.clone(),
-                    };
-                    self.push_all_but(from, &c.subscribers, &push);
-                    return Ok(Ack {
-                        epoch: c.epoch,
-                        version: c.version,
-                        effects: c.effects,
-                    });
+                    let ack = self.publish(id, from, by, c);
+                    drop(owner);
+                    return Ok(ack);
                 }
                 Err(r @ Refusal::Fenced { .. }) => return Err(r),
                 Err(r) => {
@@ -204,6 +178,24 @@ impl Runtime {
         Err(Refusal::NoBackup {
             detail: "the object's backup kept changing".to_string(),
         })
+    }
+
+    /// Pushes a committed write to its subscribers and makes the writer's answer. Called
+    /// under the owner's lock: every subscriber's deltas leave in version order.
+    fn publish(&self, id: ObjectId, from: SocketAddr, by: Option<NodeId>, c: Committed) -> Ack {
+        let push = Push::Delta {
+            id,
+            epoch: c.epoch,
+            version: c.version,
+            by,
+            effects: c.effects.clone(),
+        };
+        self.push_all_but(from, &c.subscribers, &push);
+        Ack {
+            epoch: c.epoch,
+            version: c.version,
+            effects: c.effects,
+        }
     }
 
     fn push_all_but(&self, writer: SocketAddr, to: &[SocketAddr], push: &Push) {
@@ -405,7 +397,7 @@ impl Runtime {
     /// Objects whose backup was `node`, which is gone, get another (or none).
     pub(crate) fn backup_gone(&self, node: NodeId) {
         let ids = lock(&self.owner).backed_by(node);
-        for (id, _) in ids {
+        for id in ids {
             self.replace_backup(id, node);
         }
     }

@@ -413,14 +413,7 @@ impl Runtime {
 }
 
 fn methods(rt: Weak<Runtime>) -> Vec<Method> {
-    fn method(id: u16, name: &'static str, handler: Arc<dyn rpc::Handler>) -> Method {
-        Method {
-            id,
-            name,
-            fingerprint: 0,
-            handler,
-        }
-    }
+    let method = Method::unchecked;
     let gone = || DataRefusal::NotOwner { owner: None };
     let r = rt.clone();
     let write = rpc::fallible_handler(move |ctx: CallContext, req: WriteReq| {

@@ -226,21 +226,11 @@ pub(crate) fn owners(key: &str, members: &[NodeId]) -> (Option<NodeId>, Option<N
 }
 
 fn weight(key: &str, node: NodeId) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
-    eat(key.as_bytes());
-    eat(&[0xff]);
-    eat(node.addr.to_string().as_bytes());
-    eat(&node.incarnation.to_le_bytes());
-    let mut z = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    crate::shared::backup::hash64(&[
+        key.as_bytes(),
+        node.addr.to_string().as_bytes(),
+        &node.incarnation.to_le_bytes(),
+    ])
 }
 
 #[cfg(test)]
