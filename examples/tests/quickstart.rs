@@ -4,57 +4,18 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::process::Command;
-use std::time::{Duration, Instant};
-
 use mesh_tests::redis::RedisServer;
 
-/// `target/<profile>/examples/quickstart`, next to this test's own `deps` folder.
-fn quickstart() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
-    let bin = profile_dir.join("examples").join("quickstart");
-    assert!(
-        bin.exists(),
-        "{} is missing: run the tests with `cargo test` (which builds the examples)",
-        bin.display()
-    );
-    bin
-}
+mod common;
 
 /// Runs the quickstart (killed after 60 s) and returns what it printed.
 fn run(redis_url: Option<&str>) -> String {
-    let mut cmd = Command::new(quickstart());
+    let mut cmd = common::example("quickstart");
     cmd.env_remove("REDIS_URL");
     if let Some(url) = redis_url {
         cmd.env("REDIS_URL", url);
     }
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("the quickstart did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "exit {:?}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::run_to_end(cmd)
 }
 
 fn check_steps(out: &str) {
