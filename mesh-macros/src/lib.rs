@@ -145,6 +145,12 @@
 //! (`Serialize + DeserializeOwned + Send + 'static`). A `CallContext` first argument is not
 //! sent; the server passes the call's context.
 //!
+//! An argument or return value written `Vec<u8>` (also `std::vec::Vec<u8>`, or the `T` of a
+//! `Result<Vec<u8>, E>`) is carried as bytes, copied once, instead of visited byte by byte
+//! by serde: as fast as `bytes::Bytes`, and with the same encoding as a plain `Vec<u8>`, so
+//! nodes built either way understand each other. A byte vector nested in your own types is
+//! not seen by the macro: mark it `#[serde(with = "mesh_core::codec::serde_bytes")]`.
+//!
 //! ## Compatibility rules
 //!
 //! * **Add new methods at the end.** Ids are positional: inserting, reordering or removing a

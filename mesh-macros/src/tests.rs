@@ -249,3 +249,35 @@ fn one_way_methods_are_in_the_broadcast() {
         );
     }
 }
+
+#[test]
+fn byte_vectors_are_recognised() {
+    let yes = [
+        "Vec<u8>",
+        "std::vec::Vec<u8>",
+        "::std::vec::Vec<u8>",
+        "alloc::vec::Vec<u8>",
+        "vec::Vec<u8>",
+        "Vec<core::primitive::u8>",
+        "(Vec<u8>)",
+    ];
+    let no = [
+        "Vec<i8>",
+        "Vec<Vec<u8>>",
+        "Vec<u8, A>",
+        "my::Vec<u8>",
+        "::Vec<u8>",
+        "Option<Vec<u8>>",
+        "[u8; 4]",
+        "bytes::Bytes",
+        "Vec<mine::u8>",
+    ];
+    for t in yes {
+        let ty: syn::Type = syn::parse_str(t).unwrap();
+        assert!(crate::types::is_byte_vec(&ty), "{t}");
+    }
+    for t in no {
+        let ty: syn::Type = syn::parse_str(t).unwrap();
+        assert!(!crate::types::is_byte_vec(&ty), "{t}");
+    }
+}

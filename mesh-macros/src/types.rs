@@ -132,3 +132,70 @@ pub(crate) fn type_text(ty: &Type) -> String {
         .filter(|c| !c.is_whitespace())
         .collect()
 }
+
+/// `Vec<u8>` (as `Vec`, `vec::Vec`, `std::vec::Vec` or `alloc::vec::Vec`, with `u8` written
+/// as `u8` or `core::primitive::u8`): carried as bytes by the generated code.
+pub(crate) fn is_byte_vec(ty: &Type) -> bool {
+    let ty = match ty {
+        Type::Paren(p) => return is_byte_vec(&p.elem),
+        Type::Group(g) => return is_byte_vec(&g.elem),
+        Type::Path(p) if p.qself.is_none() => p,
+        _ => return false,
+    };
+    let segs: Vec<String> = ty
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    let path_ok = match segs
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["Vec"] => ty.path.leading_colon.is_none(),
+        ["vec", "Vec"] | ["std" | "alloc", "vec", "Vec"] => true,
+        _ => false,
+    };
+    if !path_ok
+        || ty
+            .path
+            .segments
+            .iter()
+            .rev()
+            .skip(1)
+            .any(|s| !s.arguments.is_none())
+    {
+        return false;
+    }
+    let Some(last) = ty.path.segments.last() else {
+        return false;
+    };
+    let PathArguments::AngleBracketed(a) = &last.arguments else {
+        return false;
+    };
+    if a.args.len() != 1 {
+        return false;
+    }
+    let Some(GenericArgument::Type(Type::Path(elem))) = a.args.first() else {
+        return false;
+    };
+    if elem.qself.is_some() || elem.path.segments.iter().any(|s| !s.arguments.is_none()) {
+        return false;
+    }
+    let names: Vec<String> = elem
+        .path
+        .segments
+        .iter()
+        .map(|s| s.ident.to_string())
+        .collect();
+    matches!(
+        names
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        ["u8"] | ["core" | "std", "primitive", "u8"]
+    )
+}

@@ -3,8 +3,9 @@
 use proc_macro2::TokenStream as TokenStream2;
 use quote::quote;
 
-use super::{MethodParts, Names};
+use super::{MethodParts, Names, wire_type};
 use crate::analyze::{Kind, MethodInfo, Output};
+use crate::types::is_byte_vec;
 
 /// The broadcast type with one `async fn` per method.
 pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
@@ -17,13 +18,23 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
         ..
     } = names;
     let broadcast_methods = methods.iter().map(|m| {
-        let parts = MethodParts::new(m);
         let (id_const, fp_const) = (&m.id_const, &m.fp_const);
+        let parts = MethodParts::new(m, krate);
+        let cmd =
+            quote!(#krate::rpc::Command::new(#client::#id_const).with_fingerprint(#client::#fp_const));
+        // A `Vec<u8>` result travels as bytes: each target's result turned back into a vector.
+        let unwrap_bytes = |t: &syn::Type| {
+            if is_byte_vec(t) {
+                quote!(.map(|all| all.into_iter().map(|(t, r)| (t, r.map(#krate::codec::ByteVec::into_vec))).collect()))
+            } else {
+                quote!()
+            }
+        };
         let (req, value) = (&parts.req, &parts.value);
         let (ret, body, note) = match (m.kind, &m.output) {
             (Kind::OneWay, _) => (
                 quote!(::core::result::Result<(), #krate::rpc::CallError>),
-                quote!(self.inner.send(#krate::rpc::Command::new(#client::#id_const).with_fingerprint(#client::#fp_const), &#value).await),
+                quote!(self.inner.send(#cmd, &#value).await),
                 format!(
                     "Sends `{}` (command {}) reliably to every target through a relay tree \
                      (see [`with_limit`](Self::with_limit)), encoded once; resolves when the \
@@ -34,7 +45,7 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
             ),
             (Kind::Unreliable, _) => (
                 quote!(::core::result::Result<(), #krate::rpc::CallError>),
-                quote!(self.inner.usend(#krate::rpc::Command::new(#client::#id_const).with_fingerprint(#client::#fp_const), &#value).await),
+                quote!(self.inner.usend(#cmd, &#value).await),
                 format!(
                     "Sends `{}` (command {}) to every target through a relay tree of \
                      unreliable datagrams (see [`with_limit`](Self::with_limit)), encoded once; \
@@ -47,7 +58,10 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
                     ::std::vec::Vec<(#krate::Target, ::core::result::Result<#t, #krate::rpc::CallError>)>,
                     #krate::rpc::CallError,
                 >),
-                quote!(self.inner.call::<#req, #t>(#krate::rpc::Command::new(#client::#id_const).with_fingerprint(#client::#fp_const), &#value).await),
+                {
+                    let (wire, back) = (wire_type(t, krate), unwrap_bytes(t));
+                    quote!(self.inner.call::<#req, #wire>(#cmd, &#value).await #back)
+                },
                 format!(
                     "Calls `{}` (command {}) on every target concurrently; one result per target.",
                     m.name, m.id
@@ -58,7 +72,10 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
                     ::std::vec::Vec<(#krate::Target, ::core::result::Result<#t, #krate::rpc::CallError<#e>>)>,
                     #krate::rpc::CallError,
                 >),
-                quote!(self.inner.call_fallible::<#req, #t, #e>(#krate::rpc::Command::new(#client::#id_const).with_fingerprint(#client::#fp_const), &#value).await),
+                {
+                    let (wire, back) = (wire_type(t, krate), unwrap_bytes(t));
+                    quote!(self.inner.call_fallible::<#req, #wire, #e>(#cmd, &#value).await #back)
+                },
                 format!(
                     "Calls `{}` (command {}) on every target concurrently; one result per target.",
                     m.name, m.id

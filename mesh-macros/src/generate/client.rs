@@ -6,6 +6,7 @@ use syn::LitStr;
 
 use super::{MethodParts, Names};
 use crate::analyze::{Kind, MethodInfo, Output};
+use crate::types::is_byte_vec;
 
 /// The client type with its constants and one `async fn` per method.
 pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
@@ -43,7 +44,7 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
 
     // The client type.
     let client_methods = methods.iter().map(|m| {
-        let parts = MethodParts::new(m);
+        let parts = MethodParts::new(m, krate);
         let (id_const, fp_const) = (&m.id_const, &m.fp_const);
         let (req, value) = (&parts.req, &parts.value);
         let cmd =
@@ -69,12 +70,22 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
             ),
             (Kind::Request, Output::Value(t)) => (
                 quote!(::core::result::Result<#t, #krate::rpc::CallError>),
-                quote!(self.inner.call::<#req, #t>(#cmd, &#value).await),
+                if is_byte_vec(t) {
+                    quote!(self.inner.call::<#req, #krate::codec::ByteVec>(#cmd, &#value).await
+                        .map(#krate::codec::ByteVec::into_vec))
+                } else {
+                    quote!(self.inner.call::<#req, #t>(#cmd, &#value).await)
+                },
                 format!("Calls `{}` (command {}).", m.name, m.id),
             ),
             (Kind::Request, Output::Fallible(t, e)) => (
                 quote!(::core::result::Result<#t, #krate::rpc::CallError<#e>>),
-                quote!(self.inner.call_fallible::<#req, #t, #e>(#cmd, &#value).await),
+                if is_byte_vec(t) {
+                    quote!(self.inner.call_fallible::<#req, #krate::codec::ByteVec, #e>(#cmd, &#value)
+                        .await.map(#krate::codec::ByteVec::into_vec))
+                } else {
+                    quote!(self.inner.call_fallible::<#req, #t, #e>(#cmd, &#value).await)
+                },
                 format!(
                     "Calls `{}` (command {}); its own error comes back as `CallError::Remote`.",
                     m.name, m.id

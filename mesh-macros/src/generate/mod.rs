@@ -9,10 +9,11 @@ mod service_trait;
 use proc_macro2::TokenStream as TokenStream2;
 use quote::{format_ident, quote};
 use syn::ext::IdentExt;
-use syn::{Ident, ItemTrait, Path, Visibility};
+use syn::{Ident, ItemTrait, Path, Type, Visibility};
 
 use crate::analyze::{Kind, MethodInfo, Output};
 use crate::args::ServiceArgs;
+use crate::types::is_byte_vec;
 
 pub(crate) use service_trait::sanitize_trait;
 
@@ -89,13 +90,19 @@ pub(crate) struct MethodParts {
 }
 
 impl MethodParts {
-    pub(crate) fn new(m: &MethodInfo) -> MethodParts {
-        let names = m.args.iter().map(|(i, _)| i);
-        let types = m.args.iter().map(|(_, t)| t);
+    pub(crate) fn new(m: &MethodInfo, krate: &Path) -> MethodParts {
+        let types = m.args.iter().map(|(_, t)| wire_type(t, krate));
+        let values = m.args.iter().map(|(i, t)| {
+            if is_byte_vec(t) {
+                quote!(#krate::codec::ByteVec::from(#i))
+            } else {
+                quote!(#i)
+            }
+        });
         MethodParts {
             params: m.args.iter().map(|(i, t)| quote!(#i: #t)).collect(),
             req: quote!((#(#types,)*)),
-            value: quote!((#(#names,)*)),
+            value: quote!((#(#values,)*)),
         }
     }
 
@@ -120,6 +127,16 @@ impl MethodParts {
                 #body
             }
         }
+    }
+}
+
+/// The type a value of `ty` crosses the network as: `Vec<u8>` as bytes (the same encoding,
+/// decoded in one copy instead of byte by byte), anything else as itself.
+pub(crate) fn wire_type(ty: &Type, krate: &Path) -> TokenStream2 {
+    if is_byte_vec(ty) {
+        quote!(#krate::codec::ByteVec)
+    } else {
+        quote!(#ty)
     }
 }
 

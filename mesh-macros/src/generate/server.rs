@@ -2,10 +2,11 @@
 
 use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::quote;
-use syn::{Ident, LitStr, Type};
+use syn::{Ident, LitStr};
 
-use super::Names;
+use super::{Names, wire_type};
 use crate::analyze::{Kind, MethodInfo, Output};
+use crate::types::is_byte_vec;
 
 /// The server type and its `Service` implementation.
 pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
@@ -26,9 +27,25 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
         let id_const = &m.id_const;
         let fp_const = &m.fp_const;
         let arg_names: Vec<&Ident> = m.args.iter().map(|(i, _)| i).collect();
-        let types: Vec<&Type> = m.args.iter().map(|(_, t)| t).collect();
+        let types: Vec<TokenStream2> = m.args.iter().map(|(_, t)| wire_type(t, krate)).collect();
         let ctx_param = if m.has_ctx { quote!(#ctx) } else { quote!(_) };
         let ctx_arg = if m.has_ctx { quote!(#ctx,) } else { quote!() };
+        let call_args = m.args.iter().map(|(i, t)| {
+            if is_byte_vec(t) {
+                quote!(#i.into_vec())
+            } else {
+                quote!(#i)
+            }
+        });
+        let call = quote!(<#imp as #trait_ident>::#ident(&*#svc, #ctx_arg #(#call_args),*).await);
+        // A `Vec<u8>` result goes back as bytes.
+        let call = match &m.output {
+            Output::Value(t) if is_byte_vec(t) => quote!(#krate::codec::ByteVec::from(#call)),
+            Output::Fallible(t, _) if is_byte_vec(t) => {
+                quote!(#call.map(#krate::codec::ByteVec::from))
+            }
+            _ => call,
+        };
         let build = match (&m.output, m.kind) {
             (Output::Fallible(..), Kind::Request) => quote!(#krate::rpc::fallible_handler),
             _ => quote!(#krate::rpc::handler),
@@ -44,7 +61,7 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
                         move |#ctx_param: #krate::rpc::CallContext, (#(#arg_names,)*): (#(#types,)*)| {
                             let #svc = ::core::clone::Clone::clone(&#svc);
                             async move {
-                                <#imp as #trait_ident>::#ident(&*#svc, #ctx_arg #(#arg_names),*).await
+                                #call
                             }
                         },
                     ),
