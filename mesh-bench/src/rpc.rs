@@ -36,6 +36,14 @@ const WARMUP: usize = 200;
 const ROUND_TRIPS: usize = 2000;
 const IN_FLIGHT: usize = 64;
 const TPUT_CALLS: usize = 100_000;
+
+/// Calls per run: `default`, or `MESH_BENCH_CALLS` (a longer run to profile).
+fn calls_or(default: usize) -> usize {
+    std::env::var("MESH_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 const TEN_MB: usize = 10 * 1024 * 1024;
 const BIG_ROUNDS: usize = 5;
 /// Every child exits on its own after this long.
@@ -104,8 +112,9 @@ async fn rpc_rtt(server: SocketAddr) -> Res {
     let m = mesh().await?;
     let msg = Bytes::from_static(&[7u8; 32]);
     let client = Client::for_node(server).on(&m);
-    let mut samples = Vec::with_capacity(ROUND_TRIPS);
-    for i in 0..WARMUP + ROUND_TRIPS {
+    let trips = calls_or(ROUND_TRIPS);
+    let mut samples = Vec::with_capacity(trips);
+    for i in 0..WARMUP + trips {
         let t = Instant::now();
         let back: Bytes = client.call(ECHO, &msg).await?;
         if i >= WARMUP {
@@ -133,7 +142,8 @@ where
     for _ in 0..WARMUP {
         call().await?;
     }
-    let mut lat = Vec::with_capacity(TPUT_CALLS);
+    let calls = calls_or(TPUT_CALLS);
+    let mut lat = Vec::with_capacity(calls);
     let start = Instant::now();
     let timed = |f: Fut| async move {
         let t = Instant::now();
@@ -147,7 +157,7 @@ where
     }
     while let Some(r) = running.next().await {
         lat.push(r?.as_secs_f64() * 1e6);
-        if issued < TPUT_CALLS {
+        if issued < calls {
             running.push(timed(call()));
             issued += 1;
         }
@@ -173,7 +183,13 @@ async fn rpc_tput(server: SocketAddr) -> Res {
             Ok(())
         }
     })
-    .await
+    .await?;
+    let c = m.stats().transport;
+    eprintln!(
+        "rpc-tput: {} messages, {} datagrams out, {} in, {} packets",
+        c.messages_sent, c.datagrams_out, c.datagrams_in, c.packets_sent
+    );
+    Ok(())
 }
 
 async fn rpc_10mb(server: SocketAddr) -> Res {

@@ -317,13 +317,17 @@ impl Rpc {
         let deadline = Instant::now() + timeout;
         // A new span of the caller's trace (or a new trace): the callee's handler runs in it.
         let trace = scope::outgoing_trace();
-        let addr = tokio::time::timeout_at(deadline, self.resolve(target, command))
-            .await
-            .map_err(|_| CallError::Timeout {
-                target: target.clone(),
-                command,
-                after: timeout,
-            })??;
+        // An address needs no lookup, and so no timer.
+        let addr = match target.addr() {
+            Some(a) => a,
+            None => tokio::time::timeout_at(deadline, self.resolve(target, command))
+                .await
+                .map_err(|_| CallError::Timeout {
+                    target: target.clone(),
+                    command,
+                    after: timeout,
+                })??,
+        };
         self.check_incarnation(target, addr, command)?;
         if self.is_local(addr) {
             let reply = self
@@ -385,12 +389,20 @@ impl Rpc {
             command,
             after: timeout,
         };
-        let queued =
-            tokio::time::timeout_at(deadline, self.transport.queue(addr, channel, bytes)).await;
-        let mut delivery = match queued {
-            Err(_) => return Err(timed_out()),
-            Ok(Err(e)) => return Err(transport_error(target, command, e)),
+        // Common case: the peer's queue has room, and no timer is needed to wait for it.
+        let mut delivery = match self.transport.queue_or_return(addr, channel, bytes) {
+            Err(e) => return Err(transport_error(target, command, e)),
             Ok(Ok(d)) => d,
+            Ok(Err(bytes)) => {
+                let queued =
+                    tokio::time::timeout_at(deadline, self.transport.queue(addr, channel, bytes))
+                        .await;
+                match queued {
+                    Err(_) => return Err(timed_out()),
+                    Ok(Err(e)) => return Err(transport_error(target, command, e)),
+                    Ok(Ok(d)) => d,
+                }
+            }
         };
         let mut acked = false;
         let outcome = loop {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio_util::sync::CancellationToken;
 
 use super::wire::Status;
 
@@ -25,7 +24,7 @@ pub struct CallContext {
     pub(crate) membership: crate::discovery::Membership,
     pub(crate) command: u16,
     pub(crate) deadline: Option<Instant>,
-    pub(crate) cancel: CancellationToken,
+    pub(crate) cancel: super::cancel::Cancel,
     pub(crate) oneway: bool,
     pub(crate) trace: Option<super::TraceContext>,
 }

@@ -8,6 +8,7 @@
 //! with, the handler builders, and how deadlines and traces travel ([`TraceContext`]).
 
 mod broadcast;
+mod cancel;
 mod client;
 mod error;
 mod fanout;
@@ -199,11 +200,11 @@ pub(crate) struct Rpc {
     /// Wakes the expiry task when a call has an earlier deadline than it is armed for.
     rearm: tokio::sync::Notify,
     next_id: AtomicU64,
-    running: Mutex<FastMap<(SocketAddr, u64), CancellationToken>>,
+    running: Mutex<FastMap<(SocketAddr, u64), cancel::Cancel>>,
     pub(crate) permits: Arc<Semaphore>,
     accepting: AtomicBool,
     /// Cancels every running handler (after the drain bound at stop).
-    handlers_stop: CancellationToken,
+    handlers_stop: cancel::Cancel,
     pub(crate) counters: RpcCounters,
     /// Round-robin positions of balanced calls, per (node type, command).
     balance: Mutex<FastMap<(String, u16), usize>>,
@@ -235,7 +236,7 @@ impl Rpc {
             next_id: AtomicU64::new(1),
             running: Mutex::new(FastMap::default()),
             accepting: AtomicBool::new(true),
-            handlers_stop: CancellationToken::new(),
+            handlers_stop: cancel::Cancel::new(),
             counters: RpcCounters::default(),
             balance: Mutex::new(FastMap::default()),
             backlog: Backlog::default(),

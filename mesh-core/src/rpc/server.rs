@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::cancel::Cancel;
 use bytes::Bytes;
 use futures::FutureExt;
-use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::handler::{CallContext, Reply};
@@ -34,7 +34,7 @@ impl Rpc {
         from: SocketAddr,
         command: u16,
         deadline: Option<Instant>,
-        cancel: CancellationToken,
+        cancel: Cancel,
         trace: Option<TraceContext>,
     ) -> CallContext {
         CallContext {
@@ -105,7 +105,7 @@ impl Rpc {
             return refuse(Reply::failure(Status::Overloaded, ""));
         };
         // Cancelled by the caller, or at the end of the drain (see `Rpc::drain`).
-        let cancel = CancellationToken::new();
+        let cancel = Cancel::new();
         {
             let mut running = lock(&self.running);
             if running.contains_key(&(from, id)) {
@@ -132,7 +132,8 @@ impl Rpc {
                     biased;
                     r = run => Some(r),
                     _ = cancel.cancelled() => None,
-                    _ = tokio::time::sleep_until(deadline.into()) => None,
+                    // Built only if the handler has to wait: most answer at once.
+                    () = async { tokio::time::sleep_until(deadline.into()).await } => None,
                 };
                 lock(&this.running).remove(&(from, id));
                 // The handler is done: its permit goes back before the response is
@@ -181,7 +182,7 @@ impl Rpc {
             tracing::debug!(%from, command = cmd, "overloaded: one-way message dropped");
             return;
         };
-        let cancel = self.handlers_stop.child_token();
+        let cancel = self.handlers_stop.child();
         let ctx = self.context(from, cmd, None, cancel.clone(), None);
         let span = super::debug_span(|| tracing::debug_span!("oneway", %from, command = cmd));
         super::run_inline(
@@ -218,7 +219,7 @@ impl Rpc {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             return Reply::failure(Status::Overloaded, "");
         };
-        let cancel = self.handlers_stop.child_token();
+        let cancel = self.handlers_stop.child();
         let deadline = Instant::now() + timeout;
         let ctx = self.context(self.local, cmd, Some(deadline), cancel.clone(), Some(trace));
         let scope = Scope {
