@@ -6,6 +6,7 @@
 //! interleaved; each ratio is the median of per-round ratios. Loopback only; every loop is
 //! bounded in count and time.
 
+mod alloc;
 mod discovery;
 mod roles;
 mod rpc;
@@ -17,6 +18,9 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use stats::median;
+
+#[global_allocator]
+static ALLOCATOR: alloc::Counting = alloc::Counting;
 
 /// A child process that is killed when dropped.
 struct Proc(Child, BufReader<std::process::ChildStdout>);

@@ -150,6 +150,7 @@ where
         f.await.map(|()| t.elapsed())
     };
     let mut running = futures::stream::FuturesUnordered::new();
+    let allocs_before = crate::alloc::allocations();
     let mut issued = 0;
     while issued < IN_FLIGHT {
         running.push(timed(call()));
@@ -163,10 +164,14 @@ where
         }
     }
     let secs = start.elapsed().as_secs_f64();
+    // Every allocation of the client process while the calls ran (its runtime's threads
+    // too), per call: the harness's own share (one task per call) is the same for both.
+    let allocs = (crate::alloc::allocations() - allocs_before) as f64 / lat.len() as f64;
     println!(
-        "{:.0} {:.2}",
+        "{:.0} {:.2} {:.2}",
         lat.len() as f64 / secs,
-        percentile(&lat, 99.0)
+        percentile(&lat, 99.0),
+        allocs
     );
     Ok(())
 }
@@ -431,6 +436,8 @@ pub(crate) fn bench(rounds: usize) {
         let t = measure(&["tarpc-echo"], &["tarpc-tput"], CROSS, None);
         push("rpc.tput64.calls_per_s", m.first());
         push("rpc.tput64.p99", m.get(1));
+        push("rpc.tput64.client_allocs_per_call", m.get(2));
+        push("tarpc.tput64.client_allocs_per_call", t.get(2));
         push("tarpc.tput64.calls_per_s", t.first());
         push("tarpc.tput64.p99", t.get(1));
         if let (Some(x), Some(y)) = (m.first(), t.first()) {
@@ -463,6 +470,7 @@ pub(crate) fn bench(rounds: usize) {
         ("tarpc.rtt.p99.cross", "us"),
         ("tarpc.tput64.calls_per_s", "calls/s"),
         ("tarpc.tput64.p99", "us"),
+        ("tarpc.tput64.client_allocs_per_call", "allocs"),
         ("tcp.10mb.echo.ms", "ms"),
         ("rpc.rtt.p50.same", "us"),
         ("rpc.rtt.p99.same", "us"),
@@ -470,6 +478,7 @@ pub(crate) fn bench(rounds: usize) {
         ("rpc.rtt.p99.cross", "us"),
         ("rpc.tput64.calls_per_s", "calls/s"),
         ("rpc.tput64.p99", "us"),
+        ("rpc.tput64.client_allocs_per_call", "allocs"),
         ("rpc.10mb.echo.ms", "ms"),
         ("rpc.10mb.vec.echo.ms", "ms"),
         ("rpc.10mb.bytes.echo.ms", "ms"),
