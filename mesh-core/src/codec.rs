@@ -34,13 +34,25 @@ pub enum CodecError {
     Decode(String),
 }
 
+/// Encodings up to this size are built on the stack (see [`encode`]).
+const SMALL_ENCODE: usize = 256;
+
 /// Encodes `value` with postcard into a fresh buffer.
 ///
 /// Every message body of the mesh goes through this function and [`decode`]: this is the
 /// one place the wire encoding of values is chosen.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
-    // Most messages are small: one allocation instead of several doublings from empty.
-    postcard::to_extend(value, Vec::with_capacity(128))
+    // Most messages are small: written on the stack first, then copied into one buffer of
+    // exactly their size (one allocation; a `Vec` with spare capacity would take a second
+    // one to become `Bytes`).
+    let mut small = [0u8; SMALL_ENCODE];
+    if let Ok(used) = postcard::to_slice(value, &mut small) {
+        return Ok(Bytes::copy_from_slice(used));
+    }
+    // Too large, or an error. A full buffer does not always say so (a `collect_str` that
+    // runs out of room reports a formatting error), so any failure is tried again on a
+    // growing buffer, which reports the real error if there is one.
+    postcard::to_extend(value, Vec::with_capacity(4 * SMALL_ENCODE))
         .map(Bytes::from)
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
@@ -62,6 +74,43 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_and_large_encodings_agree_at_the_stack_buffer_edge() {
+        // Around the size where `encode` switches from the stack buffer to a growing one.
+        for len in [
+            0,
+            1,
+            SMALL_ENCODE - 3,
+            SMALL_ENCODE - 2,
+            SMALL_ENCODE - 1,
+            SMALL_ENCODE,
+            4096,
+        ] {
+            let value: Vec<u16> = (0..len as u16).collect();
+            let b = encode(&value).expect("encodes");
+            let plain = postcard::to_allocvec(&value).expect("encodes");
+            assert_eq!(b.as_ref(), plain.as_slice(), "length {len}");
+            assert_eq!(decode::<Vec<u16>>(&b).expect("decodes"), value);
+        }
+    }
+
+    /// Serialized through `collect_str`, as types with a `Display` form often are.
+    struct Shown(String);
+    impl Serialize for Shown {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_collected_string_too_large_for_the_stack_buffer_still_encodes() {
+        // Running out of room inside `collect_str` is reported as a formatting error, not
+        // as a full buffer: `encode` must still fall back to a growing buffer.
+        let long = "n".repeat(3 * SMALL_ENCODE);
+        let b = encode(&vec![Shown(long.clone())]).expect("encodes");
+        assert_eq!(decode::<Vec<String>>(&b).expect("decodes"), vec![long]);
+    }
 
     #[test]
     fn round_trip_and_trailing_bytes() {
