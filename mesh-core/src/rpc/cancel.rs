@@ -17,13 +17,18 @@ pub(crate) struct Cancel(Arc<Node>);
 struct Node {
     set: AtomicBool,
     notify: Notify,
-    /// The parent, its parent, and so on (flat: nothing here recurses).
-    ancestors: Vec<Arc<Node>>,
+    /// The signal this one also fires with (walked in a loop, never by recursion).
+    parent: Option<Arc<Node>>,
 }
 
 impl Node {
     fn is_set(&self) -> bool {
         self.set.load(Ordering::Acquire)
+    }
+
+    /// This node, its parent, its parent's parent, and so on.
+    fn chain(self: &Arc<Self>) -> impl Iterator<Item = &Arc<Node>> {
+        std::iter::successors(Some(self), |n| n.parent.as_ref())
     }
 
     /// Resolves once this very node has fired.
@@ -49,11 +54,8 @@ impl Cancel {
 
     /// A signal that also fires when this one does.
     pub(crate) fn child(&self) -> Self {
-        let mut ancestors = Vec::with_capacity(self.0.ancestors.len() + 1);
-        ancestors.push(self.0.clone());
-        ancestors.extend(self.0.ancestors.iter().cloned());
         Self(Arc::new(Node {
-            ancestors,
+            parent: Some(self.0.clone()),
             ..Node::default()
         }))
     }
@@ -66,18 +68,15 @@ impl Cancel {
 
     /// Whether this signal or an ancestor's has fired.
     pub(crate) fn is_cancelled(&self) -> bool {
-        self.0.is_set() || self.0.ancestors.iter().any(|a| a.is_set())
+        self.0.chain().any(|n| n.is_set())
     }
 
     /// Resolves once this signal or an ancestor's has fired.
     pub(crate) async fn cancelled(&self) {
-        if self.0.ancestors.is_empty() {
+        if self.0.parent.is_none() {
             return self.0.fired().await;
         }
-        let all = std::iter::once(&self.0)
-            .chain(self.0.ancestors.iter())
-            .map(|n| Box::pin(n.fired()));
-        futures::future::select_all(all).await;
+        futures::future::select_all(self.0.chain().map(|n| Box::pin(n.fired()))).await;
     }
 
     /// Fires the signal when the guard is dropped, unless disarmed first.
@@ -110,20 +109,29 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[tokio::test]
-    async fn fires_once_for_every_waiter_and_clone() {
-        let c = Cancel::new();
-        let waiter = tokio::spawn({
-            let c = c.clone();
-            async move { c.cancelled().await }
-        });
+    /// A task awaiting `c`, already parked on it.
+    async fn waiting_on(c: &Cancel) -> tokio::task::JoinHandle<()> {
+        let c = c.clone();
+        let waiter = tokio::spawn(async move { c.cancelled().await });
         tokio::task::yield_now().await;
-        assert!(!c.is_cancelled());
-        c.cancel();
+        waiter
+    }
+
+    /// Fails unless `waiter` finishes within a bound.
+    async fn woke(waiter: tokio::task::JoinHandle<()>) {
         tokio::time::timeout(Duration::from_secs(5), waiter)
             .await
             .expect("the waiter woke")
             .expect("the waiter ran");
+    }
+
+    #[tokio::test]
+    async fn fires_once_for_every_waiter_and_clone() {
+        let c = Cancel::new();
+        let waiter = waiting_on(&c).await;
+        assert!(!c.is_cancelled());
+        c.cancel();
+        woke(waiter).await;
         assert!(c.is_cancelled());
         // Already fired: resolves at once.
         c.cancelled().await;
@@ -137,16 +145,9 @@ mod tests {
         sibling.cancel();
         assert!(!parent.is_cancelled());
         assert!(!child.is_cancelled());
-        let waiter = tokio::spawn({
-            let child = child.clone();
-            async move { child.cancelled().await }
-        });
-        tokio::task::yield_now().await;
+        let waiter = waiting_on(&child).await;
         parent.cancel();
-        tokio::time::timeout(Duration::from_secs(5), waiter)
-            .await
-            .expect("the child woke with its parent")
-            .expect("the waiter ran");
+        woke(waiter).await;
         assert!(child.is_cancelled());
     }
 

@@ -317,17 +317,13 @@ impl Rpc {
         let deadline = Instant::now() + timeout;
         // A new span of the caller's trace (or a new trace): the callee's handler runs in it.
         let trace = scope::outgoing_trace();
-        // An address needs no lookup, and so no timer.
-        let addr = match target.addr() {
-            Some(a) => a,
-            None => tokio::time::timeout_at(deadline, self.resolve(target, command))
-                .await
-                .map_err(|_| CallError::Timeout {
-                    target: target.clone(),
-                    command,
-                    after: timeout,
-                })??,
-        };
+        let addr = until(deadline, self.resolve(target, command))
+            .await
+            .map_err(|()| CallError::Timeout {
+                target: target.clone(),
+                command,
+                after: timeout,
+            })??;
         self.check_incarnation(target, addr, command)?;
         if self.is_local(addr) {
             let reply = self
@@ -389,20 +385,11 @@ impl Rpc {
             command,
             after: timeout,
         };
-        // Common case: the peer's queue has room, and no timer is needed to wait for it.
-        let mut delivery = match self.transport.queue_or_return(addr, channel, bytes) {
-            Err(e) => return Err(transport_error(target, command, e)),
+        let queued = until(deadline, self.transport.queue(addr, channel, bytes)).await;
+        let mut delivery = match queued {
+            Err(()) => return Err(timed_out()),
+            Ok(Err(e)) => return Err(transport_error(target, command, e)),
             Ok(Ok(d)) => d,
-            Ok(Err(bytes)) => {
-                let queued =
-                    tokio::time::timeout_at(deadline, self.transport.queue(addr, channel, bytes))
-                        .await;
-                match queued {
-                    Err(_) => return Err(timed_out()),
-                    Ok(Err(e)) => return Err(transport_error(target, command, e)),
-                    Ok(Ok(d)) => d,
-                }
-            }
         };
         let mut acked = false;
         let outcome = loop {
@@ -469,6 +456,16 @@ impl Rpc {
             .send_unreliable(addr, wire::oneway(command, fingerprint, &payload))
             .map_err(|e| transport_error(target, command, e))
     }
+}
+
+/// `fut`'s result, or `Err(())` once `deadline` has passed. A future that is ready at once
+/// (an address needs no lookup, a queue with room takes the message) never builds a timer.
+async fn until<F: std::future::Future>(deadline: Instant, fut: F) -> Result<F::Output, ()> {
+    let mut fut = std::pin::pin!(fut);
+    if let std::task::Poll::Ready(v) = futures::poll!(fut.as_mut()) {
+        return Ok(v);
+    }
+    tokio::time::timeout_at(deadline, fut).await.map_err(|_| ())
 }
 
 /// `fut`'s result, or `Timeout` (naming `target`) once `timeout` has passed.

@@ -288,7 +288,7 @@ impl Transport {
     }
 
     /// Queues the message, or hands `data` back if the peer's send queue is full.
-    pub(crate) fn queue_or_return(
+    fn queue_or_return(
         &self,
         peer: SocketAddr,
         channel: u8,
