@@ -9,7 +9,9 @@
 //! built either way talk to each other). Inside your own types, mark such fields
 //! `#[serde(with = "mesh_core::codec::serde_bytes")]` (or use `Bytes`) for the same speed.
 
-use bytes::Bytes;
+use std::any::Any;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// The [`serde_bytes`](https://docs.rs/serde_bytes) crate, for `#[serde(with = ...)]` on byte
@@ -42,19 +44,64 @@ const SMALL_ENCODE: usize = 256;
 /// Every message body of the mesh goes through this function and [`decode`]: this is the
 /// one place the wire encoding of values is chosen.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Bytes, CodecError> {
+    // An exact-size buffer becomes `Bytes` without another allocation.
+    encode_after(0, value).map(BytesMut::freeze)
+}
+
+/// Encodes `value` after `headroom` zero bytes, where the caller writes an envelope header in
+/// place: one buffer for the whole message.
+pub(crate) fn encode_after<T: Serialize + ?Sized>(
+    headroom: usize,
+    value: &T,
+) -> Result<BytesMut, CodecError> {
     // Most messages are small: written on the stack first, then copied into one buffer of
     // exactly their size (one allocation; a `Vec` with spare capacity would take a second
     // one to become `Bytes`).
     let mut small = [0u8; SMALL_ENCODE];
     if let Ok(used) = postcard::to_slice(value, &mut small) {
-        return Ok(Bytes::copy_from_slice(used));
+        let mut out = BytesMut::with_capacity(headroom + used.len());
+        out.put_bytes(0, headroom);
+        out.extend_from_slice(used);
+        return Ok(out);
     }
     // Too large, or an error. A full buffer does not always say so (a `collect_str` that
     // runs out of room reports a formatting error), so any failure is tried again on a
     // growing buffer, which reports the real error if there is one.
-    postcard::to_extend(value, Vec::with_capacity(4 * SMALL_ENCODE))
-        .map(Bytes::from)
+    // Sized first (cheap: a byte string counts as its length), so a large value is written
+    // once into one buffer of its size instead of into one that grows and copies itself.
+    let size = postcard::experimental::serialized_size(value).unwrap_or(4 * SMALL_ENCODE);
+    let mut out = Vec::with_capacity(headroom + size);
+    out.resize(headroom, 0);
+    postcard::to_extend(value, out)
+        .map(|v| BytesMut::from(Bytes::from(v)))
         .map_err(|e| CodecError::Encode(e.to_string()))
+}
+
+/// Decodes a value of type `T` from `bytes` like [`decode`], without a copy when `T` is
+/// [`Bytes`]: the value then shares `bytes`' buffer.
+pub(crate) fn decode_shared<T: DeserializeOwned + 'static>(bytes: Bytes) -> Result<T, CodecError> {
+    let mut value: Option<T> = None;
+    match (&mut value as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
+        Some(out) => *out = Some(bytes_within(bytes)?),
+        None => return decode(&bytes),
+    }
+    value.ok_or_else(|| CodecError::Decode("no value".into()))
+}
+
+/// The bytes a postcard-encoded byte string holds, as a view of the same buffer.
+fn bytes_within(mut bytes: Bytes) -> Result<Bytes, CodecError> {
+    let (inner, rest) = postcard::take_from_bytes::<&[u8]>(&bytes)
+        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(trailing(rest.len()));
+    }
+    let len = inner.len();
+    bytes.advance(bytes.len() - len);
+    Ok(bytes)
+}
+
+fn trailing(n: usize) -> CodecError {
+    CodecError::Decode(format!("{n} unexpected trailing bytes"))
 }
 
 /// Decodes a value of type `T` from `bytes`; trailing bytes are an error.
@@ -64,10 +111,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if rest.is_empty() {
         Ok(value)
     } else {
-        Err(CodecError::Decode(format!(
-            "{} unexpected trailing bytes",
-            rest.len()
-        )))
+        Err(trailing(rest.len()))
     }
 }
 
@@ -93,6 +137,41 @@ mod tests {
             assert_eq!(b.as_ref(), plain.as_slice(), "length {len}");
             assert_eq!(decode::<Vec<u16>>(&b).expect("decodes"), value);
         }
+    }
+
+    #[test]
+    fn headroom_comes_first_and_the_encoding_after_it() {
+        for len in [0usize, 10, SMALL_ENCODE, 5000] {
+            let value = Bytes::from(vec![3u8; len]);
+            let b = encode_after(37, &value).expect("encodes");
+            assert!(b[..37].iter().all(|&x| x == 0));
+            assert_eq!(
+                &b[37..],
+                encode(&value).expect("encodes").as_ref(),
+                "length {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn shared_decoding_of_bytes_views_the_same_buffer() {
+        for len in [0usize, 1, 127, 128, 70_000] {
+            let value = Bytes::from(vec![5u8; len]);
+            let wire = encode(&value).expect("encodes");
+            let start = wire.as_ptr() as usize;
+            let back: Bytes = decode_shared(wire.clone()).expect("decodes");
+            assert_eq!(back, value);
+            // The view starts inside the encoded buffer, after the length prefix.
+            assert!(back.is_empty() || back.as_ptr() as usize > start);
+            let mut longer = wire.to_vec();
+            longer.push(1);
+            assert!(decode_shared::<Bytes>(Bytes::from(longer)).is_err());
+        }
+        // Any other type decodes as `decode` does.
+        let wire = encode(&(7u32, "x")).expect("encodes");
+        let v: (u32, String) = decode_shared(wire).expect("decodes");
+        assert_eq!(v, (7, "x".to_string()));
+        assert!(decode_shared::<Bytes>(Bytes::from_static(&[0x05, 1])).is_err());
     }
 
     /// Serialized through `collect_str`, as types with a `Display` form often are.

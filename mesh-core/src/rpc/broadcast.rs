@@ -15,6 +15,7 @@ use super::client::{Command, encode, typed, typed_fallible, untyped_error, withi
 use super::error::CallError;
 use super::process::{Route, Via};
 use super::scope;
+use super::wire::Body;
 use crate::node::Target;
 
 /// A handle for reaching many nodes at once (a broadcast): a request on every target with
@@ -109,10 +110,10 @@ impl Broadcast {
         };
         let calls = targets.into_iter().map(|t| {
             let rpc = rpc.clone();
-            let payload = payload.clone();
+            let body = Body::copy(&payload);
             async move {
                 let r = rpc
-                    .call(&t, command.id, command.fingerprint, payload, timeout)
+                    .call(&t, command.id, command.fingerprint, body, timeout)
                     .await;
                 (t, r)
             }
@@ -128,7 +129,7 @@ impl Broadcast {
     ) -> Result<Vec<(Target, Result<Resp, CallError>)>, CallError>
     where
         Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + 'static,
     {
         let command = command.into();
         let payload = encode(command.id, req)?;
@@ -152,7 +153,7 @@ impl Broadcast {
     ) -> Result<Vec<(Target, Result<Resp, CallError<E>>)>, CallError>
     where
         Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + 'static,
         E: DeserializeOwned,
     {
         let command = command.into();

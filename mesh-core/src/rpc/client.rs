@@ -8,7 +8,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -18,8 +17,8 @@ use super::error::{
 use super::handler::Reply;
 use super::process::{Route, Via};
 use super::scope;
-use super::wire::{self, Status};
-use super::{Outcome, Pending, Rpc, channel_for};
+use super::wire::{self, Body, Status};
+use super::{Outcome, Pending, Rpc, Wait, channel_for};
 use crate::codec;
 use crate::node::Target;
 use crate::rudp::{Failure, SendError};
@@ -141,15 +140,15 @@ fn from_reply(
     r: Reply,
 ) -> Result<Bytes, CallError<Bytes>> {
     let t = || target.clone();
-    let text = |p: &Bytes| String::from_utf8_lossy(p).into_owned();
+    let text = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
     let malformed = || CallError::Codec {
         command,
         stage: CodecStage::DecodeResponse,
         error: format!("the {:?} status carried a malformed detail", r.status),
     };
     match r.status {
-        Status::Ok => Ok(r.payload),
-        Status::Remote => Err(CallError::Remote(r.payload)),
+        Status::Ok => Ok(r.payload.into_bytes()),
+        Status::Remote => Err(CallError::Remote(r.payload.into_bytes())),
         Status::NoHandler => Err(CallError::NoHandler {
             target: t(),
             command,
@@ -287,14 +286,15 @@ impl Rpc {
         target: &Target,
         command: u16,
         fingerprint: u32,
-        payload: Bytes,
+        body: Body,
         timeout: Duration,
     ) -> Result<Bytes, CallError<Bytes>> {
         let span = super::debug_span(|| tracing::debug_span!("call", %target, command));
         async move {
-            // The call's state (timers, queue wait, delivery) lives on the heap: the future
-            // callers hold and move around stays small.
-            let r = Box::pin(self.call_inner(target, command, fingerprint, payload, timeout)).await;
+            // The call's state (about 1.4 KB) stays in the caller's future: no allocation.
+            let r = self
+                .call_inner(target, command, fingerprint, body, timeout)
+                .await;
             if let Err(e) = &r
                 && !e.is_remote()
             {
@@ -311,7 +311,7 @@ impl Rpc {
         target: &Target,
         command: u16,
         fingerprint: u32,
-        payload: Bytes,
+        body: Body,
         timeout: Duration,
     ) -> Result<Bytes, CallError<Bytes>> {
         let deadline = Instant::now() + timeout;
@@ -327,21 +327,20 @@ impl Rpc {
         self.check_incarnation(target, addr, command)?;
         if self.is_local(addr) {
             let reply = self
-                .call_local(command, fingerprint, timeout, trace, payload)
+                .call_local(command, fingerprint, timeout, trace, body.into_payload())
                 .await;
             return from_reply(target, command, timeout, reply);
         }
         let max = self.settings.max_message_size;
-        if payload.len() + wire::REQUEST_HEADER > max {
+        if body.len() + wire::REQUEST_HEADER > max {
             return Err(CallError::TooLarge {
                 command,
-                size: payload.len() as u64,
+                size: body.len() as u64,
                 max: max as u64,
                 ran: false,
             });
         }
         let id = self.next_id();
-        let (tx, mut rx) = oneshot::channel();
         self.insert_pending(
             id,
             Pending {
@@ -352,7 +351,7 @@ impl Rpc {
                     .or(target.incarnation()),
                 command,
                 target: target.clone(),
-                tx,
+                wait: Wait::Waiting(None),
                 deadline,
                 timeout,
             },
@@ -361,17 +360,13 @@ impl Rpc {
         let ms = u32::try_from(timeout.as_millis())
             .unwrap_or(u32::MAX)
             .max(1);
-        let bytes = wire::request(
-            &wire::RequestHeader {
-                cmd: command,
-                id,
-                deadline_ms: ms,
-                fingerprint,
-                trace,
-            },
-            &payload,
-        );
-        drop(payload);
+        let bytes = body.into_request(&wire::RequestHeader {
+            cmd: command,
+            id,
+            deadline_ms: ms,
+            fingerprint,
+            trace,
+        });
         let channel = channel_for(bytes.len());
         let mut guard = CallGuard {
             rpc: self,
@@ -392,6 +387,7 @@ impl Rpc {
             Ok(Ok(d)) => d,
         };
         let mut acked = false;
+        let mut rx = std::pin::pin!(std::future::poll_fn(|cx| self.poll_outcome(id, cx)));
         let outcome = loop {
             tokio::select! {
                 biased;
@@ -407,11 +403,17 @@ impl Rpc {
         };
         guard.armed = false;
         match outcome {
-            Ok(Outcome::Response(status, payload)) => {
-                from_reply(target, command, timeout, Reply { status, payload })
-            }
-            Ok(Outcome::Failed(e)) => Err(e),
-            Err(_) => Err(CallError::ShuttingDown { side: Side::Local }),
+            Some(Outcome::Response(status, payload)) => from_reply(
+                target,
+                command,
+                timeout,
+                Reply {
+                    status,
+                    payload: payload.into(),
+                },
+            ),
+            Some(Outcome::Failed(e)) => Err(e),
+            None => Err(CallError::ShuttingDown { side: Side::Local }),
         }
     }
 
@@ -421,15 +423,15 @@ impl Rpc {
         target: &Target,
         command: u16,
         fingerprint: u32,
-        payload: Bytes,
+        body: Body,
     ) -> Result<(), CallError<Bytes>> {
         let addr = self.resolve(target, command).await?;
         self.check_incarnation(target, addr, command)?;
         if self.is_local(addr) {
-            self.on_oneway(addr, command, fingerprint, payload);
+            self.on_oneway(addr, command, fingerprint, body.into_payload());
             return Ok(());
         }
-        let bytes = wire::oneway(command, fingerprint, &payload);
+        let bytes = body.into_oneway(command, fingerprint);
         let d = self
             .transport
             .queue(addr, channel_for(bytes.len()), bytes)
@@ -444,16 +446,16 @@ impl Rpc {
         target: &Target,
         command: u16,
         fingerprint: u32,
-        payload: Bytes,
+        body: Body,
     ) -> Result<(), CallError<Bytes>> {
         let addr = self.resolve(target, command).await?;
         self.check_incarnation(target, addr, command)?;
         if self.is_local(addr) {
-            self.on_oneway(addr, command, fingerprint, payload);
+            self.on_oneway(addr, command, fingerprint, body.into_payload());
             return Ok(());
         }
         self.transport
-            .send_unreliable(addr, wire::oneway(command, fingerprint, &payload))
+            .send_unreliable(addr, body.into_oneway(command, fingerprint))
             .map_err(|e| transport_error(target, command, e))
     }
 }
@@ -490,6 +492,14 @@ pub(crate) fn encode<T: Serialize + ?Sized, E>(command: u16, v: &T) -> Result<By
     codec::encode(v).map_err(|e| codec(command, CodecStage::EncodeRequest, e))
 }
 
+/// `v` encoded as the body of one message (its envelope header is written in place later).
+pub(crate) fn encode_body<T: Serialize + ?Sized, E>(
+    command: u16,
+    v: &T,
+) -> Result<Body, CallError<E>> {
+    Body::encode(v).map_err(|e| codec(command, CodecStage::EncodeRequest, e))
+}
+
 /// A raw error of a method that cannot fail remotely, typed (a remote error here means the
 /// two sides have different signatures).
 pub(crate) fn untyped_error(target: &Target, command: u16, e: CallError<Bytes>) -> CallError {
@@ -501,24 +511,24 @@ pub(crate) fn untyped_error(target: &Target, command: u16, e: CallError<Bytes>) 
 }
 
 /// Decodes a typed result from a raw call result, for methods that cannot fail remotely.
-pub(crate) fn typed<Resp: DeserializeOwned>(
+pub(crate) fn typed<Resp: DeserializeOwned + 'static>(
     target: &Target,
     command: u16,
     r: Result<Bytes, CallError<Bytes>>,
 ) -> Result<Resp, CallError> {
     match r {
-        Ok(b) => codec::decode(&b).map_err(|e| codec(command, CodecStage::DecodeResponse, e)),
+        Ok(b) => codec::decode_shared(b).map_err(|e| codec(command, CodecStage::DecodeResponse, e)),
         Err(e) => Err(untyped_error(target, command, e)),
     }
 }
 
 /// Decodes a typed result from a raw call result, for methods returning `Result<T, E>`.
-pub(crate) fn typed_fallible<Resp: DeserializeOwned, E: DeserializeOwned>(
+pub(crate) fn typed_fallible<Resp: DeserializeOwned + 'static, E: DeserializeOwned>(
     command: u16,
     r: Result<Bytes, CallError<Bytes>>,
 ) -> Result<Resp, CallError<E>> {
     match r {
-        Ok(b) => codec::decode(&b).map_err(|e| codec(command, CodecStage::DecodeResponse, e)),
+        Ok(b) => codec::decode_shared(b).map_err(|e| codec(command, CodecStage::DecodeResponse, e)),
         Err(e) => Err(match e.split() {
             Ok(other) => other,
             Err(b) => match codec::decode::<E>(&b) {
@@ -631,12 +641,12 @@ impl Client {
     async fn raw(
         &self,
         command: Command,
-        payload: Bytes,
+        body: Body,
     ) -> Result<(Target, Result<Bytes, CallError<Bytes>>), CallError> {
         let (rpc, timeout) = self.prepare()?;
         let target = self.target(&rpc, command.id)?;
         let r = rpc
-            .call(&target, command.id, command.fingerprint, payload, timeout)
+            .call(&target, command.id, command.fingerprint, body, timeout)
             .await;
         Ok((target, r))
     }
@@ -650,11 +660,11 @@ impl Client {
     ) -> Result<Resp, CallError>
     where
         Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + 'static,
     {
         let command = command.into();
-        let payload = encode(command.id, req)?;
-        let (target, r) = self.raw(command, payload).await?;
+        let body = encode_body(command.id, req)?;
+        let (target, r) = self.raw(command, body).await?;
         typed(&target, command.id, r)
     }
 
@@ -667,12 +677,12 @@ impl Client {
     ) -> Result<Resp, CallError<E>>
     where
         Req: Serialize + ?Sized,
-        Resp: DeserializeOwned,
+        Resp: DeserializeOwned + 'static,
         E: DeserializeOwned,
     {
         let command = command.into();
-        let payload = encode(command.id, req)?;
-        match self.raw(command, payload).await {
+        let body = encode_body(command.id, req)?;
+        match self.raw(command, body).await {
             Ok((_, r)) => typed_fallible(command.id, r),
             Err(e) => Err(e.widen()),
         }
@@ -698,13 +708,13 @@ impl Client {
     ) -> Result<(), CallError> {
         let command = command.into();
         let (rpc, timeout) = self.prepare()?;
-        let payload = encode(command.id, msg)?;
+        let body = encode_body(command.id, msg)?;
         let target = self.target(&rpc, command.id)?;
         let sent = within(
             timeout,
             &target,
             command.id,
-            rpc.send_oneway(&target, command.id, command.fingerprint, payload),
+            rpc.send_oneway(&target, command.id, command.fingerprint, body),
         )
         .await;
         sent.map_err(|e| untyped_error(&target, command.id, e))
@@ -719,10 +729,26 @@ impl Client {
     ) -> Result<(), CallError> {
         let command = command.into();
         let (rpc, _) = self.prepare()?;
-        let payload = encode(command.id, msg)?;
+        let body = encode_body(command.id, msg)?;
         let target = self.target(&rpc, command.id)?;
-        rpc.usend_oneway(&target, command.id, command.fingerprint, payload)
+        rpc.usend_oneway(&target, command.id, command.fingerprint, body)
             .await
             .map_err(|e| untyped_error(&target, command.id, e))
+    }
+}
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_call_future_stays_small() {
+        // The call's state lives in the caller's future (no allocation per call): it must
+        // stay small enough to move around and to hold many of.
+        let c = super::Client::for_node(std::net::SocketAddr::from(([127, 0, 0, 1], 1)));
+        let b = bytes::Bytes::new();
+        let f = c.call::<bytes::Bytes, bytes::Bytes>(1000u16, &b);
+        assert!(
+            std::mem::size_of_val(&f) <= 2048,
+            "{} bytes",
+            std::mem::size_of_val(&f)
+        );
     }
 }

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::wire::Status;
+use super::wire::{Body, Payload, Status};
 
 use crate::discovery::BoxFuture;
 use crate::node::NodeId;
@@ -102,7 +102,7 @@ impl CallContext {
 #[derive(Debug, Clone)]
 pub struct Reply {
     pub(crate) status: Status,
-    pub(crate) payload: Bytes,
+    pub(crate) payload: Payload,
 }
 
 impl Reply {
@@ -110,7 +110,7 @@ impl Reply {
     pub fn ok(payload: Bytes) -> Reply {
         Reply {
             status: Status::Ok,
-            payload,
+            payload: payload.into(),
         }
     }
 
@@ -118,14 +118,14 @@ impl Reply {
     pub fn remote_error(payload: Bytes) -> Reply {
         Reply {
             status: Status::Remote,
-            payload,
+            payload: payload.into(),
         }
     }
 
     pub(crate) fn failure(status: Status, message: impl Into<String>) -> Reply {
         Reply {
             status,
-            payload: Bytes::from(message.into()),
+            payload: Bytes::from(message.into()).into(),
         }
     }
 }
@@ -142,19 +142,23 @@ struct Typed<F, Req, Resp, E, const FALLIBLE: bool> {
     _t: PhantomData<fn(Req) -> (Resp, E)>,
 }
 
-fn decode_request<Req: DeserializeOwned>(payload: &[u8]) -> Result<Req, Reply> {
-    crate::codec::decode(payload).map_err(|e| Reply {
+fn decode_request<Req: DeserializeOwned + 'static>(payload: Bytes) -> Result<Req, Reply> {
+    crate::codec::decode_shared(payload).map_err(|e| Reply {
         status: Status::Codec,
-        payload: super::wire::codec_detail(super::CodecStage::DecodeRequest, &e.to_string()),
+        payload: super::wire::codec_detail(super::CodecStage::DecodeRequest, &e.to_string()).into(),
     })
 }
 
 fn encode_value<T: Serialize>(v: &T, status: Status) -> Reply {
-    match crate::codec::encode(v) {
-        Ok(payload) => Reply { status, payload },
+    match Body::encode(v) {
+        Ok(body) => Reply {
+            status,
+            payload: Payload::Body(body),
+        },
         Err(e) => Reply {
             status: Status::Codec,
-            payload: super::wire::codec_detail(super::CodecStage::EncodeResponse, &e.to_string()),
+            payload: super::wire::codec_detail(super::CodecStage::EncodeResponse, &e.to_string())
+                .into(),
         },
     }
 }
@@ -167,7 +171,7 @@ where
     Resp: Serialize + Send + 'static,
 {
     fn call(&self, ctx: CallContext, payload: Bytes) -> BoxFuture<'static, Reply> {
-        match decode_request::<Req>(&payload) {
+        match decode_request::<Req>(payload) {
             Ok(req) => {
                 let fut = (self.f)(ctx, req);
                 Box::pin(async move { encode_value(&fut.await, Status::Ok) })
@@ -186,7 +190,7 @@ where
     E: Serialize + Send + 'static,
 {
     fn call(&self, ctx: CallContext, payload: Bytes) -> BoxFuture<'static, Reply> {
-        match decode_request::<Req>(&payload) {
+        match decode_request::<Req>(payload) {
             Ok(req) => {
                 let fut = (self.f)(ctx, req);
                 Box::pin(async move {

@@ -23,10 +23,11 @@ pub(crate) mod wire;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, oneshot};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use broadcast::Broadcast;
@@ -120,11 +121,45 @@ pub(crate) struct Pending {
     pub(crate) incarnation: Option<u64>,
     pub(crate) command: u16,
     pub(crate) target: crate::node::Target,
-    pub(crate) tx: oneshot::Sender<Outcome>,
+    /// The caller's waker, then the outcome until the caller takes it.
+    pub(crate) wait: Wait,
     /// When the call times out (enforced by [`expire_calls`]).
     pub(crate) deadline: tokio::time::Instant,
     /// The call's timeout, for the error.
     pub(crate) timeout: Duration,
+}
+
+/// Where a pending call stands: the map entry is its own one-shot channel (no allocation
+/// per call).
+pub(crate) enum Wait {
+    /// No outcome yet; the waker of the task that waits for it.
+    Waiting(Option<Waker>),
+    /// The outcome, not yet taken by the caller.
+    Done(Outcome),
+}
+
+impl Pending {
+    fn is_waiting(&self) -> bool {
+        matches!(self.wait, Wait::Waiting(_))
+    }
+
+    /// Records the outcome; the waker to wake once the map's lock is released.
+    fn finish(&mut self, outcome: Outcome) -> Option<Waker> {
+        match std::mem::replace(&mut self.wait, Wait::Done(outcome)) {
+            Wait::Waiting(w) => w,
+            Wait::Done(first) => {
+                // The first outcome stands.
+                self.wait = Wait::Done(first);
+                None
+            }
+        }
+    }
+}
+
+fn wake_all(wakers: Vec<Waker>) {
+    for w in wakers {
+        w.wake();
+    }
 }
 
 /// Counters of the messaging layer.
@@ -316,27 +351,27 @@ impl Rpc {
         only_incarnation: Option<u64>,
         make: impl Fn(&Pending) -> CallError<Bytes>,
     ) {
-        let failed: Vec<Pending> = {
-            let mut p = lock(&self.pending);
-            let ids: Vec<u64> = p
-                .iter()
-                .filter(|(_, v)| {
-                    v.peer == peer && only_incarnation.is_none_or(|old| v.incarnation == Some(old))
-                })
-                .map(|(k, _)| *k)
-                .collect();
-            ids.into_iter().filter_map(|id| p.remove(&id)).collect()
-        };
-        for p in failed {
-            let e = make(&p);
-            tracing::debug!(peer = %peer, command = p.command, error = ?e, "pending call failed");
-            let _ = p.tx.send(Outcome::Failed(e));
+        let mut wakers = Vec::new();
+        for p in lock(&self.pending).values_mut() {
+            if p.is_waiting()
+                && p.peer == peer
+                && only_incarnation.is_none_or(|old| p.incarnation == Some(old))
+            {
+                let e = make(p);
+                tracing::debug!(peer = %peer, command = p.command, error = ?e, "pending call failed");
+                wakers.extend(p.finish(Outcome::Failed(e)));
+            }
         }
+        wake_all(wakers);
     }
 
     /// Peers with calls waiting for a response (for liveness probes).
     pub(crate) fn pending_peers(&self) -> Vec<SocketAddr> {
-        let mut v: Vec<SocketAddr> = lock(&self.pending).values().map(|p| p.peer).collect();
+        let mut v: Vec<SocketAddr> = lock(&self.pending)
+            .values()
+            .filter(|p| p.is_waiting())
+            .map(|p| p.peer)
+            .collect();
         v.sort();
         v.dedup();
         v
@@ -377,12 +412,15 @@ impl Rpc {
         for t in lock(&self.running).values() {
             t.cancel();
         }
-        let pending: Vec<Pending> = lock(&self.pending).drain().map(|(_, v)| v).collect();
-        for p in pending {
-            let _ = p.tx.send(Outcome::Failed(CallError::ShuttingDown {
-                side: Side::Local,
-            }));
-        }
+        let wakers: Vec<Waker> = lock(&self.pending)
+            .values_mut()
+            .filter_map(|p| {
+                p.finish(Outcome::Failed(CallError::ShuttingDown {
+                    side: Side::Local,
+                }))
+            })
+            .collect();
+        wake_all(wakers);
     }
 
     /// Bytes not yet acknowledged by peers that are listed in the view and reachable.
@@ -443,23 +481,45 @@ impl Rpc {
     }
 
     fn on_response(&self, from: SocketAddr, id: u64, status: wire::Status, payload: Bytes) {
-        let p = {
+        let woken = {
             let mut pending = lock(&self.pending);
-            match pending.get(&id) {
-                Some(p) if p.peer == from => pending.remove(&id),
+            match pending.get_mut(&id) {
+                Some(p) if p.peer == from && p.is_waiting() => {
+                    Some(p.finish(Outcome::Response(status, payload)))
+                }
                 _ => None,
             }
         };
-        match p {
-            Some(p) => {
-                let _ = p.tx.send(Outcome::Response(status, payload));
-            }
+        match woken {
+            Some(w) => w.into_iter().for_each(Waker::wake),
             None => {
-                // Late (after a timeout or cancel) or forged: nobody waits for it.
+                // Late (after a timeout or cancel), a duplicate, or forged: nobody waits for it.
                 self.counters
                     .unknown_response
                     .fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// The outcome of call `id` once there is one (`None`: the call is not known, which
+    /// only a stopped node can cause); until then the task is woken when it comes.
+    pub(crate) fn poll_outcome(&self, id: u64, cx: &mut Context<'_>) -> Poll<Option<Outcome>> {
+        let mut pending = lock(&self.pending);
+        let Some(p) = pending.get_mut(&id) else {
+            return Poll::Ready(None);
+        };
+        match &mut p.wait {
+            Wait::Waiting(w) => {
+                match w {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => *w = Some(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            Wait::Done(_) => match pending.remove(&id).map(|p| p.wait) {
+                Some(Wait::Done(o)) => Poll::Ready(Some(o)),
+                _ => Poll::Ready(None),
+            },
         }
     }
 
@@ -476,27 +536,26 @@ impl Rpc {
 
     /// Fails the calls whose deadline passed; returns the next deadline to wake for.
     fn expire(&self, now: tokio::time::Instant) -> Option<tokio::time::Instant> {
-        let (expired, next) = {
+        let mut wakers = Vec::new();
+        let mut next: Option<tokio::time::Instant> = None;
+        {
             let mut pending = lock(&self.pending);
-            let ids: Vec<u64> = pending
-                .iter()
-                .filter(|(_, p)| p.deadline <= now)
-                .map(|(id, _)| *id)
-                .collect();
-            let expired: Vec<Pending> = ids.iter().filter_map(|id| pending.remove(id)).collect();
-            let next = pending.values().map(|p| p.deadline).min();
+            for p in pending.values_mut().filter(|p| p.is_waiting()) {
+                if p.deadline <= now {
+                    let e = CallError::Timeout {
+                        target: p.target.clone(),
+                        command: p.command,
+                        after: p.timeout,
+                    };
+                    tracing::debug!(command = p.command, target = %p.target, "call timed out");
+                    wakers.extend(p.finish(Outcome::Failed(e)));
+                } else if next.is_none_or(|n| p.deadline < n) {
+                    next = Some(p.deadline);
+                }
+            }
             *lock(&self.armed) = next;
-            (expired, next)
-        };
-        for p in expired {
-            let e = CallError::Timeout {
-                target: p.target.clone(),
-                command: p.command,
-                after: p.timeout,
-            };
-            tracing::debug!(command = p.command, target = %p.target, "call timed out");
-            let _ = p.tx.send(Outcome::Failed(e));
         }
+        wake_all(wakers);
         next
     }
 
@@ -509,8 +568,11 @@ impl Rpc {
         }
     }
 
+    /// Forgets call `id`; whether it was still waiting for its outcome.
     pub(crate) fn remove_pending(&self, id: u64) -> bool {
-        lock(&self.pending).remove(&id).is_some()
+        lock(&self.pending)
+            .remove(&id)
+            .is_some_and(|p| p.is_waiting())
     }
 
     /// Encodes a response and queues it without waiting (a full send queue hands it to a
@@ -521,12 +583,12 @@ impl Rpc {
         let reply = if reply.payload.len() + 10 > max {
             Reply {
                 status: wire::Status::TooLarge,
-                payload: wire::too_large_detail(reply.payload.len() as u64, max as u64),
+                payload: wire::too_large_detail(reply.payload.len() as u64, max as u64).into(),
             }
         } else {
             reply
         };
-        let bytes = wire::response(id, reply.status, &reply.payload);
+        let bytes = reply.payload.into_response(id, reply.status);
         let ch = channel_for(bytes.len());
         match self.transport.queue_detached_or_return(to, ch, bytes) {
             Ok(Ok(())) => {}

@@ -67,7 +67,7 @@ impl Rpc {
             };
             return Err(Reply {
                 status: Status::Incompatible,
-                payload: detail.encode(),
+                payload: detail.encode().into(),
             });
         }
         Ok(entry)

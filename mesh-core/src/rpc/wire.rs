@@ -130,18 +130,141 @@ pub(crate) struct RequestHeader {
 #[error("malformed mesh envelope: {0}")]
 pub(crate) struct Malformed(pub(crate) &'static str);
 
+/// Fixed bytes before a one-way message's payload.
+const ONEWAY_HEADER: usize = 1 + 2 + 4;
+
+/// Fixed bytes before a response's payload.
+const RESPONSE_HEADER: usize = 1 + 8 + 1;
+
+/// A message body with room before it for the envelope header (the largest, a request's),
+/// written in place when the body is sent: one buffer per message, and no copy.
+#[derive(Debug, Clone)]
+pub(crate) struct Body(BytesMut);
+
+impl Body {
+    /// Room kept before the payload.
+    const HEADROOM: usize = REQUEST_HEADER;
+
+    /// `value` encoded.
+    pub(crate) fn encode<T: serde::Serialize + ?Sized>(
+        value: &T,
+    ) -> Result<Body, crate::codec::CodecError> {
+        crate::codec::encode_after(Self::HEADROOM, value).map(Body)
+    }
+
+    /// A copy of an encoded `payload`.
+    pub(crate) fn copy(payload: &[u8]) -> Body {
+        let mut b = BytesMut::with_capacity(Self::HEADROOM + payload.len());
+        b.put_bytes(0, Self::HEADROOM);
+        b.put_slice(payload);
+        Body(b)
+    }
+
+    /// The payload alone (for a handler in this process).
+    pub(crate) fn into_payload(self) -> Bytes {
+        let mut b = self.0.freeze();
+        b.advance(Self::HEADROOM);
+        b
+    }
+
+    /// The body as a request envelope.
+    pub(crate) fn into_request(mut self, h: &RequestHeader) -> Bytes {
+        let mut head = &mut self.0[..REQUEST_HEADER];
+        head.put_u8(REQUEST);
+        head.put_u16_le(h.cmd);
+        head.put_u64_le(h.id);
+        head.put_u32_le(h.deadline_ms);
+        head.put_u32_le(h.fingerprint);
+        head.put_u128_le(h.trace.trace_id);
+        head.put_u64_le(h.trace.parent_id);
+        head.put_u8(h.trace.flags);
+        self.0.freeze()
+    }
+
+    /// The body as a one-way envelope.
+    pub(crate) fn into_oneway(self, cmd: u16, fingerprint: u32) -> Bytes {
+        self.behind(ONEWAY_HEADER, |mut head| {
+            head.put_u8(ONEWAY);
+            head.put_u16_le(cmd);
+            head.put_u32_le(fingerprint);
+        })
+    }
+
+    /// The body as a response envelope.
+    pub(crate) fn into_response(self, id: u64, status: Status) -> Bytes {
+        self.behind(RESPONSE_HEADER, |mut head| {
+            head.put_u8(RESPONSE);
+            head.put_u64_le(id);
+            head.put_u8(status as u8);
+        })
+    }
+
+    /// The body behind a header of `len` bytes that `write` fills.
+    fn behind(mut self, len: usize, write: impl FnOnce(&mut [u8])) -> Bytes {
+        let skip = Self::HEADROOM - len;
+        write(&mut self.0[skip..Self::HEADROOM]);
+        let mut b = self.0.freeze();
+        b.advance(skip);
+        b
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+
+    /// The payload.
+    fn deref(&self) -> &[u8] {
+        &self.0[Self::HEADROOM..]
+    }
+}
+
+/// The encoded payload of a reply: bytes as given, or a [`Body`] the response envelope is
+/// written around in place.
+#[derive(Debug, Clone)]
+pub(crate) enum Payload {
+    Plain(Bytes),
+    Body(Body),
+}
+
+impl Payload {
+    /// The payload alone.
+    pub(crate) fn into_bytes(self) -> Bytes {
+        match self {
+            Payload::Plain(b) => b,
+            Payload::Body(b) => b.into_payload(),
+        }
+    }
+
+    /// The payload in a response envelope.
+    pub(crate) fn into_response(self, id: u64, status: Status) -> Bytes {
+        match self {
+            Payload::Plain(b) => response(id, status, &b),
+            Payload::Body(b) => b.into_response(id, status),
+        }
+    }
+}
+
+impl From<Bytes> for Payload {
+    fn from(b: Bytes) -> Payload {
+        Payload::Plain(b)
+    }
+}
+
+impl std::ops::Deref for Payload {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Plain(b) => b,
+            Payload::Body(b) => b,
+        }
+    }
+}
+
+/// A request envelope around `payload` (a copy).
+#[cfg(test)]
 pub(crate) fn request(h: &RequestHeader, payload: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(REQUEST_HEADER + payload.len());
-    b.put_u8(REQUEST);
-    b.put_u16_le(h.cmd);
-    b.put_u64_le(h.id);
-    b.put_u32_le(h.deadline_ms);
-    b.put_u32_le(h.fingerprint);
-    b.put_u128_le(h.trace.trace_id);
-    b.put_u64_le(h.trace.parent_id);
-    b.put_u8(h.trace.flags);
-    b.put_slice(payload);
-    b.freeze()
+    Body::copy(payload).into_request(h)
 }
 
 /// The detail of an `Incompatible` refusal: the method there and both fingerprints.
@@ -226,7 +349,7 @@ pub(crate) fn decode_too_large(mut b: &[u8]) -> Option<(u64, u64)> {
 }
 
 pub(crate) fn response(id: u64, status: Status, payload: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(10 + payload.len());
+    let mut b = BytesMut::with_capacity(RESPONSE_HEADER + payload.len());
     b.put_u8(RESPONSE);
     b.put_u64_le(id);
     b.put_u8(status as u8);
@@ -235,7 +358,7 @@ pub(crate) fn response(id: u64, status: Status, payload: &[u8]) -> Bytes {
 }
 
 pub(crate) fn oneway(cmd: u16, fingerprint: u32, payload: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(7 + payload.len());
+    let mut b = BytesMut::with_capacity(ONEWAY_HEADER + payload.len());
     b.put_u8(ONEWAY);
     b.put_u16_le(cmd);
     b.put_u32_le(fingerprint);
@@ -501,6 +624,45 @@ mod tests {
         }
         assert_eq!(relay_len(&b6, &[a, b6], 7), relay(&rh, &[a, b6], p).len());
         assert_ne!(fingerprint("a"), fingerprint("b"));
+    }
+
+    #[test]
+    fn bodies_written_in_place_equal_the_copied_envelopes() {
+        let header = RequestHeader {
+            cmd: 1001,
+            id: u64::MAX - 3,
+            deadline_ms: 1,
+            fingerprint: 0xdead_beef,
+            trace: TraceContext {
+                trace_id: 1,
+                parent_id: 2,
+                flags: 0,
+            },
+        };
+        for len in [0usize, 1, 300, 70_000] {
+            let value = Bytes::from(vec![0xa5u8; len]);
+            let encoded = crate::codec::encode(&value).expect("encodes");
+            let body = Body::encode(&value).expect("encodes");
+            assert_eq!(&body[..], &encoded[..]);
+            assert_eq!(body.clone().into_payload(), encoded);
+            assert_eq!(
+                body.clone().into_request(&header),
+                request(&header, &encoded)
+            );
+            assert_eq!(body.clone().into_oneway(9, 4), oneway(9, 4, &encoded));
+            assert_eq!(
+                body.clone().into_response(5, Status::Ok),
+                response(5, Status::Ok, &encoded)
+            );
+            let copied = Body::copy(&encoded);
+            assert_eq!(copied.into_request(&header), request(&header, &encoded));
+            let reply = Payload::Body(body);
+            assert_eq!(&reply[..], &encoded[..]);
+            assert_eq!(
+                reply.into_response(6, Status::Remote),
+                Payload::Plain(encoded.clone()).into_response(6, Status::Remote)
+            );
+        }
     }
 
     #[test]
