@@ -77,12 +77,20 @@ pub(crate) fn encode_after<T: Serialize + ?Sized>(
         .map_err(|e| CodecError::Encode(e.to_string()))
 }
 
+/// The largest message a decoded [`Bytes`] is a view of; larger ones are copied. A view pins
+/// the whole received buffer, and while a large one is pinned the allocations that follow
+/// (typically the response) cannot reuse its memory and take fresh pages: measured on a
+/// 10 MB echo, the view cost 7,500 more page faults on the server and about 4 ms more than
+/// the copy it saved.
+const VIEW_MAX: usize = 1 << 20;
+
 /// Decodes a value of type `T` from `bytes` like [`decode`], without a copy when `T` is
-/// [`Bytes`]: the value then shares `bytes`' buffer.
+/// [`Bytes`] and the message is at most [`VIEW_MAX`]: the value then shares `bytes`' buffer.
 pub(crate) fn decode_shared<T: DeserializeOwned + 'static>(bytes: Bytes) -> Result<T, CodecError> {
     let mut value: Option<T> = None;
     match (&mut value as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
-        Some(out) => *out = Some(bytes_within(bytes)?),
+        Some(out) if bytes.len() <= VIEW_MAX => *out = Some(bytes_within(bytes)?),
+        Some(_) => return decode(&bytes),
         None => return decode(&bytes),
     }
     value.ok_or_else(|| CodecError::Decode("no value".into()))
@@ -155,14 +163,15 @@ mod tests {
 
     #[test]
     fn shared_decoding_of_bytes_views_the_same_buffer() {
-        for len in [0usize, 1, 127, 128, 70_000] {
+        for len in [0usize, 1, 127, 128, 70_000, VIEW_MAX + 1] {
             let value = Bytes::from(vec![5u8; len]);
             let wire = encode(&value).expect("encodes");
             let start = wire.as_ptr() as usize;
             let back: Bytes = decode_shared(wire.clone()).expect("decodes");
             assert_eq!(back, value);
-            // The view starts inside the encoded buffer, after the length prefix.
-            assert!(back.is_empty() || back.as_ptr() as usize > start);
+            // A view starts inside the encoded buffer, after the length prefix; a copy does not.
+            let inside = (start..start + wire.len()).contains(&(back.as_ptr() as usize));
+            assert_eq!(inside, len > 0 && len < VIEW_MAX, "length {len}");
             let mut longer = wire.to_vec();
             longer.push(1);
             assert!(decode_shared::<Bytes>(Bytes::from(longer)).is_err());
