@@ -94,6 +94,11 @@ pub(crate) async fn within<F: Future>(scope: Scope, fut: F) -> F::Output {
     CURRENT.scope(scope, fut).await
 }
 
+/// Runs `f` (a handler's synchronous part, or one poll of it) inside `scope`.
+pub(crate) fn enter<R>(scope: Scope, f: impl FnOnce() -> R) -> R {
+    CURRENT.sync_scope(scope, f)
+}
+
 fn current() -> Option<Scope> {
     CURRENT.try_with(|s| *s).ok()
 }

@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use super::cancel::Cancel;
 use bytes::Bytes;
 use futures::FutureExt;
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::handler::{CallContext, Reply};
@@ -116,44 +118,78 @@ impl Rpc {
         }
         let deadline = Instant::now() + Duration::from_millis(u64::from(deadline_ms));
         let ctx = self.context(from, cmd, Some(deadline), cancel.clone(), Some(trace));
-        let this = self.clone();
         let scope = Scope {
             deadline: Some(deadline),
             trace,
         };
-        super::run_inline(
+        // The handler's first poll runs here, on the transport's task: a handler that
+        // answers at once costs no task and no allocation beyond its own future.
+        let handler = entry.handler;
+        let first = {
+            let _in = span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| {
+                scope::enter(scope, || {
+                    let mut fut = handler.call(ctx, payload);
+                    let mut cx = Context::from_waker(Waker::noop());
+                    match fut.poll_unpin(&mut cx) {
+                        Poll::Ready(reply) => Ok(reply),
+                        Poll::Pending => Err(fut),
+                    }
+                })
+            }))
+        };
+        let fut = match first {
+            Ok(Ok(reply)) => return self.finish(from, id, permit, span, Some(Ok(reply))),
+            Err(p) => return self.finish(from, id, permit, span, Some(Err(p))),
+            Ok(Err(fut)) => fut,
+        };
+        // It waits: the rest runs on a task of its own. Whatever the first poll registered
+        // the no-op waker with is registered again by the task's first poll, which always
+        // happens, so no wake-up is lost.
+        let this = self.clone();
+        let task_span = span.clone();
+        tokio::spawn(
             async move {
-                let handler = entry.handler;
-                let run = AssertUnwindSafe(scope::within(scope, async move {
-                    handler.call(ctx, payload).await
-                }))
-                .catch_unwind();
+                let run = AssertUnwindSafe(scope::within(scope, fut)).catch_unwind();
                 let outcome = tokio::select! {
                     biased;
                     r = run => Some(r),
                     _ = cancel.cancelled() => None,
-                    // Built only if the handler has to wait: most answer at once.
-                    () = async { tokio::time::sleep_until(deadline.into()).await } => None,
+                    () = tokio::time::sleep_until(deadline.into()) => None,
                 };
-                lock(&this.running).remove(&(from, id));
-                // The handler is done: its permit goes back before the response is
-                // acknowledged (the drain at stop waits for responses separately).
-                drop(permit);
-                match outcome {
-                    Some(Ok(reply)) => {
-                        tracing::debug!(status = ?reply.status, "request handled");
-                        this.respond(from, id, reply);
-                    }
-                    Some(Err(p)) => {
-                        let message = panic_message(p.as_ref());
-                        tracing::error!(%message, "handler panicked; the node keeps running");
-                        this.respond(from, id, Reply::failure(Status::Panicked, message));
-                    }
-                    None => tracing::debug!("request cancelled or past its deadline: no response"),
-                }
+                this.finish(from, id, permit, span, outcome);
             }
-            .instrument(span),
+            .instrument(task_span),
         );
+    }
+
+    /// Ends a request: forgets it, returns its permit, and answers it (`None`: cancelled or
+    /// past its deadline, no answer).
+    fn finish(
+        self: &Arc<Self>,
+        from: SocketAddr,
+        id: u64,
+        permit: OwnedSemaphorePermit,
+        span: tracing::Span,
+        outcome: Option<std::thread::Result<Reply>>,
+    ) {
+        let _in = span.enter();
+        lock(&self.running).remove(&(from, id));
+        // The handler is done: its permit goes back before the response is acknowledged
+        // (the drain at stop waits for responses separately).
+        drop(permit);
+        match outcome {
+            Some(Ok(reply)) => {
+                tracing::debug!(status = ?reply.status, "request handled");
+                self.respond(from, id, reply);
+            }
+            Some(Err(p)) => {
+                let message = panic_message(p.as_ref());
+                tracing::error!(%message, "handler panicked; the node keeps running");
+                self.respond(from, id, Reply::failure(Status::Panicked, message));
+            }
+            None => tracing::debug!("request cancelled or past its deadline: no response"),
+        }
     }
 
     /// Runs the handler of a one-way message (no response).
