@@ -7,20 +7,9 @@ use std::time::{Duration, Instant};
 
 use mesh_core::config::MeshConfig;
 use mesh_core::{Discovery, LeaveReason, LocalRegistry, Mesh, MeshError, MeshEvent, NodeStatus};
+use mesh_tests::mesh::{TICK, node};
 use mesh_tests::node::NodeProcess;
 use tokio::sync::broadcast;
-
-const TICK: Duration = Duration::from_millis(100);
-
-async fn local(reg: &LocalRegistry, node_type: &str) -> Mesh {
-    Mesh::builder()
-        .node_type(node_type)
-        .discovery(Discovery::local_registry(reg))
-        .update_interval(TICK)
-        .start()
-        .await
-        .unwrap()
-}
 
 /// Waits (bounded) for an event matching `f`.
 async fn wait_event(
@@ -53,7 +42,7 @@ async fn local_join_leave_queries_values_status_hooks() {
         .await
         .unwrap();
     let mut ev = a.events();
-    let b = local(&reg, "lobby").await;
+    let b = node(&reg, "lobby").await;
     let e = wait_event(&mut ev, |e| matches!(e, MeshEvent::Joined(_))).await;
     assert_eq!(e.node_id(), Some(b.id()));
     assert_eq!(a.nodes().len(), 2);

@@ -12,19 +12,10 @@ use mesh_core::rpc::{
     fallible_handler, fingerprint, handler, raw_handler,
 };
 use mesh_core::{CallContext, Discovery, LocalRegistry, Mesh, NodeStatus};
+use mesh_tests::mesh::node;
 use mesh_tests::node::NodeProcess;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
-
-async fn start(reg: &LocalRegistry, node_type: &str) -> Mesh {
-    Mesh::builder()
-        .node_type(node_type)
-        .discovery(Discovery::local_registry(reg))
-        .update_interval(Duration::from_millis(100))
-        .start()
-        .await
-        .unwrap()
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 enum MathError {
@@ -34,8 +25,8 @@ enum MathError {
 #[tokio::test]
 async fn typed_calls_remote_errors_and_local_short_circuit() {
     let reg = LocalRegistry::new();
-    let a = start(&reg, "math").await;
-    let b = start(&reg, "web").await;
+    let a = node(&reg, "math").await;
+    let b = node(&reg, "web").await;
     let _add = a
         .handle(
             10,
@@ -108,7 +99,7 @@ async fn every_error_kind_for_real() {
         .start()
         .await
         .unwrap();
-    let b = start(&reg, "cli").await;
+    let b = node(&reg, "cli").await;
     let _slow = a
         .handle(
             1,
@@ -323,8 +314,8 @@ impl mesh_core::rpc::Service for FingerprintedService {
 #[tokio::test]
 async fn deadline_travels_and_dropping_the_call_cancels_it_remotely() {
     let reg = LocalRegistry::new();
-    let a = start(&reg, "srv").await;
-    let b = start(&reg, "cli").await;
+    let a = node(&reg, "srv").await;
+    let b = node(&reg, "cli").await;
     let (tx, mut rx) = mpsc::unbounded_channel::<&'static str>();
     let _h = a
         .handle(
@@ -371,8 +362,8 @@ async fn deadline_travels_and_dropping_the_call_cancels_it_remotely() {
 #[tokio::test]
 async fn a_thousand_concurrent_calls() {
     let reg = LocalRegistry::new();
-    let a = start(&reg, "srv").await;
-    let b = start(&reg, "cli").await;
+    let a = node(&reg, "srv").await;
+    let b = node(&reg, "cli").await;
     let _h = a
         .handle(
             1,
@@ -395,12 +386,12 @@ async fn a_thousand_concurrent_calls() {
 #[tokio::test]
 async fn send_usend_and_a_relay_to_twenty_nodes_with_limit_two() {
     let reg = LocalRegistry::new();
-    let origin = start(&reg, "origin").await;
+    let origin = node(&reg, "origin").await;
     let (tx, mut rx) = mpsc::unbounded_channel::<(String, u32)>();
     let mut nodes = Vec::new();
     let mut guards = Vec::new();
     for _ in 0..20 {
-        let m = start(&reg, "leaf").await;
+        let m = node(&reg, "leaf").await;
         let me = m.id().to_string();
         let tx = tx.clone();
         guards.push(
@@ -508,7 +499,7 @@ impl mesh_core::rpc::Service for OneWayService {
 #[tokio::test]
 async fn untyped_broadcasts_carry_the_fingerprint_through_the_relay_tree() {
     let reg = LocalRegistry::new();
-    let origin = start(&reg, "origin").await;
+    let origin = node(&reg, "origin").await;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let fp = fingerprint("S::m(u32)->()");
     let mut nodes = Vec::new();
@@ -518,7 +509,7 @@ async fn untyped_broadcasts_carry_the_fingerprint_through_the_relay_tree() {
         ("same", fp),
         ("unchecked", 0),
     ] {
-        let m = start(&reg, "leaf").await;
+        let m = node(&reg, "leaf").await;
         let tx = tx.clone();
         guards.push(
             m.serve(OneWayService {
@@ -609,7 +600,7 @@ async fn untyped_broadcasts_carry_the_fingerprint_through_the_relay_tree() {
 #[tokio::test]
 async fn balanced_calls_spread_evenly_and_skip_nodes_that_do_not_serve_or_are_taken() {
     let reg = LocalRegistry::new();
-    let client = start(&reg, "client").await;
+    let client = node(&reg, "client").await;
     let counts = Arc::new([
         AtomicUsize::new(0),
         AtomicUsize::new(0),
@@ -619,7 +610,7 @@ async fn balanced_calls_spread_evenly_and_skip_nodes_that_do_not_serve_or_are_ta
     let mut nodes = Vec::new();
     let mut guards = Vec::new();
     for i in 0..4usize {
-        let m = start(&reg, "worker").await;
+        let m = node(&reg, "worker").await;
         if i < 3 {
             let counts = counts.clone();
             guards.push(
@@ -693,7 +684,7 @@ async fn balanced_calls_spread_evenly_and_skip_nodes_that_do_not_serve_or_are_ta
 #[tokio::test]
 async fn a_node_killed_mid_call_fails_its_callers_with_unreachable_not_timeout() {
     let reg = LocalRegistry::new();
-    let me = start(&reg, "caller").await;
+    let me = node(&reg, "caller").await;
     let mut node = NodeProcess::spawn(&[("MESH_NODE_TYPE", "victim")]).unwrap();
     let target = node.id;
     let call = {
@@ -732,7 +723,7 @@ async fn a_node_killed_mid_call_fails_its_callers_with_unreachable_not_timeout()
 #[tokio::test]
 async fn a_restarted_node_is_reported_as_restarted() {
     let reg = LocalRegistry::new();
-    let me = start(&reg, "caller").await;
+    let me = node(&reg, "caller").await;
     let port = mesh_tests::redis::free_port().unwrap().to_string();
     let mut first = NodeProcess::spawn(&[("MESH_PORT", port.as_str())]).unwrap();
     let old = first.id;
@@ -778,8 +769,8 @@ async fn a_restarted_node_is_reported_as_restarted() {
 #[tokio::test]
 async fn raw_handlers_and_reserved_or_duplicate_ids() {
     let reg = LocalRegistry::new();
-    let a = start(&reg, "srv").await;
-    let b = start(&reg, "cli").await;
+    let a = node(&reg, "srv").await;
+    let b = node(&reg, "cli").await;
     let _raw = a
         .handle(
             1,
@@ -812,8 +803,8 @@ async fn raw_handlers_and_reserved_or_duplicate_ids() {
 #[tokio::test]
 async fn each_call_times_out_at_its_own_deadline() {
     let reg = LocalRegistry::new();
-    let a = start(&reg, "srv").await;
-    let b = start(&reg, "cli").await;
+    let a = node(&reg, "srv").await;
+    let b = node(&reg, "cli").await;
     let _slow = a
         .handle(
             1,

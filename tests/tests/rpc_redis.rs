@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use mesh_core::prelude::*;
 use mesh_core::{MeshEvent, rpc::Client};
+use mesh_tests::mesh::redis_node;
 use mesh_tests::node::NodeProcess;
 use mesh_tests::redis::RedisServer;
 
@@ -47,25 +48,14 @@ impl Counter for MyCounter {
     }
 }
 
-async fn node(url: &str, prefix: &str, ty: &str) -> Mesh {
-    Mesh::builder()
-        .node_type(ty)
-        .discovery(Discovery::redis(url))
-        .prefix(prefix)
-        .update_interval(Duration::from_millis(100))
-        .start()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_calls_between_nodes_found_through_redis() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
-    let c1 = node(&url, "rpc", "counter").await;
-    let c2 = node(&url, "rpc", "counter").await;
-    let idle = node(&url, "rpc", "counter").await; // same type, does not serve
-    let web = node(&url, "rpc", "web").await;
+    let c1 = redis_node(&url, "rpc", "counter").await;
+    let c2 = redis_node(&url, "rpc", "counter").await;
+    let idle = redis_node(&url, "rpc", "counter").await; // same type, does not serve
+    let web = redis_node(&url, "rpc", "web").await;
     let _s1 = c1
         .serve(CounterServer::new(MyCounter("c1".into())))
         .unwrap();
@@ -119,7 +109,7 @@ async fn typed_calls_between_nodes_found_through_redis() {
 async fn a_node_killed_mid_call_fails_the_call_as_unreachable() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url();
-    let me = node(&url, "kill", "caller").await;
+    let me = redis_node(&url, "kill", "caller").await;
     let mut events = me.events();
     let env_url = url.clone();
     let mut victim = tokio::task::spawn_blocking(move || {
