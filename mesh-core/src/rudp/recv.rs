@@ -444,6 +444,20 @@ mod tests {
     }
 
     #[test]
+    fn whole_messages_then_a_partial_one_at_every_split_point() {
+        let msgs: [&[u8]; 5] = [b"one", b"two!", b"three", b"", b"a longer fifth one"];
+        let stream = frame(&msgs);
+        for cut in 0..=stream.len() {
+            let mut ch = RecvChannel::new(1024, 100, 64);
+            let mut out = VecDeque::new();
+            ch.on_stream(0, &stream[..cut], &mut out).unwrap();
+            ch.on_stream(cut as u64, &stream[cut..], &mut out).unwrap();
+            assert_eq!(messages(out), msgs.to_vec(), "cut at {cut}");
+            assert_eq!(ch.buffered(), 0);
+        }
+    }
+
+    #[test]
     fn out_of_order_bytes_of_a_message_are_placed_and_counted_once() {
         let body: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
         let stream = frame(&[&body, b"next"]);
