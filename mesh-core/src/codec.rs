@@ -66,9 +66,9 @@ pub(crate) fn encode_after<T: Serialize + ?Sized>(
     }
     // Too large, or an error. A full buffer does not always say so (a `collect_str` that
     // runs out of room reports a formatting error), so any failure is tried again on a
-    // growing buffer, which reports the real error if there is one.
-    // Sized first (cheap: a byte string counts as its length), so a large value is written
-    // once into one buffer of its size instead of into one that grows and copies itself.
+    // heap buffer, which reports the real error if there is one. The value is sized first
+    // (cheap: a byte string counts as its length), so a large one is written once into a
+    // buffer of its size instead of into one that grows and copies itself.
     let size = postcard::experimental::serialized_size(value).unwrap_or(4 * SMALL_ENCODE);
     let mut out = Vec::with_capacity(headroom + size);
     out.resize(headroom, 0);
@@ -90,8 +90,7 @@ pub(crate) fn decode_shared<T: DeserializeOwned + 'static>(bytes: Bytes) -> Resu
     let mut value: Option<T> = None;
     match (&mut value as &mut dyn Any).downcast_mut::<Option<Bytes>>() {
         Some(out) if bytes.len() <= VIEW_MAX => *out = Some(bytes_within(bytes)?),
-        Some(_) => return decode(&bytes),
-        None => return decode(&bytes),
+        _ => return decode(&bytes),
     }
     value.ok_or_else(|| CodecError::Decode("no value".into()))
 }

@@ -89,18 +89,6 @@ pub(crate) fn debug_span(make: impl FnOnce() -> tracing::Span) -> tracing::Span 
     }
 }
 
-/// Runs `fut` until its first pending point on the calling task, and spawns the rest only
-/// if it has to wait: a handler that answers at once costs no task.
-pub(crate) fn run_inline(fut: impl std::future::Future<Output = ()> + Send + 'static) {
-    let mut fut = Box::pin(fut);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    if fut.as_mut().poll(&mut cx).is_pending() {
-        // Whatever it registered the no-op waker with is registered again by the task's
-        // first poll, which always happens: no wake-up is lost.
-        tokio::spawn(fut);
-    }
-}
-
 pub(crate) fn channel_for(len: usize) -> u8 {
     if len > BULK_THRESHOLD {
         CH_BULK
@@ -580,7 +568,7 @@ impl Rpc {
     /// stop waits until everything sent is acknowledged.
     pub(crate) fn respond(self: &Arc<Self>, to: SocketAddr, id: u64, reply: Reply) {
         let max = self.settings.max_message_size;
-        let reply = if reply.payload.len() + 10 > max {
+        let reply = if reply.payload.len() + wire::RESPONSE_HEADER > max {
             Reply {
                 status: wire::Status::TooLarge,
                 payload: wire::too_large_detail(reply.payload.len() as u64, max as u64).into(),

@@ -19,6 +19,7 @@ use super::registry::Entry;
 use super::scope::{self, Scope, TraceContext};
 use super::wire::{Mismatch, RequestHeader, Status};
 use super::{Rpc, lock};
+use crate::discovery::BoxFuture;
 
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
@@ -28,6 +29,28 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     } else {
         "a panic with a non-string payload".to_string()
     }
+}
+
+/// A handler's future, still to run on a task of its own.
+type Waiting = BoxFuture<'static, Reply>;
+
+/// Calls a handler and polls its future once, here, on the transport's task, catching a
+/// panic: a handler that answers at once costs no task. One that has to wait is handed back
+/// to run on a task of its own; whatever it registered the no-op waker with is registered
+/// again by that task's first poll, which always happens, so no wake-up is lost.
+fn first_poll(call: impl FnOnce() -> Waiting) -> std::thread::Result<Result<Reply, Waiting>> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut fut = call();
+        match fut.poll_unpin(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(reply) => Ok(reply),
+            Poll::Pending => Err(fut),
+        }
+    }))
+}
+
+fn oneway_panicked(span: &tracing::Span, p: &(dyn std::any::Any + Send)) {
+    let _in = span.enter();
+    tracing::error!(message = %panic_message(p), "one-way handler panicked; the node keeps running");
 }
 
 impl Rpc {
@@ -122,30 +145,15 @@ impl Rpc {
             deadline: Some(deadline),
             trace,
         };
-        // The handler's first poll runs here, on the transport's task: a handler that
-        // answers at once costs no task and no allocation beyond its own future.
-        let handler = entry.handler;
         let first = {
             let _in = span.enter();
-            std::panic::catch_unwind(AssertUnwindSafe(|| {
-                scope::enter(scope, || {
-                    let mut fut = handler.call(ctx, payload);
-                    let mut cx = Context::from_waker(Waker::noop());
-                    match fut.poll_unpin(&mut cx) {
-                        Poll::Ready(reply) => Ok(reply),
-                        Poll::Pending => Err(fut),
-                    }
-                })
-            }))
+            scope::enter(scope, || first_poll(|| entry.handler.call(ctx, payload)))
         };
         let fut = match first {
             Ok(Ok(reply)) => return self.finish(from, id, permit, span, Some(Ok(reply))),
             Err(p) => return self.finish(from, id, permit, span, Some(Err(p))),
             Ok(Err(fut)) => fut,
         };
-        // It waits: the rest runs on a task of its own. Whatever the first poll registered
-        // the no-op waker with is registered again by the task's first poll, which always
-        // happens, so no wake-up is lost.
         let this = self.clone();
         let task_span = span.clone();
         tokio::spawn(
@@ -221,21 +229,28 @@ impl Rpc {
         let cancel = self.handlers_stop.child();
         let ctx = self.context(from, cmd, None, cancel.clone(), None);
         let span = super::debug_span(|| tracing::debug_span!("oneway", %from, command = cmd));
-        super::run_inline(
+        let first = {
+            let _in = span.enter();
+            first_poll(|| entry.handler.call(ctx, payload))
+        };
+        let fut = match first {
+            Ok(Ok(_)) => return,
+            Err(p) => return oneway_panicked(&span, p.as_ref()),
+            Ok(Err(fut)) => fut,
+        };
+        let task_span = span.clone();
+        tokio::spawn(
             async move {
-                let handler = entry.handler;
-                let run = AssertUnwindSafe(async move { handler.call(ctx, payload).await })
-                    .catch_unwind();
                 tokio::select! {
                     biased;
-                    r = run => if let Err(p) = r {
-                        tracing::error!(message = %panic_message(p.as_ref()), "one-way handler panicked; the node keeps running");
+                    r = AssertUnwindSafe(fut).catch_unwind() => if let Err(p) = r {
+                        oneway_panicked(&span, p.as_ref());
                     },
                     _ = cancel.cancelled() => {}
                 }
                 drop(permit);
             }
-            .instrument(span),
+            .instrument(task_span),
         );
     }
 

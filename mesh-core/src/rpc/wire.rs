@@ -134,7 +134,7 @@ pub(crate) struct Malformed(pub(crate) &'static str);
 const ONEWAY_HEADER: usize = 1 + 2 + 4;
 
 /// Fixed bytes before a response's payload.
-const RESPONSE_HEADER: usize = 1 + 8 + 1;
+pub(crate) const RESPONSE_HEADER: usize = 1 + 8 + 1;
 
 /// A message body with room before it for the envelope header (the largest, a request's),
 /// written in place when the body is sent: one buffer per message, and no copy.
@@ -168,34 +168,21 @@ impl Body {
     }
 
     /// The body as a request envelope.
-    pub(crate) fn into_request(mut self, h: &RequestHeader) -> Bytes {
-        let mut head = &mut self.0[..REQUEST_HEADER];
-        head.put_u8(REQUEST);
-        head.put_u16_le(h.cmd);
-        head.put_u64_le(h.id);
-        head.put_u32_le(h.deadline_ms);
-        head.put_u32_le(h.fingerprint);
-        head.put_u128_le(h.trace.trace_id);
-        head.put_u64_le(h.trace.parent_id);
-        head.put_u8(h.trace.flags);
-        self.0.freeze()
+    pub(crate) fn into_request(self, h: &RequestHeader) -> Bytes {
+        self.behind(REQUEST_HEADER, |mut head| put_request_header(&mut head, h))
     }
 
     /// The body as a one-way envelope.
     pub(crate) fn into_oneway(self, cmd: u16, fingerprint: u32) -> Bytes {
         self.behind(ONEWAY_HEADER, |mut head| {
-            head.put_u8(ONEWAY);
-            head.put_u16_le(cmd);
-            head.put_u32_le(fingerprint);
+            put_oneway_header(&mut head, cmd, fingerprint);
         })
     }
 
     /// The body as a response envelope.
     pub(crate) fn into_response(self, id: u64, status: Status) -> Bytes {
         self.behind(RESPONSE_HEADER, |mut head| {
-            head.put_u8(RESPONSE);
-            head.put_u64_le(id);
-            head.put_u8(status as u8);
+            put_response_header(&mut head, id, status);
         })
     }
 
@@ -348,20 +335,39 @@ pub(crate) fn decode_too_large(mut b: &[u8]) -> Option<(u64, u64)> {
     Some((b.get_u64_le(), b.get_u64_le()))
 }
 
-pub(crate) fn response(id: u64, status: Status, payload: &[u8]) -> Bytes {
-    let mut b = BytesMut::with_capacity(RESPONSE_HEADER + payload.len());
+fn put_request_header(b: &mut impl BufMut, h: &RequestHeader) {
+    b.put_u8(REQUEST);
+    b.put_u16_le(h.cmd);
+    b.put_u64_le(h.id);
+    b.put_u32_le(h.deadline_ms);
+    b.put_u32_le(h.fingerprint);
+    b.put_u128_le(h.trace.trace_id);
+    b.put_u64_le(h.trace.parent_id);
+    b.put_u8(h.trace.flags);
+}
+
+fn put_response_header(b: &mut impl BufMut, id: u64, status: Status) {
     b.put_u8(RESPONSE);
     b.put_u64_le(id);
     b.put_u8(status as u8);
+}
+
+fn put_oneway_header(b: &mut impl BufMut, cmd: u16, fingerprint: u32) {
+    b.put_u8(ONEWAY);
+    b.put_u16_le(cmd);
+    b.put_u32_le(fingerprint);
+}
+
+pub(crate) fn response(id: u64, status: Status, payload: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(RESPONSE_HEADER + payload.len());
+    put_response_header(&mut b, id, status);
     b.put_slice(payload);
     b.freeze()
 }
 
 pub(crate) fn oneway(cmd: u16, fingerprint: u32, payload: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(ONEWAY_HEADER + payload.len());
-    b.put_u8(ONEWAY);
-    b.put_u16_le(cmd);
-    b.put_u32_le(fingerprint);
+    put_oneway_header(&mut b, cmd, fingerprint);
     b.put_slice(payload);
     b.freeze()
 }
