@@ -441,7 +441,7 @@ async fn dispatch(
                     .fetch_add(1, Ordering::Relaxed);
             }
         } else {
-            rpc.on_message(m.from, m.data);
+            rpc.on_message(m.from, m.incarnation, m.data);
         }
     };
     // Registered once: a fresh `cancelled()` per message costs a lock and a waiter list entry.

@@ -223,7 +223,9 @@ pub(crate) struct Rpc {
     /// Wakes the expiry task when a call has an earlier deadline than it is armed for.
     rearm: tokio::sync::Notify,
     next_id: AtomicU64,
-    running: Mutex<FastMap<(SocketAddr, u64), cancel::Cancel>>,
+    /// Requests being served, by caller address, caller incarnation and request id: a
+    /// restarted caller's requests (ids counting from 1 again) are not its predecessor's.
+    running: Mutex<FastMap<(SocketAddr, u64, u64), cancel::Cancel>>,
     pub(crate) permits: Arc<Semaphore>,
     accepting: AtomicBool,
     /// Cancels every running handler (after the drain bound at stop).
@@ -419,7 +421,7 @@ impl Rpc {
     }
 
     /// Handles one message from the transport.
-    pub(crate) fn on_message(self: &Arc<Self>, from: SocketAddr, data: Bytes) {
+    pub(crate) fn on_message(self: &Arc<Self>, from: SocketAddr, incarnation: u64, data: Bytes) {
         let env = match wire::decode(data) {
             Ok(e) => e,
             Err(e) => {
@@ -429,7 +431,9 @@ impl Rpc {
             }
         };
         match env {
-            wire::Envelope::Request { header, payload } => self.on_request(from, header, payload),
+            wire::Envelope::Request { header, payload } => {
+                self.on_request(from, incarnation, header, payload)
+            }
             wire::Envelope::Response {
                 id,
                 status,
@@ -441,7 +445,7 @@ impl Rpc {
                 payload,
             } => self.on_oneway(from, cmd, fingerprint, payload),
             wire::Envelope::Cancel { id } => {
-                if let Some(t) = lock(&self.running).remove(&(from, id)) {
+                if let Some(t) = lock(&self.running).remove(&(from, incarnation, id)) {
                     tracing::debug!(%from, id, "request cancelled by the caller");
                     t.cancel();
                 }

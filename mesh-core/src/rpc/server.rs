@@ -99,7 +99,13 @@ impl Rpc {
     }
 
     /// Runs the handler of a request and answers it.
-    pub(crate) fn on_request(self: &Arc<Self>, from: SocketAddr, h: RequestHeader, payload: Bytes) {
+    pub(crate) fn on_request(
+        self: &Arc<Self>,
+        from: SocketAddr,
+        incarnation: u64,
+        h: RequestHeader,
+        payload: Bytes,
+    ) {
         let RequestHeader {
             cmd,
             id,
@@ -133,11 +139,11 @@ impl Rpc {
         let cancel = Cancel::new();
         {
             let mut running = lock(&self.running);
-            if running.contains_key(&(from, id)) {
+            if running.contains_key(&(from, incarnation, id)) {
                 // The same request twice (a caller bug or a replay): never run it twice.
                 return;
             }
-            running.insert((from, id), cancel.clone());
+            running.insert((from, incarnation, id), cancel.clone());
         }
         let deadline = Instant::now() + Duration::from_millis(u64::from(deadline_ms));
         let ctx = self.context(from, cmd, Some(deadline), cancel.clone(), Some(trace));
@@ -150,8 +156,10 @@ impl Rpc {
             scope::enter(scope, || first_poll(|| entry.handler.call(ctx, payload)))
         };
         let fut = match first {
-            Ok(Ok(reply)) => return self.finish(from, id, permit, span, Some(Ok(reply))),
-            Err(p) => return self.finish(from, id, permit, span, Some(Err(p))),
+            Ok(Ok(reply)) => {
+                return self.finish((from, incarnation, id), permit, span, Some(Ok(reply)));
+            }
+            Err(p) => return self.finish((from, incarnation, id), permit, span, Some(Err(p))),
             Ok(Err(fut)) => fut,
         };
         let this = self.clone();
@@ -165,7 +173,7 @@ impl Rpc {
                     _ = cancel.cancelled() => None,
                     () = tokio::time::sleep_until(deadline.into()) => None,
                 };
-                this.finish(from, id, permit, span, outcome);
+                this.finish((from, incarnation, id), permit, span, outcome);
             }
             .instrument(task_span),
         );
@@ -175,14 +183,13 @@ impl Rpc {
     /// past its deadline, no answer).
     fn finish(
         self: &Arc<Self>,
-        from: SocketAddr,
-        id: u64,
+        (from, incarnation, id): (SocketAddr, u64, u64),
         permit: OwnedSemaphorePermit,
         span: tracing::Span,
         outcome: Option<std::thread::Result<Reply>>,
     ) {
         let _in = span.enter();
-        lock(&self.running).remove(&(from, id));
+        lock(&self.running).remove(&(from, incarnation, id));
         // The handler is done: its permit goes back before the response is acknowledged
         // (the drain at stop waits for responses separately).
         drop(permit);
@@ -301,5 +308,99 @@ impl Rpc {
         };
         guard.disarm();
         r
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::time::Duration;
+
+    use crate::rpc::scope::TraceContext;
+    use crate::rpc::wire::{self, Envelope, RequestHeader};
+    use crate::rpc::{CallContext, handler};
+    use crate::transport::{Transport, TransportConfig};
+    use crate::{Discovery, LocalRegistry, Mesh};
+
+    fn request(cmd: u16, id: u64) -> bytes::Bytes {
+        let h = RequestHeader {
+            cmd,
+            id,
+            deadline_ms: 10_000,
+            fingerprint: 0,
+            trace: TraceContext {
+                trace_id: 1,
+                parent_id: 1,
+                flags: 0,
+            },
+        };
+        wire::request(&h, &crate::codec::encode(&5u32).unwrap())
+    }
+
+    /// A caller that restarts at the same address numbers its requests from 1 again: its
+    /// first request is served even while its predecessor's request with the same id still
+    /// runs (security finding 12: before, it was dropped as a duplicate).
+    #[tokio::test]
+    async fn a_restarted_caller_reusing_a_request_id_is_served() {
+        let reg = LocalRegistry::new();
+        let server = Mesh::builder()
+            .discovery(Discovery::local_registry(&reg))
+            .shutdown_timeout(Duration::from_millis(100))
+            .start()
+            .await
+            .unwrap();
+        let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+        let _slow = server
+            .handle(
+                7,
+                handler(move |_c: CallContext, _v: u32| {
+                    let _ = started.send(());
+                    async {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        0u32
+                    }
+                }),
+            )
+            .unwrap();
+        let _fast = server
+            .handle(8, handler(|_c: CallContext, v: u32| async move { v + 1 }))
+            .unwrap();
+        let first = Transport::bind(TransportConfig::default()).await.unwrap();
+        let at = first.local_addr();
+        first.send(server.addr(), 0, request(7, 1)).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), running.recv())
+            .await
+            .unwrap();
+        first.close();
+        drop(first);
+        // The same address, a new process (a new incarnation), the same request id. (The
+        // old socket closes with its driver task, soon; until then the bind moves on.)
+        let mut again = None;
+        for _ in 0..200 {
+            let t = Transport::bind(TransportConfig::default().bind(at))
+                .await
+                .unwrap();
+            if t.local_addr().port() == at.port() {
+                again = Some(t);
+                break;
+            }
+            t.close();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let again = again.expect("the port was freed");
+        again.send(server.addr(), 0, request(8, 1)).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), again.recv())
+            .await
+            .expect("the restarted caller got its answer")
+            .unwrap();
+        match wire::decode(m.data).unwrap() {
+            Envelope::Response { id, payload, .. } => {
+                assert_eq!(id, 1);
+                assert_eq!(crate::codec::decode::<u32>(&payload).unwrap(), 6);
+            }
+            other => panic!("{other:?}"),
+        }
+        server.stop().await;
     }
 }

@@ -26,6 +26,9 @@ pub struct Config {
     pub max_send_queue: usize,
     /// Peers with a session at once (default 4096).
     pub max_sessions: usize,
+    /// Sessions opened by peers (their `Hello`) from one IP address at once (default 128):
+    /// one box cannot take every session. Sessions we open are not counted.
+    pub max_sessions_per_ip: usize,
     /// Unreliable datagrams queued per peer (send side) and in total (receive side).
     pub max_datagram_queue: usize,
     /// A peer silent this long while anything is in flight to it is unreachable (default 1 s).
@@ -63,6 +66,7 @@ impl Default for Config {
             max_total_buffer: 128 * 1024 * 1024,
             max_send_queue: 32 * 1024 * 1024,
             max_sessions: 4096,
+            max_sessions_per_ip: 128,
             max_datagram_queue: 1024,
             peer_timeout: Duration::from_secs(1),
             initial_rtt: Duration::from_millis(1),
@@ -141,6 +145,9 @@ impl Config {
         }
         if self.max_sessions == 0 {
             return bad("max_sessions", "must be at least 1");
+        }
+        if self.max_sessions_per_ip == 0 {
+            return bad("max_sessions_per_ip", "must be at least 1");
         }
         if self.peer_timeout < Duration::from_millis(10) {
             return bad("peer_timeout", "must be at least 10 ms");

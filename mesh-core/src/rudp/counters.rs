@@ -28,6 +28,13 @@ pub struct DropCounters {
     pub fragmented: u64,
     /// A new peer refused because of the session limit or the memory budget.
     pub session_limit: u64,
+    /// A new peer refused because its IP address already opened `max_sessions_per_ip`.
+    pub address_limit: u64,
+    /// A `Hello` without a valid cookie: answered with a `Retry`, no state kept.
+    pub unproven_hello: u64,
+    /// A session a peer opened and then sent no data on within `peer_timeout`: closed
+    /// quietly.
+    pub half_open: u64,
     /// Unreliable datagrams dropped because the receive queue was full.
     pub datagram_queue_full: u64,
 }
@@ -46,6 +53,9 @@ impl DropCounters {
             + self.flow_control
             + self.fragmented
             + self.session_limit
+            + self.address_limit
+            + self.unproven_hello
+            + self.half_open
             + self.datagram_queue_full
     }
 }

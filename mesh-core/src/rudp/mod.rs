@@ -21,11 +21,13 @@
 
 mod config;
 mod congestion;
+mod cookie;
 mod counters;
 mod endpoint;
 pub(crate) mod hash;
 mod msgbuf;
 mod ranges;
+mod recent;
 mod recv;
 mod rtt;
 mod send;
@@ -33,6 +35,8 @@ mod sent;
 mod session;
 pub(crate) mod wire;
 
+#[cfg(test)]
+mod attack_tests;
 #[cfg(test)]
 mod sim;
 #[cfg(test)]

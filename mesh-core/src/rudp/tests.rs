@@ -18,7 +18,7 @@ fn payload(i: u32, len: usize) -> Bytes {
     Bytes::from(v)
 }
 
-fn delivered(net: &Net, node: usize) -> usize {
+pub(super) fn delivered(net: &Net, node: usize) -> usize {
     net.nodes[node]
         .events
         .iter()
@@ -115,7 +115,12 @@ fn ten_megabytes_under_5pct_loss() {
 
 /// Two nodes with `cfg` (and `rate` on their uplinks) whose session is open: a first
 /// message from `a` to `b` on `channel` was delivered.
-fn connected(seed: u64, cfg: Config, rate: Option<u64>, channel: u8) -> (Net, usize, usize) {
+pub(super) fn connected(
+    seed: u64,
+    cfg: Config,
+    rate: Option<u64>,
+    channel: u8,
+) -> (Net, usize, usize) {
     let mut net = Net::new(seed);
     net.rate = rate;
     let a = net.add(cfg.clone());
@@ -651,7 +656,7 @@ fn one_seed_replays_exactly() {
     assert_ne!(a.0, c.0, "another seed should make another run");
 }
 
-fn raw_packet(kind: Kind, cluster: u32, session: u64, body: &[u8]) -> Vec<u8> {
+pub(super) fn raw_packet(kind: Kind, cluster: u32, session: u64, body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     Header {
         version: wire::WIRE_VERSION,
@@ -663,6 +668,61 @@ fn raw_packet(kind: Kind, cluster: u32, session: u64, body: &[u8]) -> Vec<u8> {
     .encode(&mut out);
     out.extend_from_slice(body);
     out
+}
+
+/// Opens a session on `ep` as a raw peer at `from` would: a Hello, the Retry's cookie
+/// echoed in a second Hello. Returns the packets `ep` sent back for the second one.
+pub(super) fn raw_handshake(
+    ep: &mut super::Endpoint,
+    now: std::time::Instant,
+    from: std::net::SocketAddr,
+    incarnation: u64,
+    session: u64,
+) -> Vec<Vec<u8>> {
+    let cluster = ep.config().cluster_id;
+    let mut hello = Vec::new();
+    wire::HelloBody {
+        incarnation,
+        echo: 0,
+        fresh: false,
+        cookie: None,
+    }
+    .encode(&mut hello);
+    ep.handle(
+        now,
+        from,
+        &raw_packet(Kind::Hello, cluster, session, &hello),
+    );
+    let mut buf = Vec::new();
+    let mut cookie = None;
+    while let Some(t) = ep.poll_transmit(now, &mut buf, 1) {
+        if t.destination == from
+            && let Ok((h, body)) = Header::decode(&buf)
+            && h.kind == Kind::Retry
+        {
+            cookie = <wire::Cookie>::try_from(body).ok();
+        }
+    }
+    let mut hello = Vec::new();
+    wire::HelloBody {
+        incarnation,
+        echo: 0,
+        fresh: false,
+        cookie,
+    }
+    .encode(&mut hello);
+    ep.handle(
+        now,
+        from,
+        &raw_packet(Kind::Hello, cluster, session, &hello),
+    );
+    let mut sent = Vec::new();
+    while let Some(t) = ep.poll_transmit(now, &mut buf, 1) {
+        if t.destination == from {
+            sent.push(buf.clone());
+        }
+    }
+    sent
 }
 
 #[test]
@@ -681,14 +741,7 @@ fn flood_of_first_fragments_cannot_grow_memory_past_the_cap() {
     let mut buf = Vec::new();
     for peer in 0..500u16 {
         let from = std::net::SocketAddr::from(([127, 0, 0, 2], 10_000 + peer));
-        let mut hello = Vec::new();
-        wire::HelloBody {
-            incarnation: 1000 + u64::from(peer),
-            echo: 0,
-            fresh: false,
-        }
-        .encode(&mut hello);
-        ep.handle(now, from, &raw_packet(Kind::Hello, cluster, 5, &hello));
+        raw_handshake(&mut ep, now, from, 1000 + u64::from(peer), 5);
         while ep.poll_transmit(now, &mut buf, 1).is_some() {}
         // Each "first fragment" announces a 1 MiB message on every channel, then fragments
         // land at scattered offsets.
@@ -735,11 +788,10 @@ proptest! {
         let now = std::time::Instant::now();
         let from = addr(1);
         // With an established session, random bodies after a valid header reach the frame parser.
-        let mut hello = Vec::new();
-        wire::HelloBody { incarnation: 5, echo: 0, fresh: false }.encode(&mut hello);
-        ep.handle(now, from, &raw_packet(Kind::Hello, cluster, 3, &hello));
+        raw_handshake(&mut ep, now, from, 5, 3);
+        prop_assert_eq!(ep.session_count(), 1);
         ep.handle(now, from, &data);
-        for kind in [Kind::Data, Kind::Hello, Kind::HelloAck, Kind::Reset, Kind::Reject] {
+        for kind in [Kind::Data, Kind::Hello, Kind::HelloAck, Kind::Reset, Kind::Reject, Kind::Retry] {
             ep.handle(now, from, &raw_packet(kind, cluster, 3, &data));
         }
         let mut buf = Vec::new();

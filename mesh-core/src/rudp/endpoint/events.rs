@@ -170,6 +170,9 @@ pub struct Incoming {
     pub channel: Option<u8>,
     /// The payload.
     pub data: Bytes,
+    /// The sender's incarnation, as its session knew it (0 if the session closed since):
+    /// with `peer`, it tells a restarted process from the one before.
+    pub incarnation: u64,
 }
 
 /// Where a batch of datagrams written by [`Endpoint::poll_transmit`](super::Endpoint::poll_transmit) goes.

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 
 use super::{
-    Endpoint, Event, Failure, MAX_CONTROL_QUEUE, REJECT_TOKENS_PER_SEC, UnreachableReason,
+    Endpoint, Event, Failure, MAX_CONTROL_QUEUE, REJECT_TOKENS_PER_SEC,
+    REJECT_TOKENS_TOTAL_PER_SEC, UnreachableReason,
 };
 use crate::rudp::session::State;
 use crate::rudp::wire::{self, Header, HelloBody, Kind, RejectReason};
@@ -20,6 +21,7 @@ impl Endpoint {
         version: u8,
         cluster: u32,
         flags: u8,
+        session: u64,
     ) {
         let (ours_to_them, local) = if version != wire::WIRE_VERSION {
             self.counters.drops.version += 1;
@@ -55,9 +57,6 @@ impl Endpoint {
             .get(&from)
             .is_none_or(|t| now.saturating_duration_since(*t) >= self.cfg.peer_timeout);
         if due {
-            if self.incompatible_reported.len() >= 1024 {
-                self.incompatible_reported.clear();
-            }
             self.incompatible_reported.insert(from, now);
             tracing::warn!(peer = %from, reason = %local, "refusing packets from an incompatible peer");
             self.events.push_back(Event::Incompatible {
@@ -65,14 +64,14 @@ impl Endpoint {
                 reason: local,
             });
         }
-        if self.take_reject_token(now) {
+        if self.take_reject_token(now, from) {
             let mut out = Vec::with_capacity(24);
             Header {
                 version: wire::WIRE_VERSION,
                 kind: Kind::Reject,
                 flags: 0,
                 cluster: self.cfg.cluster_id,
-                session: 0,
+                session,
             }
             .encode(&mut out);
             wire::encode_reject(ours_to_them, &mut out);
@@ -80,18 +79,36 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn take_reject_token(&mut self, now: Instant) -> bool {
-        let refill = self.reject_refill.get_or_insert(now);
-        if now.saturating_duration_since(*refill) >= Duration::from_secs(1) {
-            self.reject_tokens = REJECT_TOKENS_PER_SEC;
-            self.reject_refill = Some(now);
+    /// Whether a refusal (`Reject`, `Reset`) may go to `to` now: each IP address has its
+    /// own budget per second, and all together a larger one.
+    pub(super) fn take_reject_token(&mut self, now: Instant, to: SocketAddr) -> bool {
+        let second = Duration::from_secs(1);
+        let (total, refilled) = &mut self.reject_total;
+        if refilled.is_none_or(|t| now.saturating_duration_since(t) >= second) {
+            *total = REJECT_TOKENS_TOTAL_PER_SEC;
+            *refilled = Some(now);
         }
-        if self.reject_tokens > 0 {
-            self.reject_tokens -= 1;
-            true
-        } else {
-            false
+        if *total == 0 {
+            return false;
         }
+        let ip = to.ip();
+        match self.reject_buckets.get_mut(&ip) {
+            Some((tokens, refill)) => {
+                if now.saturating_duration_since(*refill) >= second {
+                    *tokens = REJECT_TOKENS_PER_SEC;
+                    *refill = now;
+                }
+                if *tokens == 0 {
+                    return false;
+                }
+                *tokens -= 1;
+            }
+            None => self
+                .reject_buckets
+                .insert(ip, (REJECT_TOKENS_PER_SEC - 1, now)),
+        }
+        self.reject_total.0 -= 1;
+        true
     }
 
     pub(super) fn push_control(&mut self, to: SocketAddr, packet: Vec<u8>) {
@@ -100,7 +117,7 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn on_reject(&mut self, from: SocketAddr, body: &[u8]) {
+    pub(super) fn on_reject(&mut self, from: SocketAddr, session: u64, body: &[u8]) {
         let reason = match wire::decode_reject(body, self.cfg.cluster_id, wire::WIRE_VERSION) {
             Ok(r) => r,
             Err(_) => {
@@ -108,10 +125,18 @@ impl Endpoint {
                 return;
             }
         };
-        // Only a peer we are talking to can make us give up on it.
-        if !self.sessions.contains_key(&from) {
-            self.counters.drops.no_session += 1;
-            return;
+        // Only a peer we are talking to, and that saw our packet (the session id is echoed),
+        // can make us give up on it: a forged Reject does not kill a session.
+        match self.sessions.get(&from) {
+            None => {
+                self.counters.drops.no_session += 1;
+                return;
+            }
+            Some(s) if s.id != session => {
+                self.counters.drops.stale_handshake += 1;
+                return;
+            }
+            Some(_) => {}
         }
         tracing::warn!(peer = %from, %reason, "peer refuses our packets");
         self.events
@@ -139,6 +164,7 @@ impl Endpoint {
                 incarnation: self.incarnation,
                 echo: s.peer_incarnation,
                 fresh: !s.got_data,
+                cookie: None,
             };
             let id = s.id;
             self.send_hello(to, Kind::HelloAck, id, body);
@@ -156,7 +182,11 @@ impl Endpoint {
                 new: incarnation,
             });
         }
-        if let Some(s) = self.sessions.get(&peer) {
+        // A session a peer opened is remembered once it brought data (see `close_session`):
+        // a flood of bare handshakes must not push real peers out of the table.
+        if let Some(s) = self.sessions.get(&peer)
+            && !s.inbound
+        {
             self.remember(peer, incarnation, s.id);
         }
         tracing::debug!(%peer, incarnation = format_args!("{incarnation:#x}"), "session established");
@@ -174,6 +204,24 @@ impl Endpoint {
             .sessions
             .get(&from)
             .map(|s| (s.state, s.id, s.peer_incarnation));
+        // A Hello that would create or replace a session must echo our cookie: proof that
+        // the sender receives at its address. Without it, a stateless Retry answers, and a
+        // spoofed source gets neither memory nor a say over a live session. Only the
+        // retransmission of the Hello of the session we have (or a stale one) needs none.
+        let changes_state = match existing {
+            Some((State::Established, id, old)) => old != inc || proposed > id,
+            _ => true,
+        };
+        if changes_state {
+            let proven = hello
+                .cookie
+                .is_some_and(|c| self.cookies.check(now, from, inc, &c));
+            if !proven {
+                self.counters.drops.unproven_hello += 1;
+                self.send_retry(now, from, proposed, inc);
+                return;
+            }
+        }
         match existing {
             None => {
                 if self
@@ -224,6 +272,46 @@ impl Endpoint {
         self.ack_hello(from);
     }
 
+    /// Answers an unproven `Hello` with a cookie to echo; keeps nothing.
+    fn send_retry(&mut self, now: Instant, to: SocketAddr, proposed: u64, incarnation: u64) {
+        let cookie = self.cookies.make(now, to, incarnation);
+        let mut out = Vec::with_capacity(wire::HEADER_LEN + wire::COOKIE_LEN);
+        Header {
+            version: wire::WIRE_VERSION,
+            kind: Kind::Retry,
+            flags: 0,
+            cluster: self.cfg.cluster_id,
+            session: proposed,
+        }
+        .encode(&mut out);
+        out.extend_from_slice(&cookie);
+        self.push_control(to, out);
+    }
+
+    /// A responder asks us to prove our address: resend the Hello at once with its cookie.
+    pub(super) fn on_retry(&mut self, now: Instant, from: SocketAddr, id: u64, body: &[u8]) {
+        let Ok(cookie) = <wire::Cookie>::try_from(body) else {
+            self.counters.drops.malformed += 1;
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&from) else {
+            self.counters.drops.stale_handshake += 1;
+            return;
+        };
+        match s.state {
+            // Only for the Hello we sent (its id is echoed).
+            State::Connecting { attempts, .. } if s.id == id => {
+                s.cookie = Some(cookie);
+                s.state = State::Connecting {
+                    resend_at: now,
+                    attempts,
+                };
+                self.tx_hint = true;
+            }
+            _ => self.counters.drops.stale_handshake += 1,
+        }
+    }
+
     pub(super) fn on_hello_ack(&mut self, now: Instant, from: SocketAddr, id: u64, body: &[u8]) {
         let Ok(ack) = HelloBody::decode(body) else {
             self.counters.drops.malformed += 1;
@@ -255,7 +343,7 @@ impl Endpoint {
                 };
             }
             State::Established => {
-                if s.peer_incarnation != ack.incarnation {
+                if s.id == id && s.peer_incarnation != ack.incarnation {
                     let old = s.peer_incarnation;
                     self.close_session(
                         from,
@@ -272,7 +360,7 @@ impl Endpoint {
     }
 
     pub(super) fn send_reset(&mut self, now: Instant, to: SocketAddr, session: u64) {
-        if !self.take_reject_token(now) {
+        if !self.take_reject_token(now, to) {
             return;
         }
         self.send_hello(
@@ -283,6 +371,7 @@ impl Endpoint {
                 incarnation: self.incarnation,
                 echo: 0,
                 fresh: false,
+                cookie: None,
             },
         );
     }

@@ -1,7 +1,7 @@
 //! The endpoint: every session of one node, the handshake, budgets, events and transmits.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -9,8 +9,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::config::{Config, ConfigError};
+use super::cookie::CookieJar;
 use super::counters::Counters;
 use super::hash::{FastMap, FastState};
+use super::recent::Recent;
 use super::recv::Budget;
 use super::send::{MessageId, Outcome};
 use super::session::{ReadyQueue, Session, SessionOutput, State};
@@ -23,7 +25,13 @@ pub use events::{Event, Failure, Incoming, SendError, Transmit, UnreachableReaso
 
 const MAX_CONTROL_QUEUE: usize = 1024;
 const MAX_REMEMBERED_PEERS: usize = 8192;
-const REJECT_TOKENS_PER_SEC: u32 = 50;
+/// Refusals (`Reject`, `Reset`) per second to one IP address.
+const REJECT_TOKENS_PER_SEC: u32 = 20;
+/// Refusals per second to all addresses together (bounds what spoofed sources can make us
+/// send).
+const REJECT_TOKENS_TOTAL_PER_SEC: u32 = 1000;
+/// IP addresses whose refusal budget is tracked at once.
+const MAX_REJECT_BUCKETS: usize = 1024;
 
 /// The sans-IO protocol endpoint of one node.
 #[derive(Debug)]
@@ -38,11 +46,14 @@ pub struct Endpoint {
     counters: Counters,
     next_msg: u64,
     rng: StdRng,
-    reject_tokens: u32,
-    reject_refill: Option<Instant>,
-    incompatible_reported: FastMap<SocketAddr, Instant>,
+    /// The refusal budget of all addresses together: tokens left and when it was refilled.
+    reject_total: (u32, Option<Instant>),
+    /// The refusal budget of each IP address (one flooding source does not use up the
+    /// refusals a real peer needs).
+    reject_buckets: Recent<IpAddr, (u32, Instant)>,
+    incompatible_reported: Recent<SocketAddr, Instant>,
     /// Last incarnation and session id seen per address (restart detection, reopen ids).
-    remembered: FastMap<SocketAddr, (u64, u64)>,
+    remembered: Recent<SocketAddr, (u64, u64)>,
     order: Vec<SocketAddr>,
     cursor: usize,
     /// Scratch space for what a session reports while handling a packet.
@@ -54,6 +65,8 @@ pub struct Endpoint {
     tx_hint: bool,
     /// See [`Endpoint::ack_overdue`].
     ack_overdue: bool,
+    /// Makes and checks the cookies of `Retry` (no state before an address is proven).
+    cookies: CookieJar,
 }
 
 impl Endpoint {
@@ -70,7 +83,10 @@ impl Endpoint {
         }
         // Distinct from the rng's stream, so the keys say nothing about the session ids.
         let keys = FastState::from_seed(seed ^ 0x6d65_7368_2d68_6173);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let cookies = CookieJar::new(rng.random());
         Ok(Endpoint {
+            cookies,
             budget: Budget::new(cfg.max_total_buffer),
             cfg,
             incarnation,
@@ -80,11 +96,11 @@ impl Endpoint {
             control: VecDeque::new(),
             counters: Counters::default(),
             next_msg: 0,
-            rng: StdRng::seed_from_u64(seed),
-            reject_tokens: REJECT_TOKENS_PER_SEC,
-            reject_refill: None,
-            incompatible_reported: FastMap::with_hasher(keys),
-            remembered: FastMap::with_hasher(keys),
+            rng,
+            reject_total: (REJECT_TOKENS_TOTAL_PER_SEC, None),
+            reject_buckets: Recent::new(MAX_REJECT_BUCKETS, keys),
+            incompatible_reported: Recent::new(1024, keys),
+            remembered: Recent::new(MAX_REMEMBERED_PEERS, keys),
             order: Vec::new(),
             cursor: 0,
             outputs: Vec::new(),
@@ -103,6 +119,12 @@ impl Endpoint {
     #[cfg(test)]
     pub(crate) fn hash_keys(&self) -> FastState {
         *self.sessions.hasher()
+    }
+
+    /// The id of the session with `peer` (tests forge packets inside a session with it).
+    #[cfg(test)]
+    pub(crate) fn session_id(&self, peer: SocketAddr) -> Option<u64> {
+        self.sessions.get(&peer).map(|s| s.id)
     }
 
     /// This process's incarnation.
@@ -308,20 +330,80 @@ impl Endpoint {
         peer_incarnation: u64,
         state: State,
     ) -> Result<(), &'static str> {
-        if self.sessions.len() >= self.cfg.max_sessions {
-            self.counters.drops.session_limit += 1;
-            return Err("max_sessions reached");
-        }
+        let inbound = state == State::Established;
         let credit = self.cfg.channel_window * usize::from(self.cfg.channels);
+        if self.session_refusal(peer, inbound, credit).is_some() {
+            // Stale handshakes may make room.
+            self.reclaim_half_open(now);
+        }
+        if let Some((why, by_address)) = self.session_refusal(peer, inbound, credit) {
+            if by_address {
+                self.counters.drops.address_limit += 1;
+            } else {
+                self.counters.drops.session_limit += 1;
+            }
+            return Err(why);
+        }
         if !self.budget.try_reserve(credit) {
             self.counters.drops.session_limit += 1;
             return Err("max_total_buffer exhausted");
         }
-        let s = Session::new(&self.cfg, peer, id, peer_incarnation, state, now);
+        let mut s = Session::new(&self.cfg, peer, id, peer_incarnation, state, now);
+        if inbound {
+            s.inbound = true;
+            s.half_open_until = Some(now + self.cfg.peer_timeout);
+        }
         self.sessions.insert(peer, s);
         self.order.push(peer);
         self.counters.sessions_opened += 1;
         Ok(())
+    }
+
+    /// Why a new session with `peer` would be refused now (and whether by the per-address
+    /// limit), if it would.
+    fn session_refusal(
+        &self,
+        peer: SocketAddr,
+        inbound: bool,
+        credit: usize,
+    ) -> Option<(&'static str, bool)> {
+        if self.sessions.len() >= self.cfg.max_sessions {
+            return Some(("max_sessions reached", false));
+        }
+        if inbound {
+            let ip = peer.ip();
+            let from_ip = self
+                .sessions
+                .values()
+                .filter(|s| s.inbound && s.addr.ip() == ip)
+                .count();
+            if from_ip >= self.cfg.max_sessions_per_ip {
+                return Some(("max_sessions_per_ip reached", true));
+            }
+        }
+        if self.budget.used() + credit > self.cfg.max_total_buffer {
+            return Some(("max_total_buffer exhausted", false));
+        }
+        None
+    }
+
+    /// Closes every session a peer opened more than `peer_timeout` ago and never sent data
+    /// on (nor we anything to it): nobody above knows them. Returns how many.
+    fn reclaim_half_open(&mut self, now: Instant) -> usize {
+        let stale: Vec<SocketAddr> = self
+            .sessions
+            .values()
+            .filter(|s| {
+                s.half_open_until.is_some_and(|t| t <= now) && !s.got_data && s.unacked_bytes() == 0
+            })
+            .map(|s| s.addr)
+            .collect();
+        for peer in &stale {
+            tracing::debug!(%peer, "reclaiming a handshake that brought no data");
+            self.counters.drops.half_open += 1;
+            self.close_session(*peer, Failure::Unreachable(UnreachableReason::SessionLost));
+        }
+        stale.len()
     }
 
     /// Closes the session with `peer` (if any), failing what is in flight with `error`.
@@ -334,7 +416,9 @@ impl Endpoint {
         self.budget.release(s.credit as usize);
         self.order.retain(|a| *a != peer);
         self.counters.sessions_closed += 1;
-        if s.peer_incarnation != 0 {
+        // A handshake that never brought data proves nothing worth remembering: a flood of
+        // them must not push real peers out of the table.
+        if s.peer_incarnation != 0 && (s.got_data || !s.inbound) {
             self.remember(peer, s.peer_incarnation, s.id);
         }
         let failed = s.fail_all();
@@ -352,9 +436,6 @@ impl Endpoint {
     }
 
     fn remember(&mut self, peer: SocketAddr, incarnation: u64, id: u64) {
-        if self.remembered.len() >= MAX_REMEMBERED_PEERS && !self.remembered.contains_key(&peer) {
-            self.remembered.clear();
-        }
         self.remembered.insert(peer, (incarnation, id));
     }
 
@@ -380,17 +461,21 @@ impl Endpoint {
                 self.counters.drops.malformed += 1;
                 return;
             }
-            Err(HeaderError::Version { version, cluster }) => {
-                self.refuse(now, from, version, cluster, 0);
+            Err(HeaderError::Version {
+                version,
+                cluster,
+                session,
+            }) => {
+                self.refuse(now, from, version, cluster, 0, session);
                 return;
             }
         };
         if h.kind == Kind::Reject {
-            self.on_reject(from, body);
+            self.on_reject(from, h.session, body);
             return;
         }
         if h.version != wire::WIRE_VERSION || h.cluster != self.cfg.cluster_id || h.flags != 0 {
-            self.refuse(now, from, h.version, h.cluster, h.flags);
+            self.refuse(now, from, h.version, h.cluster, h.flags, h.session);
             return;
         }
         match h.kind {
@@ -398,6 +483,7 @@ impl Endpoint {
             Kind::HelloAck => self.on_hello_ack(now, from, h.session, body),
             Kind::Data => self.on_data(now, from, h.session, body),
             Kind::Reset => self.on_reset(from, h.session, body),
+            Kind::Retry => self.on_retry(now, from, h.session, body),
             Kind::Reject => {}
         }
     }
@@ -524,23 +610,27 @@ impl Endpoint {
     /// credit goes back to the sender. Leave messages here to stall senders.
     pub fn poll_message(&mut self) -> Option<Incoming> {
         let (peer, session_id, r) = self.ready.q.pop_front()?;
-        match r.channel {
-            None => self.ready.datagrams -= 1,
-            Some(ch) => {
-                let cfg = &self.cfg;
-                if let Some(s) = self.sessions.get_mut(&peer)
-                    && s.id == session_id
-                    && s.consumed(ch, r.end, &mut self.budget, cfg)
-                {
-                    self.credit_due = true;
-                    self.tx_hint = true;
-                }
+        let mut incarnation = 0;
+        if r.channel.is_none() {
+            self.ready.datagrams -= 1;
+        }
+        if let Some(s) = self.sessions.get_mut(&peer)
+            && s.id == session_id
+        {
+            incarnation = s.peer_incarnation;
+            let cfg = &self.cfg;
+            if let Some(ch) = r.channel
+                && s.consumed(ch, r.end, &mut self.budget, cfg)
+            {
+                self.credit_due = true;
+                self.tx_hint = true;
             }
         }
         Some(Incoming {
             peer,
             channel: r.channel,
             data: r.data,
+            incarnation,
         })
     }
 
@@ -591,11 +681,11 @@ impl Endpoint {
                 if attempts > 0 {
                     tracing::debug!(peer = %s.addr, attempts, "resending hello");
                 }
-                hello = Some((s.addr, s.id));
+                hello = Some((s.addr, s.id, s.cookie));
                 break;
             }
         }
-        if let Some((to, id)) = hello {
+        if let Some((to, id, cookie)) = hello {
             self.send_hello(
                 to,
                 Kind::Hello,
@@ -604,6 +694,7 @@ impl Endpoint {
                     incarnation: self.incarnation,
                     echo: 0,
                     fresh: false,
+                    cookie,
                 },
             );
             if let Some((to, p)) = self.control.pop_front() {

@@ -15,7 +15,7 @@ use super::recv::{Budget, Parsed, RecvChannel, StreamReject};
 use super::rtt::RttEstimator;
 use super::send::{MessageId, Outcome, SendChannel};
 use super::sent::{SentPacket, SentPackets, StreamRanges};
-use super::wire::{self, Frame, Header, Kind, RawAck, RawFrame, RawFrames, varint};
+use super::wire::{self, Cookie, Frame, Header, Kind, RawAck, RawFrame, RawFrames, varint};
 
 mod recovery;
 mod transmit;
@@ -28,6 +28,9 @@ fn max_stream_pieces(cfg: &Config) -> usize {
 
 /// How many packet-number ranges we remember (and acknowledge) at most.
 const MAX_RECV_RANGES: usize = 64;
+/// Packet numbers at or above this are refused (as QUIC's 2^62 limit): a sender would
+/// need centuries to get there, and `pn + 1` never overflows below it.
+const MAX_PACKET_NUMBER: u64 = 1 << 62;
 /// How many ranges one ACK frame carries at most (the newest). Enough that one window of a
 /// bulk transfer under a few percent of loss is covered by a single ACK: a range that drops
 /// out of the frame before its packets were acknowledged makes the sender resend them.
@@ -132,6 +135,14 @@ pub(super) struct Session {
     pub(super) credit: u64,
     /// A data packet was received on this session (it is no longer fresh).
     pub(super) got_data: bool,
+    /// The responder's `Retry` cookie, echoed in our next `Hello` (initiator only).
+    pub(super) cookie: Option<Cookie>,
+    /// Opened by a peer's `Hello` and no data yet: from this instant on, a new peer that
+    /// finds the session limits reached takes its place (a handshake alone does not hold
+    /// memory for long).
+    pub(super) half_open_until: Option<Instant>,
+    /// Opened by the peer's `Hello` (counted against `max_sessions_per_ip`).
+    pub(super) inbound: bool,
     /// Scratch space reused across packets (kept to avoid allocating per packet).
     parsed: VecDeque<Parsed>,
     done: Vec<Outcome>,
@@ -194,6 +205,9 @@ impl Session {
             latency_window: cfg.latency_window,
             credit: window * channels as u64,
             got_data: false,
+            cookie: None,
+            half_open_until: None,
+            inbound: false,
             parsed: VecDeque::new(),
             done: Vec::new(),
         }
@@ -286,8 +300,12 @@ impl Session {
             counters.drops.malformed += 1;
             return false;
         };
+        if pn >= MAX_PACKET_NUMBER {
+            // No sender gets there (2^62 packets); only a forged packet says so.
+            counters.drops.malformed += 1;
+            return false;
+        }
         self.last_recv = now;
-        self.got_data = true;
         // The next packet in order cannot be a duplicate (the common case: no lookup).
         let next_in_order = self.largest_recv.is_some_and(|(l, _)| pn == l + 1);
         if !next_in_order && (pn < self.pn_floor || self.recv_pns.contains(pn)) {
@@ -316,6 +334,8 @@ impl Session {
         if !ok {
             return false;
         }
+        self.got_data = true;
+        self.half_open_until = None;
         // Record the packet number.
         let in_order = self.largest_recv.is_none_or(|(l, _)| pn == l + 1);
         self.recv_pns.insert(pn..pn + 1);

@@ -29,7 +29,11 @@ pub(crate) use frames::{RawAck, RawFrame, RawFrames, ack_frame_len, encode_ack_f
 /// The two magic bytes every packet starts with ("MS").
 pub(crate) const MAGIC: [u8; 2] = *b"MS";
 /// The wire version this build speaks.
-pub(crate) const WIRE_VERSION: u8 = 1;
+pub(crate) const WIRE_VERSION: u8 = 2;
+/// Size of the address-ownership cookie a `Retry` carries and the next `Hello` echoes.
+pub(crate) const COOKIE_LEN: usize = 16;
+/// An address-ownership cookie.
+pub(crate) type Cookie = [u8; COOKIE_LEN];
 /// Size of the fixed header every packet starts with.
 pub(crate) const HEADER_LEN: usize = 16;
 
@@ -44,8 +48,14 @@ pub(crate) enum Kind {
     Data = 3,
     /// "I have no such session": carries the sender's incarnation.
     Reset = 4,
-    /// "I refuse your packets": wrong cluster or unsupported wire version.
+    /// "I refuse your packets": wrong cluster or unsupported wire version. Its session id
+    /// echoes the refused packet's, so only the peer that saw our packet can make us stop.
     Reject = 5,
+    /// "Prove you receive at your address": the answer to a `Hello` without a valid cookie.
+    /// Carries a cookie (a MAC over the address and incarnation under a key only the
+    /// responder knows, valid for a few seconds) to echo in the next `Hello`. The responder
+    /// keeps no state for it, and it is never larger than the `Hello` it answers.
+    Retry = 6,
 }
 
 impl Kind {
@@ -56,6 +66,7 @@ impl Kind {
             3 => Kind::Data,
             4 => Kind::Reset,
             5 => Kind::Reject,
+            6 => Kind::Retry,
             _ => return None,
         })
     }
@@ -125,7 +136,11 @@ impl Header {
                 },
                 &buf[HEADER_LEN..],
             )),
-            None if version != WIRE_VERSION => Err(HeaderError::Version { version, cluster }),
+            None if version != WIRE_VERSION => Err(HeaderError::Version {
+                version,
+                cluster,
+                session,
+            }),
             None => Err(HeaderError::Decode(DecodeError::Malformed)),
         }
     }
@@ -142,6 +157,8 @@ pub(crate) enum HeaderError {
         version: u8,
         /// The sender's cluster id.
         cluster: u32,
+        /// The session id in the header (echoed in our `Reject`).
+        session: u64,
     },
 }
 
@@ -262,6 +279,9 @@ pub(crate) struct HelloBody {
     /// `HelloAck` only: the responder has received no data on this session yet, so the
     /// initiator may adopt it with fresh stream state.
     pub fresh: bool,
+    /// `Hello` only: the cookie of the responder's `Retry`, proving the initiator receives
+    /// at its address.
+    pub cookie: Option<Cookie>,
 }
 
 impl HelloBody {
@@ -270,6 +290,9 @@ impl HelloBody {
         out.put_u64(self.incarnation);
         out.put_u64(self.echo);
         out.push(u8::from(self.fresh));
+        if let Some(c) = &self.cookie {
+            out.extend_from_slice(c);
+        }
     }
     /// Decodes the body.
     pub(crate) fn decode(mut b: &[u8]) -> Result<Self, DecodeError> {
@@ -279,10 +302,20 @@ impl HelloBody {
         if incarnation == 0 {
             return Err(DecodeError::Malformed);
         }
+        let cookie = match b.len() {
+            0 => None,
+            COOKIE_LEN => {
+                let mut c = [0u8; COOKIE_LEN];
+                c.copy_from_slice(b);
+                Some(c)
+            }
+            _ => return Err(DecodeError::Malformed),
+        };
         Ok(HelloBody {
             incarnation,
             echo,
             fresh,
+            cookie,
         })
     }
 }

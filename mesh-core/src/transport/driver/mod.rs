@@ -643,6 +643,7 @@ impl Inner {
             from: m.peer,
             channel: m.channel,
             data: m.data,
+            incarnation: m.incarnation,
         }))
     }
 
@@ -659,6 +660,7 @@ impl Inner {
             from: m.peer,
             channel: m.channel,
             data: m.data,
+            incarnation: m.incarnation,
         })
     }
 

@@ -110,4 +110,6 @@ pub struct Received {
     pub channel: Option<u8>,
     /// The payload.
     pub data: Bytes,
+    /// The sender's incarnation (0 if its session closed before the message was taken).
+    pub incarnation: u64,
 }
