@@ -9,6 +9,8 @@
 //! built either way talk to each other). Inside your own types, mark such fields
 //! `#[serde(with = "mesh_core::codec::serde_bytes")]` (or use `Bytes`) for the same speed.
 
+mod depth;
+
 use std::any::Any;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -111,10 +113,25 @@ fn trailing(n: usize) -> CodecError {
     CodecError::Decode(format!("{n} unexpected trailing bytes"))
 }
 
-/// Decodes a value of type `T` from `bytes`; trailing bytes are an error.
+/// Decodes a value of type `T` from `bytes`; trailing bytes are an error, and so is a value
+/// nested more than 128 levels deep (a recursive type sent deeply nested would otherwise
+/// exhaust the stack).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, rest) =
-        postcard::take_from_bytes(bytes).map_err(|e| CodecError::Decode(e.to_string()))?;
+    let bad = |e: postcard::Error| CodecError::Decode(e.to_string());
+    let mut de = postcard::Deserializer::from_bytes(bytes);
+    let depth = depth::Depth::default();
+    let value = T::deserialize(depth::Limited {
+        de: &mut de,
+        depth: &depth,
+    })
+    .map_err(|e| {
+        if depth.exceeded() {
+            CodecError::Decode(depth::TOO_DEEP.into())
+        } else {
+            bad(e)
+        }
+    })?;
+    let rest = de.finalize().map_err(bad)?;
     if rest.is_empty() {
         Ok(value)
     } else {
@@ -197,6 +214,50 @@ mod tests {
         let long = "n".repeat(3 * SMALL_ENCODE);
         let b = encode(&vec![Shown(long.clone())]).expect("encodes");
         assert_eq!(decode::<Vec<String>>(&b).expect("decodes"), vec![long]);
+    }
+
+    #[derive(Debug, serde::Deserialize, serde::Serialize, PartialEq)]
+    enum Tree {
+        Leaf,
+        Node(Box<Tree>),
+        Pair(Vec<Tree>),
+    }
+
+    /// Security finding 17: a value nested a million levels deep is refused instead of
+    /// overflowing the stack (this test aborted the test process before the limit).
+    #[test]
+    fn deep_nesting_is_refused_and_shallow_nesting_decodes() {
+        // Node(Node(...(Leaf))): variant 1 repeated, then variant 0.
+        let mut deep = vec![1u8; 1_000_000];
+        deep.push(0);
+        let e = decode::<Tree>(&deep).expect_err("refused");
+        assert!(e.to_string().contains("nests more than 128"), "{e}");
+        // Pair([Pair([...])]): variant 2, length 1, repeated.
+        let deep_seq: Vec<u8> = std::iter::repeat_n([2u8, 1], 500_000)
+            .flatten()
+            .chain([0])
+            .collect();
+        assert!(decode::<Tree>(&deep_seq).is_err());
+        let mut ok = vec![1u8; depth::MAX_DEPTH - 1];
+        ok.push(0);
+        let mut t = decode::<Tree>(&ok).expect("decodes");
+        let mut levels = 0;
+        while let Tree::Node(inner) = t {
+            t = *inner;
+            levels += 1;
+        }
+        assert_eq!(levels, depth::MAX_DEPTH - 1);
+        // Ordinary values are unaffected.
+        let v = (
+            Some(vec![Some(1u8)]),
+            [[1u16; 3]; 2],
+            Tree::Pair(vec![Tree::Leaf]),
+        );
+        assert_eq!(
+            decode::<(Option<Vec<Option<u8>>>, [[u16; 3]; 2], Tree)>(&encode(&v).expect("encodes"))
+                .expect("decodes"),
+            v
+        );
     }
 
     #[test]
