@@ -438,7 +438,7 @@ impl Rpc {
                 id,
                 status,
                 payload,
-            } => self.on_response(from, id, status, payload),
+            } => self.on_response(from, incarnation, id, status, payload),
             wire::Envelope::OneWay {
                 cmd,
                 fingerprint,
@@ -472,10 +472,35 @@ impl Rpc {
         }
     }
 
-    fn on_response(&self, from: SocketAddr, id: u64, status: wire::Status, payload: Bytes) {
+    fn on_response(
+        &self,
+        from: SocketAddr,
+        incarnation: u64,
+        id: u64,
+        status: wire::Status,
+        payload: Bytes,
+    ) {
         let woken = {
             let mut pending = lock(&self.pending);
             match pending.get_mut(&id) {
+                // The answer of another process at the same address than the one the call
+                // was for (it restarted between the check before sending and the answer):
+                // not this call's answer.
+                Some(p)
+                    if p.peer == from
+                        && p.is_waiting()
+                        && incarnation != 0
+                        && p.incarnation.is_some_and(|want| want != incarnation) =>
+                {
+                    let error = CallError::Restarted {
+                        target: p.target.clone(),
+                        command: p.command,
+                        old: p.incarnation.unwrap_or_default(),
+                        new: incarnation,
+                    };
+                    tracing::debug!(%from, id, "an answer from another incarnation than the one called");
+                    Some(p.finish(Outcome::Failed(error)))
+                }
                 Some(p) if p.peer == from && p.is_waiting() => {
                     Some(p.finish(Outcome::Response(status, payload)))
                 }
@@ -695,5 +720,52 @@ mod backlog_tests {
         assert_eq!(a.stats().rpc.dropped_responses, dropped);
         a.stop().await;
         peer.close();
+    }
+
+    /// A response is taken only from the incarnation the call was for: one from a process
+    /// that restarted at the same address after the check before sending fails the call as
+    /// `Restarted` (security finding 13: before, the new process's answer was accepted).
+    #[tokio::test]
+    async fn an_answer_from_another_incarnation_fails_the_call() {
+        use super::{Outcome, Pending, Wait, wire};
+        use crate::Target;
+        use crate::rpc::CallError;
+
+        let reg = LocalRegistry::new();
+        let a = Mesh::builder()
+            .discovery(Discovery::local_registry(&reg))
+            .start()
+            .await
+            .unwrap();
+        let rpc = a.rpc().clone();
+        let peer: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+        for (id, from_incarnation, restarted) in
+            [(1u64, 0x22u64, true), (2, 0x11, false), (3, 0, false)]
+        {
+            rpc.insert_pending(
+                id,
+                Pending {
+                    peer,
+                    incarnation: Some(0x11),
+                    command: 5,
+                    target: Target::Node(crate::NodeId::new(peer, 0x11)),
+                    wait: Wait::Waiting(None),
+                    deadline: tokio::time::Instant::now() + Duration::from_secs(10),
+                    timeout: Duration::from_secs(10),
+                },
+            );
+            let body = wire::response(id, wire::Status::Ok, b"x");
+            rpc.on_message(peer, from_incarnation, body);
+            let outcome = std::future::poll_fn(|cx| rpc.poll_outcome(id, cx)).await;
+            match outcome {
+                Some(Outcome::Failed(CallError::Restarted { old, new, .. })) => {
+                    assert!(restarted);
+                    assert_eq!((old, new), (0x11, 0x22));
+                }
+                Some(Outcome::Response(..)) => assert!(!restarted, "call {id}"),
+                _ => panic!("call {id}: unexpected outcome"),
+            }
+        }
+        a.stop().await;
     }
 }
