@@ -14,6 +14,8 @@ pub(crate) struct View {
     local: NodeId,
     nodes: FastMap<NodeId, NodeRecord>,
     by_addr: FastMap<SocketAddr, NodeId>,
+    /// Members the transport found unreachable (members only: an address outside the view
+    /// is not remembered, and a member's entry goes when it leaves).
     unreachable: HashSet<SocketAddr>,
 }
 
@@ -80,6 +82,7 @@ impl View {
         if let Some(node) = self.nodes.remove(&id) {
             if self.by_addr.get(&id.addr) == Some(&id) {
                 self.by_addr.remove(&id.addr);
+                self.unreachable.remove(&id.addr);
             }
             out.push(MeshEvent::Left { node, reason });
         }
@@ -110,17 +113,22 @@ impl View {
 
     /// Records the transport's view of an address; returns the event if it changed.
     pub(crate) fn set_reachable(&mut self, addr: SocketAddr, reachable: bool) -> Option<MeshEvent> {
+        let id = *self.by_addr.get(&addr)?;
         let changed = if reachable {
             self.unreachable.remove(&addr)
         } else {
             self.unreachable.insert(addr)
         };
-        let id = *self.by_addr.get(&addr)?;
         match (changed, reachable) {
             (true, true) => Some(MeshEvent::Reachable(id)),
             (true, false) => Some(MeshEvent::Unreachable(id)),
             _ => None,
         }
+    }
+
+    /// Members currently marked unreachable.
+    pub(crate) fn unreachable(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.unreachable.iter().copied()
     }
 
     pub(crate) fn is_reachable(&self, addr: SocketAddr) -> bool {
@@ -266,6 +274,36 @@ mod tests {
             v.set_reachable(a3, true),
             Some(MeshEvent::Reachable(_))
         ));
+    }
+
+    /// Security finding 14: the unreachable set holds members only and forgets a member
+    /// that leaves (before, any address the transport gave up on stayed in it for ever).
+    #[test]
+    fn the_unreachable_set_holds_members_only() {
+        let me = rec(1, 1, "a");
+        let mut v = View::new(me.id);
+        v.set_local(me);
+        let mut ev = Vec::new();
+        for port in 1000..11_000u16 {
+            assert!(
+                v.set_reachable(SocketAddr::from(([127, 0, 0, 9], port)), false)
+                    .is_none()
+            );
+        }
+        assert_eq!(v.unreachable().count(), 0);
+        v.upsert(rec(2, 2, "b"), &mut ev);
+        let a2 = SocketAddr::from(([127, 0, 0, 1], 2));
+        assert!(v.set_reachable(a2, false).is_some());
+        assert_eq!(v.unreachable().collect::<Vec<_>>(), vec![a2]);
+        let id2 = v
+            .by_addr(a2)
+            .map(|r| r.id)
+            .unwrap_or_else(|| unreachable!());
+        v.remove(id2, LeaveReason::Expired, &mut ev);
+        assert_eq!(v.unreachable().count(), 0);
+        // A new process at that address starts reachable.
+        v.upsert(rec(2, 3, "b"), &mut ev);
+        assert!(v.is_reachable(a2));
     }
 
     #[test]

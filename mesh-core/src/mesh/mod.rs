@@ -495,7 +495,10 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                     });
                 }
                 Ok(_) => {}
-                Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "peer events lagged"),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "peer events lagged: resynchronising with the transport");
+                    rpc.resync_after_lag();
+                }
                 Err(RecvError::Closed) => break,
             },
             e = members.recv() => match e {

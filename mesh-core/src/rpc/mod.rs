@@ -355,6 +355,40 @@ impl Rpc {
         wake_all(wakers);
     }
 
+    /// Puts right what lost transport events would have: members marked unreachable that
+    /// the transport talks to again become reachable, and calls waiting on a process the
+    /// transport now knows under another incarnation fail as `Restarted`. Called when the
+    /// peer-event channel lagged (events were dropped).
+    pub(crate) fn resync_after_lag(&self) {
+        let back: Vec<SocketAddr> = self
+            .membership
+            .view()
+            .unreachable()
+            .filter(|a| self.transport.peer_incarnation(*a).is_some())
+            .collect();
+        for addr in back {
+            self.membership.set_reachable(addr, true);
+        }
+        let mut wakers = Vec::new();
+        for p in lock(&self.pending).values_mut() {
+            let Some(old) = p.incarnation else { continue };
+            match self.transport.peer_incarnation(p.peer) {
+                Some(new) if new != old && p.is_waiting() => {
+                    let e = CallError::Restarted {
+                        target: p.target.clone(),
+                        command: p.command,
+                        old,
+                        new,
+                    };
+                    tracing::debug!(peer = %p.peer, command = p.command, "pending call failed after lost events");
+                    wakers.extend(p.finish(Outcome::Failed(e)));
+                }
+                _ => {}
+            }
+        }
+        wake_all(wakers);
+    }
+
     /// Peers with calls waiting for a response (for liveness probes).
     pub(crate) fn pending_peers(&self) -> Vec<SocketAddr> {
         let mut v: Vec<SocketAddr> = lock(&self.pending)
@@ -767,5 +801,55 @@ mod backlog_tests {
             }
         }
         a.stop().await;
+    }
+
+    /// After lost peer events, a call waiting on a process the transport now knows under
+    /// another incarnation fails as `Restarted` instead of waiting for its deadline
+    /// (security finding 14).
+    #[tokio::test]
+    async fn a_resync_after_lost_events_fails_calls_to_a_restarted_peer() {
+        use super::{Outcome, Pending, Wait};
+        use crate::Target;
+        use crate::rpc::CallError;
+
+        let reg = LocalRegistry::new();
+        let a = Mesh::builder()
+            .discovery(Discovery::local_registry(&reg))
+            .start()
+            .await
+            .unwrap();
+        let peer = Transport::bind(TransportConfig::default()).await.unwrap();
+        peer.send(a.addr(), 1, Bytes::from_static(b"hi"))
+            .await
+            .unwrap();
+        let rpc = a.rpc().clone();
+        let now = peer.incarnation();
+        let at = peer.local_addr();
+        for (id, called) in [(1u64, now ^ 1), (2, now)] {
+            rpc.insert_pending(
+                id,
+                Pending {
+                    peer: at,
+                    incarnation: Some(called),
+                    command: 5,
+                    target: Target::Node(crate::NodeId::new(at, called)),
+                    wait: Wait::Waiting(None),
+                    deadline: tokio::time::Instant::now() + Duration::from_secs(10),
+                    timeout: Duration::from_secs(10),
+                },
+            );
+        }
+        rpc.resync_after_lag();
+        let first = std::future::poll_fn(|cx| rpc.poll_outcome(1, cx)).await;
+        assert!(matches!(
+            first,
+            Some(Outcome::Failed(CallError::Restarted { new, .. })) if new == now
+        ));
+        let second =
+            std::future::poll_fn(|cx| std::task::Poll::Ready(rpc.poll_outcome(2, cx).is_pending()))
+                .await;
+        assert!(second, "the call to the live incarnation still waits");
+        a.stop().await;
+        peer.close();
     }
 }
