@@ -314,6 +314,42 @@ async fn garbled_records_are_skipped() -> TestResult {
     Ok(())
 }
 
+/// Security finding 11: a record written straight into Redis, with no heartbeat entry,
+/// used to stay for ever (the reaper only looked at expired heartbeats). The lease holder
+/// now removes it within a few intervals, and every node sees it leave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_without_a_heartbeat_is_reaped() -> TestResult {
+    init_tracing();
+    let redis = RedisServer::start()?;
+    let url = redis.url();
+    let a = node(&url, "o", "game").await?;
+    let forged: NodeId = "127.0.0.1:7#0000000000000007".parse()?;
+    let mut con = plain(&url)?;
+    let () = con.hset(
+        "{o}:nodes",
+        forged.to_string(),
+        format!(r#"{{"id":"{forged}","node_type":"game"}}"#),
+    )?;
+    // A node that joins now reads the forged record in its first snapshot ...
+    let b = node(&url, "o", "game").await?;
+    let listed = b.node(forged).is_some();
+    // ... and it goes.
+    let deadline = Instant::now() + WAIT;
+    while b.node(forged).is_some() || a.node(forged).is_some() {
+        if Instant::now() > deadline {
+            return Err("the forged record is still listed".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: bool = con.hexists("{o}:nodes", forged.to_string())?;
+    assert!(!left, "still in Redis");
+    eprintln!("forged record listed by the joining node before the reap: {listed}");
+    wait_views(&[&a, &b], &[a.id(), b.id()], WAIT).await?;
+    a.stop().await;
+    b.stop().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_fails_clearly_when_redis_is_unreachable() -> TestResult {
     init_tracing();

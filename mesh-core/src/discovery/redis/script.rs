@@ -22,7 +22,7 @@ pub(super) const REAP_LIMIT: usize = 256;
 /// The names of one prefix's keys and channel (all in the hash tag `{prefix}`).
 #[derive(Debug, Clone)]
 pub(super) struct Keys {
-    keys: [String; 9],
+    keys: [String; 10],
     /// The pub/sub channel of changes.
     pub(super) channel: String,
 }
@@ -41,13 +41,15 @@ impl Keys {
                 k("alive"),
                 k("grace"),
                 k("maxgrace"),
+                k("orphanscan"),
             ],
             channel: k("chg"),
         }
     }
 }
 
-/// KEYS: 1 hb, 2 nodes, 3 seq, 4 log, 5 epoch, 6 lease, 7 alive, 8 grace, 9 maxgrace.
+/// KEYS: 1 hb, 2 nodes, 3 seq, 4 log, 5 epoch, 6 lease, 7 alive, 8 grace, 9 maxgrace,
+/// 10 orphan-scan cursor.
 /// ARGV: 1 op (hb|watch|sync|leave), 2 id, 3 record, 4 expiry ms, 5 lease ms (0: never reap),
 /// 6 reap limit, 7 caller's epoch, 8 caller's seq, 9 max log entries, 10 epoch candidate,
 /// 11 channel, 12 log maxlen, 13 outage gap ms, 14 grace ms, 15 tag of the caller's last
@@ -56,8 +58,8 @@ impl Keys {
 /// `leave` returns {epoch, seq}.
 const LUA: &str = r#"
 pcall(redis.replicate_commands)
-local hb, nodes, seqk, log, epk, lease, alive, gracek, maxgk =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local hb, nodes, seqk, log, epk, lease, alive, gracek, maxgk, scank =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local op, id, rec = ARGV[1], ARGV[2], ARGV[3]
 local expiry, lease_ms, reap_limit = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local cepoch, cseq, max_log = ARGV[7], tonumber(ARGV[8]), tonumber(ARGV[9])
@@ -134,6 +136,19 @@ if held == 1 then
       local old = redis.call('HGET', nodes, d)
       if old then redis.call('HDEL', nodes, d) end
       change('expire', d, old or '')
+    end
+    -- A record without a heartbeat entry was not written by this script (every op here
+    -- writes or removes both at once): a forged or stray one. Each reaping run checks the
+    -- next few records, so every one is looked at within a few intervals, and removes those.
+    local scan = redis.call('HSCAN', nodes, redis.call('GET', scank) or '0', 'COUNT', 64)
+    redis.call('SET', scank, scan[1])
+    local found = scan[2]
+    for i = 1, #found, 2 do
+      local who = found[i]
+      if not redis.call('ZSCORE', hb, who) then
+        redis.call('HDEL', nodes, who)
+        change('expire', who, found[i + 1])
+      end
     end
     if #dead >= reap_limit then
       next_reap = 0
@@ -455,7 +470,7 @@ mod tests {
     fn keys_share_one_hash_tag() {
         let k = Keys::new("game");
         assert!(k.keys.iter().all(|k| k.starts_with("{game}:")));
-        assert_eq!(k.keys.len(), 9);
+        assert_eq!(k.keys.len(), 10);
         assert_eq!(k.channel, "{game}:chg");
         assert_eq!(k.keys[1], "{game}:nodes");
     }
