@@ -17,6 +17,11 @@ pub(crate) struct View {
     /// Members the transport found unreachable (members only: an address outside the view
     /// is not remembered, and a member's entry goes when it leaves).
     unreachable: HashSet<SocketAddr>,
+    /// Per address, the newest record that lost to the listed one there (it claims an
+    /// earlier start, say a process restarted on a host whose clock stepped back). When the
+    /// listed one leaves, this one takes its place instead of staying invisible. At most one
+    /// per listed address.
+    shadowed: FastMap<SocketAddr, NodeRecord>,
 }
 
 impl View {
@@ -26,6 +31,7 @@ impl View {
             nodes: FastMap::default(),
             by_addr: FastMap::default(),
             unreachable: HashSet::new(),
+            shadowed: FastMap::default(),
         }
     }
 
@@ -58,8 +64,19 @@ impl View {
                 return self.upsert(record, out);
             };
             if !record.supersedes(prev) {
-                // A stale record of an older run at that address: ignore it.
+                // An older run at that address, or a newer one whose clock is behind: kept
+                // aside until the listed one leaves.
+                let keep = self
+                    .shadowed
+                    .get(&addr)
+                    .is_none_or(|s| s.id == record.id || record.supersedes(s));
+                if keep {
+                    self.shadowed.insert(addr, record);
+                }
                 return;
+            }
+            if self.shadowed.get(&addr).is_some_and(|s| s.id == record.id) {
+                self.shadowed.remove(&addr);
             }
             let prev = self.nodes.remove(&other);
             self.nodes.insert(record.id, record.clone());
@@ -79,12 +96,19 @@ impl View {
         if id == self.local {
             return;
         }
+        if self.shadowed.get(&id.addr).is_some_and(|s| s.id == id) {
+            self.shadowed.remove(&id.addr);
+            return;
+        }
         if let Some(node) = self.nodes.remove(&id) {
             if self.by_addr.get(&id.addr) == Some(&id) {
                 self.by_addr.remove(&id.addr);
                 self.unreachable.remove(&id.addr);
             }
             out.push(MeshEvent::Left { node, reason });
+            if let Some(next) = self.shadowed.remove(&id.addr) {
+                self.upsert(next, out);
+            }
         }
     }
 
@@ -97,6 +121,7 @@ impl View {
         out: &mut Vec<MeshEvent>,
     ) {
         let present: HashSet<NodeId> = records.iter().map(|r| r.id).collect();
+        self.shadowed.retain(|_, s| present.contains(&s.id));
         let gone: Vec<NodeId> = self
             .nodes
             .keys()
@@ -304,6 +329,42 @@ mod tests {
         // A new process at that address starts reachable.
         v.upsert(rec(2, 3, "b"), &mut ev);
         assert!(v.is_reachable(a2));
+    }
+
+    /// Security finding 9: a process restarted at an address with an earlier wall clock
+    /// than its predecessor's loses to the old record while it lasts; it used to stay
+    /// invisible after the old one expired. Now it takes the address over then.
+    #[test]
+    fn a_restart_with_an_earlier_clock_is_listed_once_the_old_record_goes() {
+        let me = rec(1, 1, "a");
+        let mut v = View::new(me.id);
+        v.set_local(me);
+        let mut ev = Vec::new();
+        let old = rec(2, 50, "g");
+        let mut new = rec(2, 60, "g");
+        new.started_at_ms = 10;
+        let mut newer_still = rec(2, 70, "g");
+        newer_still.started_at_ms = 20;
+        v.upsert(old.clone(), &mut ev);
+        ev.clear();
+        v.upsert(new.clone(), &mut ev);
+        v.upsert(newer_still.clone(), &mut ev);
+        v.upsert(new.clone(), &mut ev);
+        assert!(ev.is_empty(), "the listed record wins while it lasts");
+        v.remove(old.id, LeaveReason::Expired, &mut ev);
+        assert!(
+            matches!(&ev[..], [MeshEvent::Left { .. }, MeshEvent::Joined(r)] if r.id == newer_still.id)
+        );
+        assert!(v.get(&newer_still.id).is_some());
+        // A shadowed record that leaves first is simply forgotten.
+        ev.clear();
+        let mut late = rec(2, 80, "g");
+        late.started_at_ms = 1;
+        v.upsert(late.clone(), &mut ev);
+        v.remove(late.id, LeaveReason::Expired, &mut ev);
+        v.remove(newer_still.id, LeaveReason::Graceful, &mut ev);
+        assert!(matches!(&ev[..], [MeshEvent::Left { .. }]), "{ev:?}");
+        assert_eq!(v.len(), 1);
     }
 
     #[test]
