@@ -328,3 +328,70 @@ async fn static_seeds_join_leave_expire_and_values() {
     b.stop().await;
     seed.stop().await;
 }
+
+/// Security finding 6: a node that is not a seed sending a seeds `View` could list fake
+/// nodes and, with a record "started" at `u64::MAX` at a real node's address, push the real
+/// node out. Views are now taken from configured seeds only, and records claiming a start
+/// far in the future are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_from_a_node_that_is_not_a_seed_is_ignored() {
+    use mesh_core::discovery::DISCOVERY_CHANNEL;
+    use mesh_core::transport::{Transport, TransportConfig};
+
+    let port = free_udp_port();
+    let seeds = Discovery::seeds([format!("127.0.0.1:{port}")]);
+    let start =
+        |b: mesh_core::MeshBuilder| b.discovery(seeds.clone()).update_interval(TICK).start();
+    let seed = start(Mesh::builder().node_type("seed").port(port))
+        .await
+        .unwrap();
+    let a = start(Mesh::builder().node_type("game")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.nodes().len() < 2 {
+        assert!(Instant::now() < deadline, "a did not join");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let real = a.id();
+    let fake = "127.0.0.1:7#0000000000000007";
+    let evictor = format!("{}#00000000000000ee", real.addr);
+    let view = format!(
+        r#"{{"View":{{"nodes":[[{{"id":"{fake}","node_type":"game"}},0],[{{"id":"{evictor}","node_type":"game","started_at_ms":18446744073709551615}},0]]}}}}"#
+    );
+    let mut bytes = vec![0x5d, 1];
+    bytes.extend_from_slice(view.as_bytes());
+    let stray = Transport::bind(TransportConfig::default()).await.unwrap();
+    for to in [seed.addr(), a.addr()] {
+        stray
+            .send(to, DISCOVERY_CHANNEL, bytes.clone().into())
+            .await
+            .unwrap();
+    }
+    // Announcements from a stray node that claims to start in the future do not count either.
+    let announce = format!(
+        r#"{{"Announce":{{"me":{{"id":"{}#00000000000000ef","node_type":"game","started_at_ms":18446744073709551615}},"want_view":false}}}}"#,
+        stray.local_addr()
+    );
+    let mut bytes = vec![0x5d, 1];
+    bytes.extend_from_slice(announce.as_bytes());
+    stray
+        .send(seed.addr(), DISCOVERY_CHANNEL, bytes.into())
+        .await
+        .unwrap();
+    // At no moment of the next few update intervals does a fake node show, or the real one
+    // go (the fakes would expire again after `expiry`, so the views are watched throughout).
+    let until = Instant::now() + TICK * 4;
+    while Instant::now() < until {
+        for m in [&seed, &a] {
+            let listed: Vec<String> = m.nodes().iter().map(|r| r.id.to_string()).collect();
+            assert!(
+                !listed.iter().any(|id| id == fake || *id == evictor),
+                "{listed:?}"
+            );
+            assert!(m.node(real).is_some(), "the real node is still listed");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stray.close();
+    a.stop().await;
+    seed.stop().await;
+}

@@ -18,8 +18,20 @@ use super::{BackendContext, BoxFuture, DiscoveryBackend, DiscoveryError, Health,
 use crate::node::{NodeId, NodeRecord};
 use crate::transport::Transport;
 
-/// The most nodes one seed reports (the view of a small fixed fleet).
+/// The most nodes one seed reports, and one node tracks (the view of a small fixed fleet).
 const MAX_NODES: usize = 4096;
+
+/// How far ahead of our wall clock a record's start may claim to be: a later start wins an
+/// address, so a record "started" far in the future would evict the real node there.
+const MAX_CLOCK_AHEAD: Duration = Duration::from_secs(300);
+
+/// Whether `rec` claims a start no later than `MAX_CLOCK_AHEAD` past our clock.
+fn plausible(rec: &NodeRecord) -> bool {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    rec.started_at_ms <= now_ms.saturating_add(MAX_CLOCK_AHEAD.as_millis() as u64)
+}
 
 /// Configuration of the static-seeds backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -221,7 +233,9 @@ async fn run(config: SeedsConfig, ctx: BackendContext) {
             _ = m.stopping() => break,
             msg = inbox.recv() => {
                 let Some((from, bytes)) = msg else { break };
-                let answered = handle(&m, &transport, &mut st, from, &bytes, me, guest);
+                let from_seed = seeds.contains(&from);
+                let answered =
+                    handle(&m, &transport, &mut st, from, from_seed, &bytes, me, guest);
                 if answered {
                     st.last_answer = Some(Instant::now());
                     m.set_health(Health::Healthy);
@@ -306,12 +320,15 @@ async fn run(config: SeedsConfig, ctx: BackendContext) {
     }
 }
 
-/// Applies one message; returns whether it was a seed's answer.
+/// Applies one message; returns whether it was a seed's answer. `from_seed`: the sender is
+/// one of our configured seeds, the only senders whose views we take.
+#[allow(clippy::too_many_arguments)]
 fn handle(
     m: &super::Membership,
     transport: &Transport,
     st: &mut State,
     from: SocketAddr,
+    from_seed: bool,
     bytes: &Bytes,
     me: NodeId,
     guest: bool,
@@ -331,9 +348,13 @@ fn handle(
                 && rec.id != me
                 && !st.gone.contains_key(&rec.id)
             {
-                st.heard.insert(rec.id, now);
-                if st.heard.len() <= MAX_NODES {
+                if !plausible(&rec) {
+                    tracing::debug!(%from, "seeds: refused a record that starts in the future");
+                } else if st.heard.contains_key(&rec.id) || st.heard.len() < MAX_NODES {
+                    st.heard.insert(rec.id, now);
                     m.upsert(rec);
+                } else {
+                    tracing::debug!(%from, "seeds: node table full, announcement ignored");
                 }
             }
             if want_view {
@@ -353,18 +374,26 @@ fn handle(
             false
         }
         Msg::View { nodes } => {
+            if !from_seed {
+                // Only a seed we were configured with speaks for the fleet: anyone else's
+                // view could list fake nodes or push real ones out.
+                tracing::debug!(%from, "seeds: ignored a view from a node that is not a seed");
+                return false;
+            }
             for (rec, age) in nodes.into_iter().take(MAX_NODES) {
-                if rec.id == me || st.gone.contains_key(&rec.id) {
+                if rec.id == me || st.gone.contains_key(&rec.id) || !plausible(&rec) {
                     continue;
                 }
                 let at = now.checked_sub(Duration::from_millis(age)).unwrap_or(now);
-                let newer = st.heard.get(&rec.id).is_none_or(|t| *t < at);
-                if newer {
-                    st.heard.insert(rec.id, at);
+                let full = st.heard.len() >= MAX_NODES;
+                match st.heard.get_mut(&rec.id) {
+                    Some(t) => *t = (*t).max(at),
+                    None if !full => {
+                        st.heard.insert(rec.id, at);
+                    }
+                    None => continue,
                 }
-                if st.heard.len() <= MAX_NODES {
-                    m.upsert(rec);
-                }
+                m.upsert(rec);
             }
             true
         }
