@@ -11,6 +11,7 @@ use futures::future::BoxFuture;
 
 use super::client::transport_error;
 use super::error::CallError;
+use super::hop_queue::Sent;
 use super::wire::{self, MAX_RELAY_TARGETS, RelayHeader};
 use super::{Rpc, channel_for};
 use crate::node::Target;
@@ -31,8 +32,9 @@ struct Hop {
 enum HopState {
     /// Queued on the transport: resolves on acknowledgement.
     Queued(Delivery),
-    /// The send queue was full: queued when there is room.
-    Waiting(Bytes),
+    /// Behind other relay messages to the hop, or the hop's queue was full: queued on the
+    /// transport in order, when there is room.
+    Behind(super::hop_queue::Queued),
     /// Sent as a datagram (unreliable fan-out).
     Sent,
     Failed(CallError<Bytes>),
@@ -103,7 +105,7 @@ impl Rpc {
         // Forwarding is work done for a peer: it counts against the concurrency limit.
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             self.counters
-                .dropped_oneway
+                .dropped_relays
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(%from, command = h.cmd, "overloaded: relay not forwarded");
             return;
@@ -163,15 +165,19 @@ impl Rpc {
                 let bytes = wire::relay(&h, share, payload);
                 let target = Target::Addr(*hop);
                 let state = if h.reliable {
-                    match self
-                        .transport
-                        .try_queue(*hop, channel_for(bytes.len()), bytes.clone())
-                    {
-                        Ok(d) => HopState::Queued(d),
-                        Err(TransportError::Send(SendError::Full { .. })) => {
-                            HopState::Waiting(bytes)
+                    let channel = channel_for(bytes.len());
+                    match self.hop_queues.send(&self.transport, *hop, channel, bytes) {
+                        Ok(Sent::Queued(d)) => HopState::Queued(d),
+                        Ok(Sent::Behind(rx)) => HopState::Behind(rx),
+                        Err(e) => {
+                            if matches!(e, TransportError::Send(SendError::Full { .. })) {
+                                self.counters
+                                    .dropped_relays
+                                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                tracing::warn!(hop = %hop, command = h.cmd, "relay backlog full: relay message not sent");
+                            }
+                            HopState::Failed(transport_error(&target, h.cmd, e))
                         }
-                        Err(e) => HopState::Failed(transport_error(&target, h.cmd, e)),
                     }
                 } else {
                     match self.transport.send_unreliable(*hop, bytes) {
@@ -209,13 +215,11 @@ impl Rpc {
                         HopState::Queued(d) => {
                             d.await.map_err(|e| transport_error(&target, h.cmd, e))
                         }
-                        HopState::Waiting(bytes) => {
-                            let ch = channel_for(bytes.len());
-                            match this.transport.queue(hop.addr, ch, bytes).await {
-                                Ok(d) => d.await.map_err(|e| transport_error(&target, h.cmd, e)),
-                                Err(e) => Err(transport_error(&target, h.cmd, e)),
-                            }
-                        }
+                        HopState::Behind(rx) => match rx.await {
+                            Ok(Ok(d)) => d.await.map_err(|e| transport_error(&target, h.cmd, e)),
+                            Ok(Err(e)) => Err(transport_error(&target, h.cmd, e)),
+                            Err(_) => Err(transport_error(&target, h.cmd, TransportError::Closed)),
+                        },
                     };
                     match sent {
                         Ok(()) => Vec::new(),
@@ -333,6 +337,60 @@ mod relay_tests {
 
     /// A relay from a stray peer reaches listed nodes only: it cannot make a node send to
     /// an arbitrary address.
+    /// Relay messages to a hop whose send queue is full wait in order: fan-outs through
+    /// one hop reach it in the order they were sent, however room comes back (security
+    /// finding 15: before, every waiter raced for the room), and what waits is bounded.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn relays_behind_a_full_queue_keep_their_order() {
+        let reg = LocalRegistry::new();
+        let a = Mesh::builder()
+            .discovery(Discovery::local_registry(&reg))
+            .start()
+            .await
+            .unwrap();
+        // A hop that does not read at first: its sender's queue fills.
+        let hop = Transport::bind(TransportConfig::default()).await.unwrap();
+        let rpc = a.rpc().clone();
+        let header = wire::RelayHeader {
+            cmd: 9,
+            fingerprint: 0,
+            limit: 1,
+            reliable: true,
+            origin: a.addr(),
+        };
+        const N: u32 = 90;
+        let mut acks = Vec::new();
+        for i in 0..N {
+            let mut body = vec![0u8; 1 << 20];
+            body[..4].copy_from_slice(&i.to_be_bytes());
+            acks.push(tokio::spawn(rpc.forward(
+                header,
+                vec![hop.local_addr()],
+                body.into(),
+            )));
+        }
+        assert!(rpc.hop_queues.bytes() > 0, "some relay messages wait");
+        assert!(rpc.hop_queues.bytes() <= super::super::hop_queue::HOP_BACKLOG_BYTES);
+        let mut seen = Vec::new();
+        while seen.len() < N as usize {
+            let m = tokio::time::timeout(Duration::from_secs(20), hop.recv())
+                .await
+                .expect("relay messages keep coming")
+                .unwrap();
+            if let Ok(wire::Envelope::Relay { payload, .. }) = wire::decode(m.data) {
+                seen.push(u32::from_be_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]));
+            }
+        }
+        assert_eq!(seen, (0..N).collect::<Vec<_>>(), "in the order sent");
+        for ack in acks {
+            assert!(ack.await.unwrap().is_empty(), "every hop acknowledged");
+        }
+        a.stop().await;
+        hop.close();
+    }
+
     #[tokio::test]
     async fn relays_forward_only_to_listed_nodes() {
         let reg = LocalRegistry::new();

@@ -13,6 +13,7 @@ mod client;
 mod error;
 mod fanout;
 mod handler;
+mod hop_queue;
 pub(crate) mod process;
 mod registry;
 mod scope;
@@ -159,6 +160,7 @@ pub(crate) struct RpcCounters {
     pub(crate) dropped_discovery: AtomicU64,
     pub(crate) incompatible: AtomicU64,
     pub(crate) dropped_responses: AtomicU64,
+    pub(crate) dropped_relays: AtomicU64,
 }
 
 impl RpcCounters {
@@ -171,6 +173,7 @@ impl RpcCounters {
             dropped_discovery: get(&self.dropped_discovery),
             incompatible: get(&self.incompatible),
             dropped_responses: get(&self.dropped_responses),
+            dropped_relays: get(&self.dropped_relays),
         }
     }
 }
@@ -195,6 +198,10 @@ pub struct RpcStats {
     /// Responses dropped because the response backlog (responses waiting for room in
     /// full send queues, bounded in bytes and count) was full; their callers time out.
     pub dropped_responses: u64,
+    /// Relay messages this node did not pass on: it was overloaded when a relay arrived,
+    /// or the relay backlog (messages waiting for room at full next hops) was full. The
+    /// nodes behind it in the relay tree miss that fan-out.
+    pub dropped_relays: u64,
 }
 
 /// Settings of the messaging layer.
@@ -235,6 +242,8 @@ pub(crate) struct Rpc {
     balance: Mutex<FastMap<(String, u16), usize>>,
     /// Responses waiting for room in full send queues.
     pub(crate) backlog: Backlog,
+    /// Relay messages waiting for room in their next hop's queue, in order per hop.
+    pub(crate) hop_queues: Arc<hop_queue::HopQueues>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -265,6 +274,7 @@ impl Rpc {
             counters: RpcCounters::default(),
             balance: Mutex::new(FastMap::default()),
             backlog: Backlog::default(),
+            hop_queues: Arc::default(),
         })
     }
 
