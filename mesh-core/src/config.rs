@@ -540,6 +540,9 @@ impl MeshConfig {
         if p.max_total_buffer < p.max_peer_buffer {
             p.max_total_buffer = p.max_peer_buffer;
         }
+        if p.max_buffer_per_ip < p.max_peer_buffer {
+            p.max_buffer_per_ip = p.max_peer_buffer;
+        }
         if p.max_send_queue < p.max_message_size {
             p.max_send_queue = p.max_message_size;
         }

@@ -302,3 +302,57 @@ fn a_flood_of_handshakes_does_not_erase_what_we_know_of_real_peers() {
     }
     assert!(restarted);
 }
+
+/// Announces a message of `len` bytes on `channel` of the raw session `from` has with `ep`
+/// (its first datagram only, as an attacker that never finishes would send).
+fn announce_large(
+    ep: &mut Endpoint,
+    now: Instant,
+    from: SocketAddr,
+    pn: u64,
+    channel: u8,
+    len: u64,
+) {
+    let cluster = ep.config().cluster_id;
+    let id = ep.session_id(from).unwrap();
+    let mut data = Vec::new();
+    wire::varint::put(&mut data, len);
+    data.resize(1000, 0xAB);
+    let mut body = Vec::new();
+    wire::varint::put(&mut body, pn);
+    wire::Frame::Stream {
+        channel,
+        offset: 0,
+        data: &data,
+    }
+    .encode(&mut body);
+    ep.handle(now, from, &raw_packet(Kind::Data, cluster, id, &body));
+}
+
+/// Security finding 7: peers that announce large messages and never finish them hold their
+/// reservations. Peers at one IP address now hold at most `max_buffer_per_ip` of them, so a
+/// real peer elsewhere still gets room for its large message.
+#[test]
+fn unfinished_large_messages_from_one_address_cannot_take_the_budget() {
+    let cfg = Config::default();
+    let base = cfg.channel_window * usize::from(cfg.channels);
+    let per_ip = cfg.max_buffer_per_ip;
+    let mut ep = Endpoint::new(cfg, 77, 1).unwrap();
+    let now = Instant::now();
+    let ten_mib = 10 * 1024 * 1024;
+    for port in 0..8u16 {
+        let from = SocketAddr::from(([127, 0, 0, 9], 40_000 + port));
+        raw_handshake(&mut ep, now, from, 700 + u64::from(port), 3);
+        for ch in 0..2u8 {
+            announce_large(&mut ep, now, from, u64::from(ch), ch, ten_mib);
+        }
+    }
+    let held = ep.reserved_memory() - 8 * base;
+    assert!(held <= per_ip, "{held} bytes reserved by one address");
+    // A real peer at another address announces a large message: it gets its reservation.
+    let before = ep.reserved_memory();
+    raw_handshake(&mut ep, now, addr(1), 42, 7);
+    announce_large(&mut ep, now, addr(1), 0, 0, ten_mib);
+    let granted = ep.reserved_memory() - before - base;
+    assert!(granted as u64 >= ten_mib - 64 * 1024, "granted {granted}");
+}

@@ -21,6 +21,10 @@ pub struct Config {
     pub max_peer_buffer: usize,
     /// Receive memory all peers together may hold, default 128 MiB.
     pub max_total_buffer: usize,
+    /// Receive memory that large messages from peers at one IP address may hold together
+    /// (default 48 MiB; at least `max_peer_buffer`): peers on one box that announce large
+    /// messages and never finish them cannot take the whole `max_total_buffer`.
+    pub max_buffer_per_ip: usize,
     /// Bytes queued (unsent or unacknowledged) to one peer before `send` reports full
     /// (default 32 MiB; one message is always accepted into an empty queue).
     pub max_send_queue: usize,
@@ -64,6 +68,7 @@ impl Default for Config {
             channel_window: 64 * 1024,
             max_peer_buffer: 24 * 1024 * 1024,
             max_total_buffer: 128 * 1024 * 1024,
+            max_buffer_per_ip: 48 * 1024 * 1024,
             max_send_queue: 32 * 1024 * 1024,
             max_sessions: 4096,
             max_sessions_per_ip: 128,
@@ -139,6 +144,9 @@ impl Config {
         }
         if self.max_total_buffer < self.max_peer_buffer {
             return bad("max_total_buffer", "must be at least max_peer_buffer");
+        }
+        if self.max_buffer_per_ip < self.max_peer_buffer {
+            return bad("max_buffer_per_ip", "must be at least max_peer_buffer");
         }
         if self.max_send_queue < self.max_message_size {
             return bad("max_send_queue", "must be at least max_message_size");

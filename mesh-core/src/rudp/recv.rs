@@ -12,20 +12,54 @@ use std::collections::{BTreeMap, VecDeque};
 use bytes::Bytes;
 
 use super::msgbuf::MessageBuf;
+use std::net::IpAddr;
+
+use super::hash::FastMap;
 use super::ranges::RangeSet;
 use super::wire::varint;
 
 /// Memory that flow-control credit is reserved from, shared by every session of an endpoint.
+///
+/// Reservations for large messages (credit above a session's initial windows) are also
+/// counted per IP address of the peer and capped there: peers on one box that announce large
+/// messages and never finish them cannot hold the whole budget.
 #[derive(Debug, Clone)]
 pub(crate) struct Budget {
     limit: usize,
     used: usize,
+    ip_limit: usize,
+    by_ip: FastMap<IpAddr, usize>,
 }
 
 impl Budget {
-    /// A budget of `limit` bytes.
-    pub(crate) fn new(limit: usize) -> Self {
-        Budget { limit, used: 0 }
+    /// A budget of `limit` bytes, of which peers at one IP address may reserve at most
+    /// `ip_limit` for large messages.
+    pub(crate) fn new(limit: usize, ip_limit: usize) -> Self {
+        Budget {
+            limit,
+            used: 0,
+            ip_limit,
+            by_ip: FastMap::default(),
+        }
+    }
+    /// Reserves `n` bytes for a large message from a peer at `ip`, within both limits.
+    pub(crate) fn try_reserve_for(&mut self, ip: IpAddr, n: usize) -> bool {
+        let held = self.by_ip.get(&ip).copied().unwrap_or(0);
+        if held + n > self.ip_limit || !self.try_reserve(n) {
+            return false;
+        }
+        self.by_ip.insert(ip, held + n);
+        true
+    }
+    /// Returns `n` bytes reserved with [`try_reserve_for`](Self::try_reserve_for).
+    pub(crate) fn release_for(&mut self, ip: IpAddr, n: usize) {
+        self.release(n);
+        if let Some(held) = self.by_ip.get_mut(&ip) {
+            *held = held.saturating_sub(n);
+            if *held == 0 {
+                self.by_ip.remove(&ip);
+            }
+        }
     }
     /// Reserves `n` bytes if they are available.
     pub(crate) fn try_reserve(&mut self, n: usize) -> bool {

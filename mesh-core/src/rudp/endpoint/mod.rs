@@ -87,7 +87,7 @@ impl Endpoint {
         let cookies = CookieJar::new(rng.random());
         Ok(Endpoint {
             cookies,
-            budget: Budget::new(cfg.max_total_buffer),
+            budget: Budget::new(cfg.max_total_buffer, cfg.max_buffer_per_ip),
             cfg,
             incarnation,
             sessions: FastMap::with_hasher(keys),
@@ -413,7 +413,11 @@ impl Endpoint {
         };
         // Freed budget may let other sessions announce credit.
         self.tx_hint = true;
-        self.budget.release(s.credit as usize);
+        // The initial windows, then what large messages reserved (counted per address).
+        let base = (self.cfg.channel_window * usize::from(self.cfg.channels)) as u64;
+        self.budget.release(s.credit.min(base) as usize);
+        self.budget
+            .release_for(peer.ip(), s.credit.saturating_sub(base) as usize);
         self.order.retain(|a| *a != peer);
         self.counters.sessions_closed += 1;
         // A handshake that never brought data proves nothing worth remembering: a flood of

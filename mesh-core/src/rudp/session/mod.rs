@@ -60,9 +60,17 @@ pub(super) struct ReadyQueue {
 
 /// Reserves memory for a large message waiting on `rc`, within the per-peer and global
 /// budgets; on success the channel's credit grows to cover the whole message.
-fn try_grant(rc: &mut RecvChannel, credit: &mut u64, budget: &mut Budget, cfg: &Config) {
+fn try_grant(
+    rc: &mut RecvChannel,
+    credit: &mut u64,
+    budget: &mut Budget,
+    cfg: &Config,
+    ip: std::net::IpAddr,
+) {
     let want = rc.wanted();
-    if want > 0 && *credit + want <= cfg.max_peer_buffer as u64 && budget.try_reserve(want as usize)
+    if want > 0
+        && *credit + want <= cfg.max_peer_buffer as u64
+        && budget.try_reserve_for(ip, want as usize)
     {
         *credit += want;
         rc.grant();
@@ -442,7 +450,7 @@ impl Session {
                             }
                         }
                     }
-                    try_grant(rc, &mut self.credit, budget, cfg);
+                    try_grant(rc, &mut self.credit, budget, cfg, self.addr.ip());
                 }
                 RawFrame::MaxData { channel, max } => {
                     *eliciting = true;
@@ -503,15 +511,15 @@ impl Session {
         };
         let released = rc.consume(end);
         self.credit -= released;
-        budget.release(released as usize);
-        try_grant(rc, &mut self.credit, budget, cfg);
+        budget.release_for(self.addr.ip(), released as usize);
+        try_grant(rc, &mut self.credit, budget, cfg, self.addr.ip());
         rc.announce_pending()
     }
 
     /// Retries pending large-message reservations (budget freed elsewhere).
     pub(super) fn retry_reservations(&mut self, budget: &mut Budget, cfg: &Config) {
         for rc in &mut self.recv {
-            try_grant(rc, &mut self.credit, budget, cfg);
+            try_grant(rc, &mut self.credit, budget, cfg, self.addr.ip());
         }
     }
 
