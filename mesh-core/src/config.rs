@@ -174,6 +174,10 @@ pub struct MeshConfig {
     pub shared: crate::shared::SharedLimits,
     /// Limits on the cluster's shared data (the `[shared_data]` table).
     pub shared_data: crate::shared_data::SharedDataLimits,
+    /// Which node types may call which services or command ranges here (the `access`
+    /// array: `access = [{ caller = "lobby", commands = [1000, 1099] }, { caller = "admin",
+    /// service = "Ops" }]`); empty allows everything.
+    pub access: crate::rpc::AccessSchema,
 }
 
 impl Default for MeshConfig {
@@ -202,6 +206,7 @@ impl Default for MeshConfig {
             peer_timeout: Duration::from_secs(1),
             send_interval: Duration::ZERO,
             relay_limit: 2,
+            access: crate::rpc::AccessSchema::default(),
             shared: crate::shared::SharedLimits::default(),
             shared_data: crate::shared_data::SharedDataLimits::default(),
         }
@@ -474,6 +479,9 @@ impl MeshConfig {
         }
         if self.max_message_size == 0 || self.max_message_size > (1 << 30) {
             return bad("max_message_size", "must be between 1 byte and 1 GiB");
+        }
+        if let Some(p) = self.access.problem() {
+            return bad("access", &p);
         }
         if self.relay_limit == 0 {
             return bad("relay_limit", "must be at least 1");

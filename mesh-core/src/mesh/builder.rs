@@ -208,6 +208,15 @@ impl MeshBuilder {
         self
     }
 
+    /// Allows callers as `rule` says (the access schema). Once any rule is given, requests
+    /// and one-way messages that no rule allows are refused on this node: callers get
+    /// `CallError::Forbidden`. For example
+    /// `.allow(AccessRule::commands("lobby", 1000..=1099)).allow(AccessRule::service("admin", "Ops"))`.
+    pub fn allow(mut self, rule: crate::rpc::AccessRule) -> MeshBuilder {
+        self.config.access = std::mem::take(&mut self.config.access).allow(rule);
+        self
+    }
+
     /// Coalescing delay before sending (default 0).
     pub fn send_interval(mut self, d: Duration) -> MeshBuilder {
         self.config.send_interval = d;

@@ -216,6 +216,7 @@ impl Mesh {
                 relay_limit: config.relay_limit,
                 peer_timeout: config.peer_timeout,
                 max_unreliable: config.protocol().max_unreliable_payload(),
+                access: config.access.clone(),
             },
         );
         let (shared, shared_tasks) = match crate::shared::Runtime::start(

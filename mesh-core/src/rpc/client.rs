@@ -153,6 +153,10 @@ fn from_reply(
             target: t(),
             command,
         }),
+        Status::Forbidden => Err(CallError::Forbidden {
+            target: t(),
+            command,
+        }),
         Status::Overloaded => Err(CallError::Overloaded {
             target: t(),
             command,

@@ -253,6 +253,17 @@ pub enum CallError<E = Infallible> {
         /// The command id.
         command: u16,
     },
+    /// The target's access schema does not let this node's type call the command; not
+    /// run. Add a rule on the target (`MeshBuilder::allow`, the `access` array) if it should.
+    #[error(
+        "{target} does not allow this node to call command {command} (its access schema has no rule for this node's type)"
+    )]
+    Forbidden {
+        /// The target.
+        target: Target,
+        /// The command id.
+        command: u16,
+    },
     /// The target is past its concurrency limit; not run. Retry later or elsewhere.
     #[error("{target} is overloaded (command {command} not run); retry later or on another node")]
     Overloaded {
@@ -346,6 +357,7 @@ impl<E> CallError<E> {
             ),
             CallError::TooLarge { ran, .. } => *ran,
             CallError::NoHandler { .. }
+            | CallError::Forbidden { .. }
             | CallError::Overloaded { .. }
             | CallError::Incompatible { .. }
             | CallError::NoMesh(_)
@@ -439,6 +451,7 @@ impl<E> CallError<E> {
                 new,
             },
             CallError::NoHandler { target, command } => CallError::NoHandler { target, command },
+            CallError::Forbidden { target, command } => CallError::Forbidden { target, command },
             CallError::Overloaded { target, command } => CallError::Overloaded { target, command },
             CallError::Panicked {
                 target,

@@ -7,6 +7,7 @@
 //! the relay tree). This module also holds the machinery, the [`CallError`] every call fails
 //! with, the handler builders, and how deadlines and traces travel ([`TraceContext`]).
 
+mod access;
 mod broadcast;
 mod cancel;
 mod client;
@@ -31,6 +32,7 @@ use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+pub use access::{ANY_CALLER, AccessRule, AccessSchema};
 pub use broadcast::Broadcast;
 pub use client::{Client, Command, Destination};
 pub use error::{CallError, CodecStage, Incompatibility, NoMesh, RegisterError, Side, Unreachable};
@@ -214,6 +216,7 @@ pub(crate) struct RpcSettings {
     pub(crate) relay_limit: usize,
     pub(crate) peer_timeout: Duration,
     pub(crate) max_unreliable: usize,
+    pub(crate) access: AccessSchema,
 }
 
 /// The messaging state of one node.

@@ -74,14 +74,23 @@ impl Rpc {
         }
     }
 
-    /// Checks a request against the registry: the entry, or the reply refusing it.
-    fn admit(&self, cmd: u16, fingerprint: u32) -> Result<Entry, Reply> {
+    /// Checks a request against the registry and the access schema: the entry, or the
+    /// reply refusing it.
+    fn admit(&self, from: SocketAddr, cmd: u16, fingerprint: u32) -> Result<Entry, Reply> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(Reply::failure(Status::ShuttingDown, "shutting down"));
         }
         let Some(entry) = self.entry(cmd) else {
             return Err(Reply::failure(Status::NoHandler, ""));
         };
+        if from != self.local && !self.settings.access.is_open() {
+            let view = self.membership.view();
+            let caller = view.by_addr(from).map(|r| r.node_type.as_str());
+            if !self.settings.access.allows(caller, cmd, entry.service) {
+                tracing::debug!(%from, caller_type = ?caller, command = cmd, "refused by the access schema");
+                return Err(Reply::failure(Status::Forbidden, ""));
+            }
+        }
         if fingerprint != 0 && entry.fingerprint != 0 && fingerprint != entry.fingerprint {
             self.counters.incompatible.fetch_add(1, Ordering::Relaxed);
             let detail = Mismatch {
@@ -117,7 +126,7 @@ impl Rpc {
             || tracing::debug_span!("request", %from, command = cmd, id, trace_id = %format_args!("{:032x}", trace.trace_id), parent_id = %format_args!("{:016x}", trace.parent_id)),
         );
         let refuse = |reply: Reply| self.respond(from, id, reply);
-        let entry = match self.admit(cmd, fingerprint) {
+        let entry = match self.admit(from, cmd, fingerprint) {
             Ok(e) => e,
             Err(reply) => {
                 tracing::debug!(parent: &span, status = ?reply.status, "request refused");
@@ -215,7 +224,7 @@ impl Rpc {
         fingerprint: u32,
         payload: Bytes,
     ) {
-        let entry = match self.admit(cmd, fingerprint) {
+        let entry = match self.admit(from, cmd, fingerprint) {
             Ok(e) => e,
             Err(reply) => {
                 self.counters.dropped_oneway.fetch_add(1, Ordering::Relaxed);
@@ -270,7 +279,8 @@ impl Rpc {
         trace: TraceContext,
         payload: Bytes,
     ) -> Reply {
-        let entry = match self.admit(cmd, fingerprint) {
+        // A call to itself is always allowed.
+        let entry = match self.admit(self.local, cmd, fingerprint) {
             Ok(e) => e,
             Err(r) => return r,
         };

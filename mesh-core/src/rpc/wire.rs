@@ -47,6 +47,8 @@ pub(crate) enum Status {
     ShuttingDown = 8,
     /// The response was larger than the node's limit.
     TooLarge = 9,
+    /// The node's access schema does not let the caller run the command; not run.
+    Forbidden = 10,
 }
 
 impl Status {
@@ -62,6 +64,7 @@ impl Status {
             7 => Status::Expired,
             8 => Status::ShuttingDown,
             9 => Status::TooLarge,
+            10 => Status::Forbidden,
             _ => return None,
         })
     }
