@@ -126,3 +126,100 @@ fn truncated_frames_are_malformed() {
         assert!(r.is_err(), "cut at {cut}");
     }
 }
+
+mod properties {
+    //! Every encoding round-trips, and any bytes decode to a value or an error, never a
+    //! panic.
+
+    use proptest::prelude::*;
+
+    use super::super::frames::Frames;
+    use super::super::*;
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::Hello),
+            Just(Kind::HelloAck),
+            Just(Kind::Data),
+            Just(Kind::Reset),
+            Just(Kind::Reject),
+            Just(Kind::Retry),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn headers_round_trip(kind in kind(), cluster: u32, session: u64, flags in 0u8..16) {
+            let h = Header { version: WIRE_VERSION, kind, flags: flags << 4, cluster, session };
+            let mut out = Vec::new();
+            h.encode(&mut out);
+            out.extend_from_slice(b"body");
+            let (back, body) = Header::decode(&out).unwrap();
+            prop_assert_eq!(back, h);
+            prop_assert_eq!(body, b"body");
+        }
+
+        #[test]
+        fn hello_bodies_round_trip(
+            incarnation in 1u64..,
+            echo: u64,
+            fresh: bool,
+            cookie in proptest::option::of(any::<[u8; COOKIE_LEN]>()),
+        ) {
+            let b = HelloBody { incarnation, echo, fresh, cookie };
+            let mut out = Vec::new();
+            b.encode(&mut out);
+            prop_assert_eq!(HelloBody::decode(&out).unwrap(), b);
+            // Any other length is refused.
+            out.push(0);
+            prop_assert!(HelloBody::decode(&out).is_err());
+        }
+
+        #[test]
+        fn rejects_round_trip(code in 0u8..3, v: u32, ours: u32) {
+            let reason = match code {
+                0 => RejectReason::OtherCluster { theirs: v, ours },
+                1 => RejectReason::Version { theirs: v as u8, ours: WIRE_VERSION },
+                _ => RejectReason::Flags { flags: v as u8 },
+            };
+            let mut out = Vec::new();
+            encode_reject(reason, &mut out);
+            let back = decode_reject(&out, ours, WIRE_VERSION).unwrap();
+            prop_assert_eq!(back, reason);
+        }
+
+        #[test]
+        fn stream_frames_round_trip(
+            channel in 0u8..16,
+            offset in 0u64..(1 << 60),
+            data in proptest::collection::vec(any::<u8>(), 0..1400),
+            max: u64,
+        ) {
+            let frames = vec![
+                Frame::Stream { channel, offset, data: &data },
+                Frame::MaxData { channel, max },
+                Frame::Datagram(&data),
+            ];
+            let mut out = Vec::new();
+            for f in &frames {
+                f.encode(&mut out);
+            }
+            let back: Vec<_> = Frames::new(&out).collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(back, frames);
+        }
+
+        #[test]
+        fn any_bytes_decode_or_fail_cleanly(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Header::decode(&data);
+            let _ = HelloBody::decode(&data);
+            let _ = decode_reject(&data, 1, WIRE_VERSION);
+            for f in Frames::new(&data) {
+                if f.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
