@@ -43,6 +43,8 @@ extern crate self as mesh_core;
 pub mod codec;
 pub mod config;
 pub mod discovery;
+#[doc(hidden)]
+pub mod fuzzing;
 mod mesh;
 pub mod node;
 pub mod rpc;

@@ -14,7 +14,7 @@ mod event;
 mod local;
 mod membership;
 pub mod redis;
-mod seeds;
+pub(crate) mod seeds;
 mod view;
 
 use std::fmt;

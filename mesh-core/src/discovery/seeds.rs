@@ -78,7 +78,7 @@ impl SeedsConfig {
 
 /// What seeds-discovery nodes say to each other.
 #[derive(Debug, Serialize, Deserialize)]
-enum Msg {
+pub(crate) enum Msg {
     /// "Here I am" (guests send no record); `want_view` asks for a [`Msg::View`].
     Announce {
         me: Option<NodeRecord>,
@@ -124,14 +124,14 @@ fn encode(msg: &Msg) -> Result<Bytes, serde_json::Error> {
 
 /// Why a seeds message was refused.
 #[derive(Debug, thiserror::Error)]
-enum Malformed {
+pub(crate) enum Malformed {
     #[error("not a seeds message of this version (header {0:02x?})")]
     Header(Vec<u8>),
     #[error("not a seeds message: {0}")]
     Body(#[from] serde_json::Error),
 }
 
-fn decode(bytes: &[u8]) -> Result<Msg, Malformed> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<Msg, Malformed> {
     let Some(body) = bytes.strip_prefix(&SEEDS_HEADER[..]) else {
         return Err(Malformed::Header(bytes.iter().take(2).copied().collect()));
     };
