@@ -481,6 +481,7 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                 }
                 Ok(PeerEvent::Restarted { peer, old, new }) => {
                     rpc.membership.set_reachable(peer, true);
+                    rpc.cancel_requests_of(peer, old);
                     rpc.fail_peer(peer, Some(old), |p| CallError::Restarted {
                         target: p.target.clone(),
                         command: p.command,

@@ -402,6 +402,27 @@ impl Rpc {
         wake_all(wakers);
     }
 
+    /// Cancels the handlers still running for requests of incarnation `old` of the process
+    /// at `peer`: it restarted, nobody waits for their answers (they could not reach the
+    /// new process anyway), and their permits go back.
+    pub(crate) fn cancel_requests_of(&self, peer: SocketAddr, old: u64) {
+        let gone: Vec<cancel::Cancel> = {
+            let mut running = lock(&self.running);
+            let keys: Vec<(SocketAddr, u64, u64)> = running
+                .keys()
+                .filter(|(a, inc, _)| *a == peer && *inc == old)
+                .copied()
+                .collect();
+            keys.iter().filter_map(|k| running.remove(k)).collect()
+        };
+        if !gone.is_empty() {
+            tracing::debug!(%peer, old = format_args!("{old:#x}"), handlers = gone.len(), "caller restarted: cancelling its requests");
+        }
+        for c in gone {
+            c.cancel();
+        }
+    }
+
     /// Peers with calls waiting for a response (for liveness probes).
     pub(crate) fn pending_peers(&self) -> Vec<SocketAddr> {
         let mut v: Vec<SocketAddr> = lock(&self.pending)

@@ -182,10 +182,32 @@ impl Rpc {
                     _ = cancel.cancelled() => None,
                     () = tokio::time::sleep_until(deadline.into()) => None,
                 };
+                // The answer is for the process that asked. If another one runs at that
+                // address now (the caller restarted while the handler ran), it would take
+                // it for the answer to its own request with the same id. (A handler that
+                // answers at once, on the receiving task, cannot be overtaken so.)
+                let outcome = if this.caller_restarted(from, incarnation) {
+                    None
+                } else {
+                    outcome
+                };
                 this.finish((from, incarnation, id), permit, span, outcome);
             }
             .instrument(task_span),
         );
+    }
+
+    /// Whether the process at `from` is no longer incarnation `incarnation`.
+    fn caller_restarted(&self, from: SocketAddr, incarnation: u64) -> bool {
+        let restarted = incarnation != 0
+            && self
+                .transport
+                .peer_incarnation(from)
+                .is_some_and(|now| now != incarnation);
+        if restarted {
+            tracing::debug!(%from, "the caller restarted: its answer is dropped");
+        }
+        restarted
     }
 
     /// Ends a request: forgets it, returns its permit, and answers it (`None`: cancelled or
@@ -202,6 +224,7 @@ impl Rpc {
         // The handler is done: its permit goes back before the response is acknowledged
         // (the drain at stop waits for responses separately).
         drop(permit);
+
         match outcome {
             Some(Ok(reply)) => {
                 tracing::debug!(status = ?reply.status, "request handled");
@@ -350,7 +373,8 @@ mod restart_tests {
 
     /// A caller that restarts at the same address numbers its requests from 1 again: its
     /// first request is served even while its predecessor's request with the same id still
-    /// runs (security finding 12: before, it was dropped as a duplicate).
+    /// runs (security finding 12: before, it was dropped as a duplicate), and the
+    /// predecessor's handler is then cancelled.
     #[tokio::test]
     async fn a_restarted_caller_reusing_a_request_id_is_served() {
         let reg = LocalRegistry::new();
@@ -361,13 +385,20 @@ mod restart_tests {
             .await
             .unwrap();
         let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+        let (cancelled_tx, mut cancelled) = tokio::sync::mpsc::unbounded_channel();
         let _slow = server
             .handle(
                 7,
-                handler(move |_c: CallContext, _v: u32| {
+                handler(move |c: CallContext, _v: u32| {
                     let _ = started.send(());
-                    async {
-                        tokio::time::sleep(Duration::from_secs(30)).await;
+                    let cancelled_tx = cancelled_tx.clone();
+                    async move {
+                        tokio::select! {
+                            () = c.cancelled() => {
+                                let _ = cancelled_tx.send(());
+                            }
+                            () = tokio::time::sleep(Duration::from_secs(30)) => {}
+                        }
                         0u32
                     }
                 }),
@@ -411,6 +442,11 @@ mod restart_tests {
             }
             other => panic!("{other:?}"),
         }
+        // The predecessor's request is cancelled once the restart is known: nobody waits
+        // for its answer.
+        tokio::time::timeout(Duration::from_secs(5), cancelled.recv())
+            .await
+            .expect("the old incarnation's handler was cancelled");
         server.stop().await;
     }
 }
