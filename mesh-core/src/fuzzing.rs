@@ -16,17 +16,7 @@ fn peer() -> SocketAddr {
 }
 
 fn packet(kind: Kind, cluster: u32, session: u64, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    Header {
-        version: wire::WIRE_VERSION,
-        kind,
-        flags: 0,
-        cluster,
-        session,
-    }
-    .encode(&mut out);
-    out.extend_from_slice(body);
-    out
+    wire::packet(kind, cluster, session, |out| out.extend_from_slice(body))
 }
 
 /// Feeds `data` to a protocol endpoint that has a session with the sender: as a whole

@@ -553,3 +553,16 @@ async fn probe(rpc: Arc<Rpc>, stop: CancellationToken) {
         last = now;
     }
 }
+
+#[cfg(test)]
+impl Mesh {
+    /// A started node with default settings on `registry`, for the crate's unit tests.
+    #[allow(clippy::expect_used)]
+    pub(crate) async fn test_node(registry: &crate::LocalRegistry) -> Mesh {
+        Mesh::builder()
+            .discovery(crate::Discovery::local_registry(registry))
+            .start()
+            .await
+            .expect("a local node starts")
+    }
+}

@@ -333,21 +333,15 @@ mod relay_tests {
 
     use crate::rpc::{CallContext, handler, wire};
     use crate::transport::{Transport, TransportConfig};
-    use crate::{Discovery, LocalRegistry, Mesh};
+    use crate::{LocalRegistry, Mesh};
 
-    /// A relay from a stray peer reaches listed nodes only: it cannot make a node send to
-    /// an arbitrary address.
     /// Relay messages to a hop whose send queue is full wait in order: fan-outs through
     /// one hop reach it in the order they were sent, however room comes back (security
     /// finding 15: before, every waiter raced for the room), and what waits is bounded.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn relays_behind_a_full_queue_keep_their_order() {
         let reg = LocalRegistry::new();
-        let a = Mesh::builder()
-            .discovery(Discovery::local_registry(&reg))
-            .start()
-            .await
-            .unwrap();
+        let a = Mesh::test_node(&reg).await;
         // A hop that does not read at first: its sender's queue fills.
         let hop = Transport::bind(TransportConfig::default()).await.unwrap();
         let rpc = a.rpc().clone();
@@ -391,16 +385,13 @@ mod relay_tests {
         hop.close();
     }
 
+    /// A relay from a stray peer reaches listed nodes only: it cannot make a node send to
+    /// an arbitrary address.
     #[tokio::test]
     async fn relays_forward_only_to_listed_nodes() {
         let reg = LocalRegistry::new();
-        let start = || {
-            Mesh::builder()
-                .discovery(Discovery::local_registry(&reg))
-                .start()
-        };
-        let a = start().await.unwrap();
-        let b = start().await.unwrap();
+        let a = Mesh::test_node(&reg).await;
+        let b = Mesh::test_node(&reg).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _h = b
             .handle(
@@ -442,13 +433,8 @@ mod relay_tests {
     #[tokio::test]
     async fn a_relay_repeating_a_target_reaches_it_once() {
         let reg = LocalRegistry::new();
-        let start = || {
-            Mesh::builder()
-                .discovery(Discovery::local_registry(&reg))
-                .start()
-        };
-        let a = start().await.unwrap();
-        let b = start().await.unwrap();
+        let a = Mesh::test_node(&reg).await;
+        let b = Mesh::test_node(&reg).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _h = b
             .handle(
@@ -487,13 +473,8 @@ mod relay_tests {
     #[tokio::test]
     async fn a_stray_relay_cannot_claim_a_member_as_origin() {
         let reg = LocalRegistry::new();
-        let start = || {
-            Mesh::builder()
-                .discovery(Discovery::local_registry(&reg))
-                .start()
-        };
-        let a = start().await.unwrap();
-        let member = start().await.unwrap();
+        let a = Mesh::test_node(&reg).await;
+        let member = Mesh::test_node(&reg).await;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let _h = a
             .handle(

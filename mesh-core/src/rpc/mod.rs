@@ -757,9 +757,22 @@ mod backlog_tests {
 
     use bytes::Bytes;
 
-    use super::{RESPONSE_BACKLOG_BYTES, Reply};
+    use super::{Pending, RESPONSE_BACKLOG_BYTES, Reply, Wait};
     use crate::transport::{Transport, TransportConfig};
-    use crate::{Discovery, LocalRegistry, Mesh};
+    use crate::{Discovery, LocalRegistry, Mesh, NodeId, Target};
+
+    /// A call to `Target::Node` at `peer`, made for `incarnation`, waiting for its answer.
+    fn waiting(peer: std::net::SocketAddr, incarnation: u64) -> Pending {
+        Pending {
+            peer,
+            incarnation: Some(incarnation),
+            command: 5,
+            target: Target::Node(NodeId::new(peer, incarnation)),
+            wait: Wait::Waiting(None),
+            deadline: tokio::time::Instant::now() + Duration::from_secs(10),
+            timeout: Duration::from_secs(10),
+        }
+    }
 
     /// Responses to a peer whose send queue is full wait in a bounded backlog: past the
     /// bound they are dropped and counted (security finding 3: before, each one got a task
@@ -795,33 +808,17 @@ mod backlog_tests {
     /// `Restarted` (security finding 13: before, the new process's answer was accepted).
     #[tokio::test]
     async fn an_answer_from_another_incarnation_fails_the_call() {
-        use super::{Outcome, Pending, Wait, wire};
-        use crate::Target;
+        use super::{Outcome, wire};
         use crate::rpc::CallError;
 
         let reg = LocalRegistry::new();
-        let a = Mesh::builder()
-            .discovery(Discovery::local_registry(&reg))
-            .start()
-            .await
-            .unwrap();
+        let a = Mesh::test_node(&reg).await;
         let rpc = a.rpc().clone();
         let peer: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
         for (id, from_incarnation, restarted) in
             [(1u64, 0x22u64, true), (2, 0x11, false), (3, 0, false)]
         {
-            rpc.insert_pending(
-                id,
-                Pending {
-                    peer,
-                    incarnation: Some(0x11),
-                    command: 5,
-                    target: Target::Node(crate::NodeId::new(peer, 0x11)),
-                    wait: Wait::Waiting(None),
-                    deadline: tokio::time::Instant::now() + Duration::from_secs(10),
-                    timeout: Duration::from_secs(10),
-                },
-            );
+            rpc.insert_pending(id, waiting(peer, 0x11));
             let body = wire::response(id, wire::Status::Ok, b"x");
             rpc.on_message(peer, from_incarnation, body);
             let outcome = std::future::poll_fn(|cx| rpc.poll_outcome(id, cx)).await;
@@ -842,16 +839,11 @@ mod backlog_tests {
     /// (security finding 14).
     #[tokio::test]
     async fn a_resync_after_lost_events_fails_calls_to_a_restarted_peer() {
-        use super::{Outcome, Pending, Wait};
-        use crate::Target;
+        use super::Outcome;
         use crate::rpc::CallError;
 
         let reg = LocalRegistry::new();
-        let a = Mesh::builder()
-            .discovery(Discovery::local_registry(&reg))
-            .start()
-            .await
-            .unwrap();
+        let a = Mesh::test_node(&reg).await;
         let peer = Transport::bind(TransportConfig::default()).await.unwrap();
         peer.send(a.addr(), 1, Bytes::from_static(b"hi"))
             .await
@@ -860,18 +852,7 @@ mod backlog_tests {
         let now = peer.incarnation();
         let at = peer.local_addr();
         for (id, called) in [(1u64, now ^ 1), (2, now)] {
-            rpc.insert_pending(
-                id,
-                Pending {
-                    peer: at,
-                    incarnation: Some(called),
-                    command: 5,
-                    target: Target::Node(crate::NodeId::new(at, called)),
-                    wait: Wait::Waiting(None),
-                    deadline: tokio::time::Instant::now() + Duration::from_secs(10),
-                    timeout: Duration::from_secs(10),
-                },
-            );
+            rpc.insert_pending(id, waiting(at, called));
         }
         rpc.resync_after_lag();
         let first = std::future::poll_fn(|cx| rpc.poll_outcome(1, cx)).await;

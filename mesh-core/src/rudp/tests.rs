@@ -657,17 +657,7 @@ fn one_seed_replays_exactly() {
 }
 
 pub(super) fn raw_packet(kind: Kind, cluster: u32, session: u64, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    Header {
-        version: wire::WIRE_VERSION,
-        kind,
-        flags: 0,
-        cluster,
-        session,
-    }
-    .encode(&mut out);
-    out.extend_from_slice(body);
-    out
+    wire::packet(kind, cluster, session, |out| out.extend_from_slice(body))
 }
 
 /// Opens a session on `ep` as a raw peer at `from` would: a Hello, the Retry's cookie

@@ -11,7 +11,7 @@ use super::{
     REJECT_TOKENS_TOTAL_PER_SEC, UnreachableReason,
 };
 use crate::rudp::session::State;
-use crate::rudp::wire::{self, Header, HelloBody, Kind, RejectReason};
+use crate::rudp::wire::{self, HelloBody, Kind, RejectReason};
 
 impl Endpoint {
     pub(super) fn refuse(
@@ -65,17 +65,9 @@ impl Endpoint {
             });
         }
         if self.take_reject_token(now, from) {
-            let mut out = Vec::with_capacity(24);
-            Header {
-                version: wire::WIRE_VERSION,
-                kind: Kind::Reject,
-                flags: 0,
-                cluster: self.cfg.cluster_id,
-                session,
-            }
-            .encode(&mut out);
-            wire::encode_reject(ours_to_them, &mut out);
-            self.push_control(from, out);
+            self.send_control(from, Kind::Reject, session, |out| {
+                wire::encode_reject(ours_to_them, out);
+            });
         }
     }
 
@@ -144,18 +136,20 @@ impl Endpoint {
         self.close_session(from, Failure::Incompatible(reason));
     }
 
+    /// Queues a handshake-level packet of `kind` to `to`.
+    fn send_control(
+        &mut self,
+        to: SocketAddr,
+        kind: Kind,
+        session: u64,
+        body: impl FnOnce(&mut Vec<u8>),
+    ) {
+        let packet = wire::packet(kind, self.cfg.cluster_id, session, body);
+        self.push_control(to, packet);
+    }
+
     pub(super) fn send_hello(&mut self, to: SocketAddr, kind: Kind, session: u64, body: HelloBody) {
-        let mut out = Vec::with_capacity(40);
-        Header {
-            version: wire::WIRE_VERSION,
-            kind,
-            flags: 0,
-            cluster: self.cfg.cluster_id,
-            session,
-        }
-        .encode(&mut out);
-        body.encode(&mut out);
-        self.push_control(to, out);
+        self.send_control(to, kind, session, |out| body.encode(out));
     }
 
     pub(super) fn ack_hello(&mut self, to: SocketAddr) {
@@ -275,17 +269,9 @@ impl Endpoint {
     /// Answers an unproven `Hello` with a cookie to echo; keeps nothing.
     fn send_retry(&mut self, now: Instant, to: SocketAddr, proposed: u64, incarnation: u64) {
         let cookie = self.cookies.make(now, to, incarnation);
-        let mut out = Vec::with_capacity(wire::HEADER_LEN + wire::COOKIE_LEN);
-        Header {
-            version: wire::WIRE_VERSION,
-            kind: Kind::Retry,
-            flags: 0,
-            cluster: self.cfg.cluster_id,
-            session: proposed,
-        }
-        .encode(&mut out);
-        out.extend_from_slice(&cookie);
-        self.push_control(to, out);
+        self.send_control(to, Kind::Retry, proposed, |out| {
+            out.extend_from_slice(&cookie)
+        });
     }
 
     /// A responder asks us to prove our address: resend the Hello at once with its cookie.

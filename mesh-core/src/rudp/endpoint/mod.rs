@@ -331,7 +331,7 @@ impl Endpoint {
         state: State,
     ) -> Result<(), &'static str> {
         let inbound = state == State::Established;
-        let credit = self.cfg.channel_window * usize::from(self.cfg.channels);
+        let credit = self.session_credit();
         if self.session_refusal(peer, inbound, credit).is_some() {
             // Stale handshakes may make room.
             self.reclaim_half_open(now);
@@ -357,6 +357,11 @@ impl Endpoint {
         self.order.push(peer);
         self.counters.sessions_opened += 1;
         Ok(())
+    }
+
+    /// The credit a new session reserves: every channel's initial window.
+    fn session_credit(&self) -> usize {
+        self.cfg.channel_window * usize::from(self.cfg.channels)
     }
 
     /// Why a new session with `peer` would be refused now (and whether by the per-address
@@ -388,8 +393,8 @@ impl Endpoint {
     }
 
     /// Closes every session a peer opened more than `peer_timeout` ago and never sent data
-    /// on (nor we anything to it): nobody above knows them. Returns how many.
-    fn reclaim_half_open(&mut self, now: Instant) -> usize {
+    /// on (nor we anything to it): nobody above knows them.
+    fn reclaim_half_open(&mut self, now: Instant) {
         let stale: Vec<SocketAddr> = self
             .sessions
             .values()
@@ -403,7 +408,6 @@ impl Endpoint {
             self.counters.drops.half_open += 1;
             self.close_session(*peer, Failure::Unreachable(UnreachableReason::SessionLost));
         }
-        stale.len()
     }
 
     /// Closes the session with `peer` (if any), failing what is in flight with `error`.
@@ -414,7 +418,7 @@ impl Endpoint {
         // Freed budget may let other sessions announce credit.
         self.tx_hint = true;
         // The initial windows, then what large messages reserved (counted per address).
-        let base = (self.cfg.channel_window * usize::from(self.cfg.channels)) as u64;
+        let base = self.session_credit() as u64;
         self.budget.release(s.credit.min(base) as usize);
         self.budget
             .release_for(peer.ip(), s.credit.saturating_sub(base) as usize);

@@ -146,6 +146,26 @@ impl Header {
     }
 }
 
+/// A packet of this wire version, with no flags: the header, then what `body` writes.
+pub(crate) fn packet(
+    kind: Kind,
+    cluster: u32,
+    session: u64,
+    body: impl FnOnce(&mut Vec<u8>),
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    Header {
+        version: WIRE_VERSION,
+        kind,
+        flags: 0,
+        cluster,
+        session,
+    }
+    .encode(&mut out);
+    body(&mut out);
+    out
+}
+
 /// Why a header could not be read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum HeaderError {
