@@ -23,6 +23,7 @@ mod config;
 mod congestion;
 mod cookie;
 mod counters;
+mod crypto;
 mod endpoint;
 pub(crate) mod hash;
 mod msgbuf;
@@ -44,6 +45,7 @@ mod tests;
 
 pub use config::{Config, ConfigError, MIN_DATAGRAM_SIZE, cluster_id};
 pub use counters::{Counters, DropCounters};
+pub use crypto::{ClusterKey, KEY_LEN, KeyError, KeyId, Keyring, MAX_KEYS};
 pub use endpoint::{Endpoint, Event, Failure, Incoming, SendError, Transmit, UnreachableReason};
 pub use send::MessageId;
 pub use wire::RejectReason;
