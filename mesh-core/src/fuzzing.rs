@@ -16,7 +16,7 @@ fn peer() -> SocketAddr {
 }
 
 fn packet(kind: Kind, cluster: u32, session: u64, body: &[u8]) -> Vec<u8> {
-    wire::packet(kind, cluster, session, |out| out.extend_from_slice(body))
+    wire::packet(kind, 0, cluster, session, |out| out.extend_from_slice(body))
 }
 
 /// Feeds `data` to a protocol endpoint that has a session with the sender: as a whole

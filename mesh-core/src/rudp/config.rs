@@ -56,6 +56,9 @@ pub struct Config {
     pub loss_threshold_pct: u8,
     /// Optional coalescing delay before queued data is sent (default zero: send at once).
     pub send_interval: Duration,
+    /// The cluster keys (default none). With a keyring, every packet is authenticated and
+    /// every data packet encrypted; packets without the key are dropped and counted.
+    pub keyring: Option<super::Keyring>,
 }
 
 impl Default for Config {
@@ -83,6 +86,7 @@ impl Default for Config {
             latency_window: 16 * 1024,
             loss_threshold_pct: 15,
             send_interval: Duration::ZERO,
+            keyring: None,
         }
     }
 }

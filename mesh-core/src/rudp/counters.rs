@@ -37,6 +37,11 @@ pub struct DropCounters {
     pub half_open: u64,
     /// Unreliable datagrams dropped because the receive queue was full.
     pub datagram_queue_full: u64,
+    /// With a cluster key: a packet without authentication (from a node without a key).
+    pub unauthenticated: u64,
+    /// With a cluster key: a packet whose handshake message, tag or MAC does not verify
+    /// under any installed key (a wrong key, a forgery, an altered packet).
+    pub bad_auth: u64,
 }
 
 impl DropCounters {
@@ -57,6 +62,8 @@ impl DropCounters {
             + self.unproven_hello
             + self.half_open
             + self.datagram_queue_full
+            + self.unauthenticated
+            + self.bad_auth
     }
 }
 

@@ -325,7 +325,10 @@ impl Initiator {
 
 /// Answers an initiator's first message under any installed key: returns the
 /// authenticated payload it carried and a responder ready to [`reply`](Responder::reply).
-pub(crate) fn respond(ring: &Keyring, message: &[u8]) -> Result<(Vec<u8>, Responder), BadHandshake> {
+pub(crate) fn respond(
+    ring: &Keyring,
+    message: &[u8],
+) -> Result<(Vec<u8>, Responder), BadHandshake> {
     if message.len() > MAX_NOISE_MSG {
         return Err(BadHandshake);
     }
@@ -390,7 +393,7 @@ impl SessionKeys {
     /// (the header) as associated data, and appends the tag.
     pub(crate) fn seal(&self, pn: u64, out: &mut Vec<u8>, start: usize, body_at: usize) {
         let (head, body) = out.split_at_mut(body_at);
-        let ad: &[u8] = head.get(start..).map(|s| &*s).unwrap_or(&[]);
+        let ad: &[u8] = head.get(start..).unwrap_or(&[]);
         // Encryption fails only for a message over 256 GiB.
         let tag = self
             .send
@@ -483,7 +486,10 @@ mod tests {
         for b in 3..6 {
             r.install(ClusterKey::from_bytes([b; 32])).unwrap();
         }
-        assert_eq!(r.install(ClusterKey::from_bytes([9; 32])), Err(KeyError::Full));
+        assert_eq!(
+            r.install(ClusterKey::from_bytes([9; 32])),
+            Err(KeyError::Full)
+        );
     }
 
     #[test]
@@ -503,12 +509,18 @@ mod tests {
         assert_eq!(k.to_hex().parse::<ClusterKey>().unwrap(), k);
         assert!(matches!(
             "abc".parse::<ClusterKey>(),
-            Err(KeyError::Format { len: 3, bad_digit: false })
+            Err(KeyError::Format {
+                len: 3,
+                bad_digit: false
+            })
         ));
         let bad = "g".repeat(64);
         assert!(matches!(
             bad.parse::<ClusterKey>(),
-            Err(KeyError::Format { bad_digit: true, .. })
+            Err(KeyError::Format {
+                bad_digit: true,
+                ..
+            })
         ));
         assert!(!format!("{k:?}").contains(&k.to_hex()));
         let multibyte = "é".repeat(32);

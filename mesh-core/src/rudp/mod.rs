@@ -39,6 +39,8 @@ pub(crate) mod wire;
 #[cfg(test)]
 mod attack_tests;
 #[cfg(test)]
+mod auth_tests;
+#[cfg(test)]
 mod sim;
 #[cfg(test)]
 mod tests;

@@ -657,7 +657,7 @@ fn one_seed_replays_exactly() {
 }
 
 pub(super) fn raw_packet(kind: Kind, cluster: u32, session: u64, body: &[u8]) -> Vec<u8> {
-    wire::packet(kind, cluster, session, |out| out.extend_from_slice(body))
+    wire::packet(kind, 0, cluster, session, |out| out.extend_from_slice(body))
 }
 
 /// Opens a session on `ep` as a raw peer at `from` would: a Hello, the Retry's cookie

@@ -10,6 +10,7 @@ use super::{
     Endpoint, Event, Failure, MAX_CONTROL_QUEUE, REJECT_TOKENS_PER_SEC,
     REJECT_TOKENS_TOTAL_PER_SEC, UnreachableReason,
 };
+use crate::rudp::crypto::{self, Initiator, MAC_LEN, Responder};
 use crate::rudp::session::State;
 use crate::rudp::wire::{self, HelloBody, Kind, RejectReason};
 
@@ -47,15 +48,28 @@ impl Endpoint {
                     ours: self.cfg.cluster_id,
                 },
             )
+        } else if self.keyring.is_some() && flags == 0 {
+            // A node without the key: tell it, once in a while, why nothing it sends counts.
+            self.counters.drops.unauthenticated += 1;
+            (RejectReason::KeyRequired, RejectReason::Unauthenticated)
         } else {
             self.counters.drops.flags += 1;
             (RejectReason::Flags { flags }, RejectReason::Flags { flags })
         };
-        // Report each refusing address at most once per peer_timeout.
-        let due = self
-            .incompatible_reported
-            .get(&from)
-            .is_none_or(|t| now.saturating_duration_since(*t) >= self.cfg.peer_timeout);
+        // Report each refusing address at most once per peer_timeout. With a key, not an
+        // address we hold an authenticated session with: that session proves the peer is
+        // compatible, so the packet was forged in its name (and reporting it would fail the
+        // calls in flight to it).
+        let keyed_peer = self.keyring.is_some()
+            && self
+                .sessions
+                .get(&from)
+                .is_some_and(|s| s.state == State::Established);
+        let due = !keyed_peer
+            && self
+                .incompatible_reported
+                .get(&from)
+                .is_none_or(|t| now.saturating_duration_since(*t) >= self.cfg.peer_timeout);
         if due {
             self.incompatible_reported.insert(from, now);
             tracing::warn!(peer = %from, reason = %local, "refusing packets from an incompatible peer");
@@ -109,7 +123,28 @@ impl Endpoint {
         }
     }
 
-    pub(super) fn on_reject(&mut self, from: SocketAddr, session: u64, body: &[u8]) {
+    /// Splits a `Reset` or `Reject` into its body and whether it proved the cluster key:
+    /// `None` when it carries a MAC that does not verify (dropped and counted). Without a
+    /// key of ours, nothing is verified and every packet counts as proven.
+    fn control_body<'a>(&mut self, packet: &'a [u8], flags: u8) -> Option<(&'a [u8], bool)> {
+        let Some(ring) = &self.keyring else {
+            return Some((packet.get(wire::HEADER_LEN..).unwrap_or_default(), true));
+        };
+        if flags & wire::FLAG_AUTH == 0 {
+            return Some((packet.get(wire::HEADER_LEN..).unwrap_or_default(), false));
+        }
+        let n = packet.len().saturating_sub(MAC_LEN);
+        if n < wire::HEADER_LEN || !ring.check_control_mac(&packet[..n], &packet[n..]) {
+            self.counters.drops.bad_auth += 1;
+            return None;
+        }
+        Some((&packet[wire::HEADER_LEN..n], true))
+    }
+
+    pub(super) fn on_reject(&mut self, from: SocketAddr, session: u64, flags: u8, packet: &[u8]) {
+        let Some((body, proven)) = self.control_body(packet, flags) else {
+            return;
+        };
         let reason = match wire::decode_reject(body, self.cfg.cluster_id, wire::WIRE_VERSION) {
             Ok(r) => r,
             Err(_) => {
@@ -128,6 +163,18 @@ impl Endpoint {
                 self.counters.drops.stale_handshake += 1;
                 return;
             }
+            // With a key, a refusal can fail a handshake in progress, never an authenticated
+            // session: that session proves both sides share version, cluster and key, and
+            // its MAC only proves who sent the refusal, not what made it send it (a packet
+            // forged in our name with another version would).
+            Some(s) if self.keyring.is_some() && s.state == State::Established => {
+                if proven {
+                    self.counters.drops.stale_handshake += 1;
+                } else {
+                    self.counters.drops.unauthenticated += 1;
+                }
+                return;
+            }
             Some(_) => {}
         }
         tracing::warn!(peer = %from, %reason, "peer refuses our packets");
@@ -136,7 +183,8 @@ impl Endpoint {
         self.close_session(from, Failure::Incompatible(reason));
     }
 
-    /// Queues a handshake-level packet of `kind` to `to`.
+    /// Queues a handshake-level packet of `kind` to `to`. With a key, a `Reset` or `Reject`
+    /// ends with a MAC under it.
     fn send_control(
         &mut self,
         to: SocketAddr,
@@ -144,7 +192,42 @@ impl Endpoint {
         session: u64,
         body: impl FnOnce(&mut Vec<u8>),
     ) {
-        let packet = wire::packet(kind, self.cfg.cluster_id, session, body);
+        let mut packet = wire::packet(kind, self.flags(), self.cfg.cluster_id, session, body);
+        if let Some(ring) = &self.keyring
+            && matches!(kind, Kind::Reset | Kind::Reject)
+        {
+            let mac = ring.control_mac(&packet);
+            packet.extend_from_slice(&mac);
+        }
+        self.push_control(to, packet);
+    }
+
+    /// Sends the `Hello` of the session with `to`, `id`. With a key it carries the first
+    /// message of a Noise handshake for this id, kept and resent as is.
+    pub(super) fn send_first_hello(&mut self, to: SocketAddr, id: u64, body: HelloBody) {
+        let Some(ring) = &self.keyring else {
+            self.send_hello(to, Kind::Hello, id, body);
+            return;
+        };
+        let Some(s) = self.sessions.get_mut(&to) else {
+            return;
+        };
+        if s.initiator.as_ref().is_none_or(|(iid, _)| *iid != id) {
+            match Initiator::start(ring, &wire::hello_auth(id, &body)) {
+                Ok(init) => s.initiator = Some((id, init)),
+                Err(_) => return,
+            }
+        }
+        let Some((_, init)) = &s.initiator else {
+            return;
+        };
+        let packet = wire::packet(
+            Kind::Hello,
+            wire::FLAG_AUTH,
+            self.cfg.cluster_id,
+            id,
+            |out| wire::encode_keyed(&init.message, &body, out),
+        );
         self.push_control(to, packet);
     }
 
@@ -152,17 +235,54 @@ impl Endpoint {
         self.send_control(to, kind, session, |out| body.encode(out));
     }
 
-    pub(super) fn ack_hello(&mut self, to: SocketAddr) {
-        if let Some(s) = self.sessions.get(&to) {
-            let body = HelloBody {
-                incarnation: self.incarnation,
-                echo: s.peer_incarnation,
-                fresh: !s.got_data,
-                cookie: None,
-            };
-            let id = s.id;
+    /// Answers a `Hello` with the session we hold. With a key: a handshake just verified
+    /// (`responder`) is answered with Noise's second message, which gives both sides the
+    /// session keys; a repeated `Hello` gets that answer again; any other (a stale
+    /// proposal) gets an answer without a handshake message, which only tells the initiator
+    /// to propose a newer session id.
+    pub(super) fn ack_hello(&mut self, to: SocketAddr, responder: Option<Responder>) {
+        let incarnation = self.incarnation;
+        let cluster = self.cfg.cluster_id;
+        let keyed = self.keyring.is_some();
+        let Some(s) = self.sessions.get_mut(&to) else {
+            return;
+        };
+        let body = HelloBody {
+            incarnation,
+            echo: s.peer_incarnation,
+            fresh: !s.got_data,
+            cookie: None,
+        };
+        let id = s.id;
+        if !keyed {
             self.send_hello(to, Kind::HelloAck, id, body);
+            return;
         }
+        let packet = match responder {
+            Some(r) => {
+                let Ok((answer, keys)) = r.reply(&wire::hello_auth(id, &body)) else {
+                    self.counters.drops.bad_auth += 1;
+                    return;
+                };
+                s.keys = Some(keys);
+                let p = wire::packet(Kind::HelloAck, wire::FLAG_AUTH, cluster, id, |out| {
+                    wire::encode_keyed(&answer, &body, out)
+                });
+                s.ack_packet = Some(p.clone());
+                p
+            }
+            None => match &s.ack_packet {
+                Some(p) => p.clone(),
+                None => {
+                    let mut hint = body;
+                    hint.fresh = false;
+                    wire::packet(Kind::HelloAck, wire::FLAG_AUTH, cluster, id, |out| {
+                        wire::encode_keyed(&[], &hint, out)
+                    })
+                }
+            },
+        };
+        self.push_control(to, packet);
     }
 
     pub(super) fn established(&mut self, peer: SocketAddr, incarnation: u64) {
@@ -189,7 +309,19 @@ impl Endpoint {
     }
 
     pub(super) fn on_hello(&mut self, now: Instant, from: SocketAddr, proposed: u64, body: &[u8]) {
-        let Ok(hello) = HelloBody::decode(body) else {
+        let keyed = self.keyring.is_some();
+        let (noise, plain) = if keyed {
+            match wire::split_keyed(body) {
+                Ok(x) => x,
+                Err(_) => {
+                    self.counters.drops.malformed += 1;
+                    return;
+                }
+            }
+        } else {
+            (&[][..], body)
+        };
+        let Ok(hello) = HelloBody::decode(plain) else {
             self.counters.drops.malformed += 1;
             return;
         };
@@ -198,6 +330,15 @@ impl Endpoint {
             .sessions
             .get(&from)
             .map(|s| (s.state, s.id, s.peer_incarnation));
+        if keyed
+            && let Some((State::Connecting { .. }, id, _)) = existing
+            && proposed <= id
+        {
+            // Simultaneous open with a key: the larger proposal's handshake is the one
+            // completed; the peer answers ours.
+            self.counters.drops.stale_handshake += 1;
+            return;
+        }
         // A Hello that would create or replace a session must echo our cookie: proof that
         // the sender receives at its address. Without it, a stateless Retry answers, and a
         // spoofed source gets neither memory nor a say over a live session. Only the
@@ -214,6 +355,19 @@ impl Endpoint {
                 self.counters.drops.unproven_hello += 1;
                 self.send_retry(now, from, proposed, inc);
                 return;
+            }
+        }
+        // With a key, a Hello that creates or replaces a session must also carry a Noise
+        // handshake under one of our keys that authenticates its fields.
+        let mut responder = None;
+        if changes_state && let Some(ring) = &self.keyring {
+            let expect = wire::hello_auth(proposed, &hello);
+            match crypto::respond(ring, noise) {
+                Ok((payload, r)) if payload == expect => responder = Some(r),
+                _ => {
+                    self.counters.drops.bad_auth += 1;
+                    return;
+                }
             }
         }
         match existing {
@@ -254,16 +408,18 @@ impl Endpoint {
                 self.established(from, inc);
             }
             Some((State::Connecting { .. }, id, _)) => {
-                // Simultaneous open: both adopt the larger proposal.
+                // Simultaneous open: both adopt the larger proposal (with a key, only the
+                // side whose proposal lost gets here: it answers the winning handshake).
                 if let Some(s) = self.sessions.get_mut(&from) {
                     s.id = id.max(proposed);
                     s.peer_incarnation = inc;
                     s.state = State::Established;
+                    s.initiator = None;
                 }
                 self.established(from, inc);
             }
         }
-        self.ack_hello(from);
+        self.ack_hello(from, responder);
     }
 
     /// Answers an unproven `Hello` with a cookie to echo; keeps nothing.
@@ -299,7 +455,19 @@ impl Endpoint {
     }
 
     pub(super) fn on_hello_ack(&mut self, now: Instant, from: SocketAddr, id: u64, body: &[u8]) {
-        let Ok(ack) = HelloBody::decode(body) else {
+        let keyed = self.keyring.is_some();
+        let (noise, plain) = if keyed {
+            match wire::split_keyed(body) {
+                Ok(x) => x,
+                Err(_) => {
+                    self.counters.drops.malformed += 1;
+                    return;
+                }
+            }
+        } else {
+            (&[][..], body)
+        };
+        let Ok(ack) = HelloBody::decode(plain) else {
             self.counters.drops.malformed += 1;
             return;
         };
@@ -312,6 +480,41 @@ impl Endpoint {
             self.counters.drops.stale_handshake += 1;
             return;
         };
+        if keyed {
+            match s.state {
+                State::Connecting { .. } if id == s.id => {
+                    let expect = wire::hello_auth(id, &ack);
+                    let finished = match &mut s.initiator {
+                        Some((iid, init)) if *iid == id => init.finish(noise).ok(),
+                        _ => None,
+                    };
+                    match finished {
+                        Some((payload, keys)) if payload == expect => {
+                            s.keys = Some(keys);
+                            s.initiator = None;
+                            s.peer_incarnation = ack.incarnation;
+                            s.state = State::Established;
+                            self.established(from, ack.incarnation);
+                        }
+                        _ => self.counters.drops.bad_auth += 1,
+                    }
+                }
+                State::Connecting { attempts, .. } => {
+                    // The peer holds another session with us: propose a newer id, with a
+                    // new handshake (a key never lets us adopt a session we did not key).
+                    let r: u64 = self.rng.random_range(1..=u64::from(u32::MAX));
+                    s.id = s.id.max(id).saturating_add(r);
+                    s.initiator = None;
+                    s.state = State::Connecting {
+                        resend_at: now,
+                        attempts,
+                    };
+                }
+                // Restarts show in the peer's own Hello, which proves the key.
+                State::Established => self.counters.drops.stale_handshake += 1,
+            }
+            return;
+        }
         match s.state {
             State::Connecting { .. } if id == s.id || (id > s.id && ack.fresh) => {
                 s.id = id;
@@ -362,7 +565,11 @@ impl Endpoint {
         );
     }
 
-    pub(super) fn on_reset(&mut self, from: SocketAddr, id: u64, body: &[u8]) {
+    pub(super) fn on_reset(&mut self, from: SocketAddr, id: u64, packet: &[u8]) {
+        let flags = self.flags();
+        let Some((body, _)) = self.control_body(packet, flags) else {
+            return;
+        };
         let Ok(reset) = HelloBody::decode(body) else {
             self.counters.drops.malformed += 1;
             return;

@@ -11,6 +11,7 @@ use rand::{Rng, SeedableRng};
 use super::config::{Config, ConfigError};
 use super::cookie::CookieJar;
 use super::counters::Counters;
+use super::crypto::Keyring;
 use super::hash::{FastMap, FastState};
 use super::recent::Recent;
 use super::recv::Budget;
@@ -67,6 +68,10 @@ pub struct Endpoint {
     ack_overdue: bool,
     /// Makes and checks the cookies of `Retry` (no state before an address is proven).
     cookies: CookieJar,
+    /// The cluster keys, when configured: every packet is then authenticated.
+    keyring: Option<Keyring>,
+    /// Where a keyed data packet is decrypted.
+    scratch: Vec<u8>,
 }
 
 impl Endpoint {
@@ -87,6 +92,8 @@ impl Endpoint {
         let cookies = CookieJar::new(rng.random());
         Ok(Endpoint {
             cookies,
+            keyring: cfg.keyring.clone(),
+            scratch: Vec::new(),
             budget: Budget::new(cfg.max_total_buffer, cfg.max_buffer_per_ip),
             cfg,
             incarnation,
@@ -113,6 +120,27 @@ impl Endpoint {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// The cluster keys, if the endpoint has any (see [`Config::keyring`]).
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.keyring.as_ref()
+    }
+
+    /// Changes the installed cluster keys (rotation). Sessions keep the keys their
+    /// handshake gave them; new handshakes use the key now in use. An endpoint started
+    /// without a key has none to change (`None`).
+    pub fn keyring_mut(&mut self) -> Option<&mut Keyring> {
+        self.keyring.as_mut()
+    }
+
+    /// The header flags of every packet we send.
+    fn flags(&self) -> u8 {
+        if self.keyring.is_some() {
+            wire::FLAG_AUTH
+        } else {
+            0
+        }
     }
 
     /// The keys of the endpoint's hash maps (derived from its seed).
@@ -479,25 +507,29 @@ impl Endpoint {
             }
         };
         if h.kind == Kind::Reject {
-            self.on_reject(from, h.session, body);
+            self.on_reject(from, h.session, h.flags, data);
             return;
         }
-        if h.version != wire::WIRE_VERSION || h.cluster != self.cfg.cluster_id || h.flags != 0 {
+        if h.version != wire::WIRE_VERSION
+            || h.cluster != self.cfg.cluster_id
+            || h.flags != self.flags()
+        {
             self.refuse(now, from, h.version, h.cluster, h.flags, h.session);
             return;
         }
         match h.kind {
             Kind::Hello => self.on_hello(now, from, h.session, body),
             Kind::HelloAck => self.on_hello_ack(now, from, h.session, body),
-            Kind::Data => self.on_data(now, from, h.session, body),
-            Kind::Reset => self.on_reset(from, h.session, body),
+            Kind::Data => self.on_data(now, from, h.session, data),
+            Kind::Reset => self.on_reset(from, h.session, data),
             Kind::Retry => self.on_retry(now, from, h.session, body),
             Kind::Reject => {}
         }
     }
 
-    fn on_data(&mut self, now: Instant, from: SocketAddr, id: u64, body: &[u8]) {
+    fn on_data(&mut self, now: Instant, from: SocketAddr, id: u64, packet: &[u8]) {
         let cfg = &self.cfg;
+        let mut body = packet.get(wire::HEADER_LEN..).unwrap_or_default();
         let Some(s) = self.sessions.get_mut(&from) else {
             self.counters.drops.no_session += 1;
             self.send_reset(now, from, id);
@@ -510,6 +542,25 @@ impl Endpoint {
                 self.send_reset(now, from, id);
             }
             return;
+        }
+        if let Some(keys) = &s.keys {
+            // Authenticate before anything of the packet is believed: the packet number is
+            // the nonce, the header and packet number the associated data.
+            let mut rest = body;
+            let Some(pn) = wire::varint::get(&mut rest) else {
+                self.counters.drops.malformed += 1;
+                return;
+            };
+            let ad_len = packet.len() - rest.len();
+            self.scratch.clear();
+            self.scratch.extend_from_slice(packet);
+            let (ad, text) = self.scratch.split_at_mut(ad_len);
+            let Some(n) = keys.open(pn, ad, text) else {
+                self.counters.drops.bad_auth += 1;
+                return;
+            };
+            self.scratch.truncate(ad_len + n);
+            body = self.scratch.get(wire::HEADER_LEN..).unwrap_or_default();
         }
         let mut out = std::mem::take(&mut self.outputs);
         s.on_data(
@@ -694,17 +745,13 @@ impl Endpoint {
             }
         }
         if let Some((to, id, cookie)) = hello {
-            self.send_hello(
-                to,
-                Kind::Hello,
-                id,
-                HelloBody {
-                    incarnation: self.incarnation,
-                    echo: 0,
-                    fresh: false,
-                    cookie,
-                },
-            );
+            let body = HelloBody {
+                incarnation: self.incarnation,
+                echo: 0,
+                fresh: false,
+                cookie,
+            };
+            self.send_first_hello(to, id, body);
             if let Some((to, p)) = self.control.pop_front() {
                 buf.extend_from_slice(&p);
                 return Some(self.account(to, buf.len(), 1));

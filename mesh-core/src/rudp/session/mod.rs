@@ -10,6 +10,7 @@ use bytes::Bytes;
 use super::config::Config;
 use super::congestion::Congestion;
 use super::counters::Counters;
+use super::crypto::{Initiator, SessionKeys};
 use super::ranges::RangeSet;
 use super::recv::{Budget, Parsed, RecvChannel, StreamReject};
 use super::rtt::RttEstimator;
@@ -145,6 +146,15 @@ pub(super) struct Session {
     pub(super) got_data: bool,
     /// The responder's `Retry` cookie, echoed in our next `Hello` (initiator only).
     pub(super) cookie: Option<Cookie>,
+    /// With a cluster key: the session's AEAD keys, set when the handshake completes.
+    /// Every data packet is sealed and opened with them.
+    pub(super) keys: Option<SessionKeys>,
+    /// With a cluster key, initiator only: the Noise handshake in progress and the session
+    /// id it authenticates (a new id needs a new handshake).
+    pub(super) initiator: Option<(u64, Initiator)>,
+    /// With a cluster key, responder only: the `HelloAck` we sent, resent as is when the
+    /// initiator repeats its `Hello` (its handshake state is gone once keys exist).
+    pub(super) ack_packet: Option<Vec<u8>>,
     /// Opened by a peer's `Hello` and no data yet: from this instant on, a new peer that
     /// finds the session limits reached takes its place (a handshake alone does not hold
     /// memory for long).
@@ -214,6 +224,9 @@ impl Session {
             credit: window * channels as u64,
             got_data: false,
             cookie: None,
+            keys: None,
+            initiator: None,
+            ack_packet: None,
             half_open_until: None,
             inbound: false,
             parsed: VecDeque::new(),

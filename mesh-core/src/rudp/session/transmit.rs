@@ -1,6 +1,7 @@
 //! Building packets: what goes in the next datagram (credit updates, refusals, datagrams,
 //! stream data with channel 0 first, the ACK), within the congestion and latency windows.
 
+use crate::rudp::crypto::TAG_LEN;
 use std::time::{Duration, Instant};
 
 use super::*;
@@ -41,14 +42,21 @@ impl Session {
         Header {
             version: wire::WIRE_VERSION,
             kind: Kind::Data,
-            flags: 0,
+            flags: if self.keys.is_some() {
+                wire::FLAG_AUTH
+            } else {
+                0
+            },
             cluster: cfg.cluster_id,
             session: self.id,
         }
         .encode(out);
         let pn = self.next_pn;
         varint::put(out, pn);
-        let limit = start + max_size;
+        let body_at = out.len();
+        // A keyed packet ends with its authentication tag.
+        let tag = if self.keys.is_some() { TAG_LEN } else { 0 };
+        let limit = start + max_size.saturating_sub(tag);
         let mut sp = SentPacket {
             time: now,
             size: 0,
@@ -184,6 +192,9 @@ impl Session {
         if has_stream && more && out.len() < limit {
             // More follows: pad to the full size so the packets form one GSO batch.
             out.resize(limit, 0);
+        }
+        if let Some(keys) = &self.keys {
+            keys.seal(pn, out, start, body_at);
         }
         let size = out.len() - start;
         self.next_pn += 1;

@@ -8,9 +8,14 @@
 //! | magic | version | kind|flags | cluster id | session id   | ...kind-specific body
 //! ```
 //!
-//! * `kind` is the low nibble of byte 3; the high nibble holds flag bits. No flag is defined
-//!   by this wire version: they are reserved, and a packet with any flag set is refused (the
-//!   sender learns which flags through a `Reject`).
+//! * `kind` is the low nibble of byte 3; the high nibble holds flag bits. One is defined,
+//!   [`FLAG_AUTH`]: the packet is authenticated under the cluster key. The others are
+//!   reserved, and a packet with any of them set is refused (the sender learns which flags
+//!   through a `Reject`).
+//! * With a cluster key, `Hello` and `HelloAck` bodies start with a Noise handshake message
+//!   (see [`split_keyed`]), data packets end with an AEAD tag over everything after the
+//!   packet number (the header and packet number are its associated data), and `Reset` and
+//!   `Reject` end with a MAC.
 //! * Data packets continue with a varint packet number, then frames until the end.
 //! * Integers are big-endian; variable-length integers use 7 bits per byte, high bit =
 //!   continuation (at most 10 bytes for a `u64`).
@@ -34,6 +39,8 @@ pub(crate) const WIRE_VERSION: u8 = 2;
 pub(crate) const COOKIE_LEN: usize = 16;
 /// An address-ownership cookie.
 pub(crate) type Cookie = [u8; COOKIE_LEN];
+/// Flag: the packet is authenticated under the cluster key.
+pub(crate) const FLAG_AUTH: u8 = 0x10;
 /// Size of the fixed header every packet starts with.
 pub(crate) const HEADER_LEN: usize = 16;
 
@@ -146,9 +153,10 @@ impl Header {
     }
 }
 
-/// A packet of this wire version, with no flags: the header, then what `body` writes.
+/// A packet of this wire version with `flags`: the header, then what `body` writes.
 pub(crate) fn packet(
     kind: Kind,
+    flags: u8,
     cluster: u32,
     session: u64,
     body: impl FnOnce(&mut Vec<u8>),
@@ -157,13 +165,40 @@ pub(crate) fn packet(
     Header {
         version: WIRE_VERSION,
         kind,
-        flags: 0,
+        flags,
         cluster,
         session,
     }
     .encode(&mut out);
     body(&mut out);
     out
+}
+
+/// Splits a keyed `Hello` or `HelloAck` body, `[u8 length][Noise message][plain body]`,
+/// into the Noise message and the plain body.
+pub(crate) fn split_keyed(body: &[u8]) -> Result<(&[u8], &[u8]), DecodeError> {
+    let mut b = body;
+    let len = get_u8(&mut b).ok_or(DecodeError::Malformed)?;
+    let noise = get_bytes(&mut b, u64::from(len)).ok_or(DecodeError::Malformed)?;
+    Ok((noise, b))
+}
+
+/// Writes a keyed `Hello` or `HelloAck` body (see [`split_keyed`]).
+pub(crate) fn encode_keyed(noise: &[u8], body: &HelloBody, out: &mut Vec<u8>) {
+    out.push(u8::try_from(noise.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(noise.get(..255).unwrap_or(noise));
+    body.encode(out);
+}
+
+/// What a keyed handshake message authenticates of the packet around it: the session id
+/// and every field of the body but the cookie.
+pub(crate) fn hello_auth(session: u64, body: &HelloBody) -> [u8; 25] {
+    let mut a = [0u8; 25];
+    a[..8].copy_from_slice(&session.to_be_bytes());
+    a[8..16].copy_from_slice(&body.incarnation.to_be_bytes());
+    a[16..24].copy_from_slice(&body.echo.to_be_bytes());
+    a[24] = u8::from(body.fresh);
+    a
 }
 
 /// Why a header could not be read.
@@ -206,12 +241,22 @@ pub enum RejectReason {
     },
     /// The peer refuses packets with flags it does not support (e.g. an authentication tag).
     #[error(
-        "the peer does not support packet flags {flags:#04x} (authentication configured on one side only?)"
+        "the peer does not support packet flags {flags:#04x} (a cluster key configured on one side only?)"
     )]
     Flags {
         /// The unsupported flags.
         flags: u8,
     },
+    /// The peer has a cluster key and refuses unauthenticated packets.
+    #[error(
+        "the peer requires a cluster key and ours has none; configure the cluster's key (MESH_CLUSTER_KEY)"
+    )]
+    KeyRequired,
+    /// The peer sends unauthenticated packets: it has no cluster key and ours requires one.
+    #[error(
+        "the peer has no cluster key and ours requires one; configure the cluster's key on it (MESH_CLUSTER_KEY)"
+    )]
+    Unauthenticated,
 }
 
 /// Variable-length integers.
@@ -355,6 +400,14 @@ pub(crate) fn encode_reject(reason: RejectReason, out: &mut Vec<u8>) {
             out.push(3);
             out.put_u32(u32::from(flags));
         }
+        RejectReason::KeyRequired => {
+            out.push(4);
+            out.put_u32(0);
+        }
+        RejectReason::Unauthenticated => {
+            out.push(5);
+            out.put_u32(0);
+        }
     }
 }
 
@@ -381,6 +434,8 @@ pub(crate) fn decode_reject(
         3 => Ok(RejectReason::Flags {
             flags: u8::try_from(v).map_err(|_| DecodeError::Malformed)?,
         }),
+        4 => Ok(RejectReason::KeyRequired),
+        5 => Ok(RejectReason::Unauthenticated),
         _ => Err(DecodeError::Malformed),
     }
 }
