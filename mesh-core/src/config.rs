@@ -178,6 +178,17 @@ pub struct MeshConfig {
     /// array: `access = [{ caller = "lobby", commands = [1000, 1099] }, { caller = "admin",
     /// service = "Ops" }]`); empty allows everything.
     pub access: crate::rpc::AccessSchema,
+    /// The cluster key (`MESH_CLUSTER_KEY`, 64 hex digits; see [`ClusterKey`]). With it every
+    /// packet is authenticated and encrypted, and nodes without it can neither join, nor
+    /// send, nor end a session. Without it the node runs unauthenticated (and says so once
+    /// at start).
+    ///
+    /// [`ClusterKey`]: crate::rudp::ClusterKey
+    pub cluster_key: Option<crate::rudp::ClusterKey>,
+    /// More keys accepted from peers during a rotation (`MESH_ACCEPT_KEYS`, comma-separated;
+    /// at most 3): install the new key here on every node, then make it `cluster_key`
+    /// everywhere, then drop the old one. See [`Keyring`](crate::rudp::Keyring).
+    pub accept_keys: Vec<crate::rudp::ClusterKey>,
 }
 
 impl Default for MeshConfig {
@@ -207,6 +218,8 @@ impl Default for MeshConfig {
             send_interval: Duration::ZERO,
             relay_limit: 2,
             access: crate::rpc::AccessSchema::default(),
+            cluster_key: None,
+            accept_keys: Vec::new(),
             shared: crate::shared::SharedLimits::default(),
             shared_data: crate::shared_data::SharedDataLimits::default(),
         }
@@ -233,6 +246,8 @@ pub const ENV_VARS: &[&str] = &[
     "MESH_PREFIX",
     "MESH_GUEST",
     "MESH_REQUEST_TIMEOUT",
+    "MESH_CLUSTER_KEY",
+    "MESH_ACCEPT_KEYS",
 ];
 
 fn list(v: &str) -> Vec<String> {
@@ -391,6 +406,21 @@ impl MeshConfig {
                 }
             };
         }
+        // A key is a secret: a refusal names the variable and the problem, never the value.
+        let key = |k: &str, v: &str| {
+            v.parse::<crate::rudp::ClusterKey>()
+                .map_err(|e| ConfigError::new(k, e.to_string()))
+        };
+        if let Some(v) = get("MESH_CLUSTER_KEY") {
+            self.cluster_key = Some(key("MESH_CLUSTER_KEY", v)?);
+        }
+        if let Some(v) = get("MESH_ACCEPT_KEYS") {
+            self.accept_keys = v
+                .split(',')
+                .filter(|k| !k.trim().is_empty())
+                .map(|k| key("MESH_ACCEPT_KEYS", k))
+                .collect::<Result<_, _>>()?;
+        }
         if let Some(v) = get("MESH_REQUEST_TIMEOUT") {
             self.request_timeout = dur("MESH_REQUEST_TIMEOUT", v)?;
         }
@@ -507,6 +537,18 @@ impl MeshConfig {
                 }
                 other => ConfigError::new("discovery", other.to_string()),
             })?;
+        if !self.accept_keys.is_empty() && self.cluster_key.is_none() {
+            return bad(
+                "accept_keys",
+                "needs a cluster_key: the accepted keys are for a rotation of it",
+            );
+        }
+        if self.accept_keys.len() >= crate::rudp::MAX_KEYS {
+            return bad(
+                "accept_keys",
+                "at most 3 keys (with cluster_key, a keyring holds 4)",
+            );
+        }
         self.protocol()
             .validate()
             .map_err(|e| ConfigError::new(e.field, e.problem))?;
@@ -531,6 +573,16 @@ impl MeshConfig {
         Ok(())
     }
 
+    /// The keyring `cluster_key` and `accept_keys` make.
+    fn keyring(&self) -> Option<crate::rudp::Keyring> {
+        let mut ring = crate::rudp::Keyring::new(self.cluster_key.clone()?);
+        for k in &self.accept_keys {
+            // Bounded by `validate`; a full ring keeps the first keys.
+            let _ = ring.install(k.clone());
+        }
+        Some(ring)
+    }
+
     /// The transport protocol configuration these settings give.
     pub(crate) fn protocol(&self) -> crate::rudp::Config {
         let mut p = crate::rudp::Config {
@@ -539,6 +591,7 @@ impl MeshConfig {
             max_message_size: self.max_message_size + crate::rpc::ENVELOPE_HEADROOM,
             peer_timeout: self.peer_timeout,
             send_interval: self.send_interval,
+            keyring: self.keyring(),
             ..crate::rudp::Config::default()
         };
         let need = p.max_message_size + p.channel_window * usize::from(p.channels);

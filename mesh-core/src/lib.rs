@@ -58,6 +58,7 @@ pub use discovery::{Discovery, Health, LeaveReason, LocalRegistry, MeshEvent};
 pub use mesh::{Mesh, MeshBuilder, MeshError, MeshStats, Serving, ValueError};
 pub use node::{NodeId, NodeRecord, NodeStatus, Target, Value};
 pub use rpc::{CallContext, CallError};
+pub use rudp::{ClusterKey, KeyError, KeyId, Keyring};
 
 /// Turns a trait of `async fn`s into a mesh service: a typed client, a broadcast handle and a
 /// server. See the [`mesh_macros`] crate for the tutorial.

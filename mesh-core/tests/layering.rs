@@ -211,6 +211,7 @@ fn rudp_is_sans_io() {
         "rudp/sim.rs",
         "rudp/tests.rs",
         "rudp/attack_tests.rs",
+        "rudp/auth_tests.rs",
         "rudp/wire/tests.rs",
     ];
     for f in files.iter().filter(|f| {

@@ -208,6 +208,15 @@ impl MeshBuilder {
         self
     }
 
+    /// Authenticates and encrypts every packet under `key`, shared by every node of the
+    /// cluster (see [`ClusterKey`](crate::rudp::ClusterKey)): nodes without it can neither
+    /// join, nor send, nor end a session. Keys can be rotated later on the running node
+    /// ([`Mesh::install_key`](crate::Mesh::install_key)).
+    pub fn cluster_key(mut self, key: crate::rudp::ClusterKey) -> MeshBuilder {
+        self.config.cluster_key = Some(key);
+        self
+    }
+
     /// Allows callers as `rule` says (the access schema). Once any rule is given, requests
     /// and one-way messages that no rule allows are refused on this node: callers get
     /// `CallError::Forbidden`. For example

@@ -2,6 +2,7 @@
 //! together; built with [`Mesh::builder`].
 
 mod builder;
+mod keys;
 mod messaging;
 mod query;
 
@@ -257,6 +258,14 @@ impl Mesh {
         tasks.extend(shared_tasks);
         let backend = discovery.backend();
         tracing::info!(parent: &span, backend = backend.name(), addr = %id.addr, "starting");
+        match &config.cluster_key {
+            Some(k) => {
+                tracing::info!(parent: &span, key = %k.id(), accepted = config.accept_keys.len(), "packets are authenticated and encrypted under the cluster key");
+            }
+            None => {
+                tracing::warn!(parent: &span, "this node runs unauthenticated: no cluster key is configured, so anyone who can send it a datagram can call it as any member; set MESH_CLUSTER_KEY (or cluster_key) on every node");
+            }
+        }
         let ctx = BackendContext {
             membership: membership.clone(),
             transport: transport.clone(),

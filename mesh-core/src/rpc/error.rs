@@ -346,6 +346,15 @@ impl<E> CallError<E> {
     /// Whether the remote handler may have run (so retrying is not idempotent-safe).
     pub fn may_have_run(&self) -> bool {
         match self {
+            // A session that never opened, a name that does not resolve or a local limit
+            // sent nothing.
+            CallError::Unreachable {
+                reason:
+                    Unreachable::Transport(crate::rudp::UnreachableReason::HandshakeTimeout)
+                    | Unreachable::Resolve { .. }
+                    | Unreachable::LocalLimit(_),
+                ..
+            } => false,
             CallError::Timeout { .. }
             | CallError::Unreachable { .. }
             | CallError::Restarted { .. }

@@ -88,17 +88,17 @@ pub enum KeyError {
     /// The key in use cannot be removed.
     #[error("key {0} is the one in use; switch to another key first")]
     InUse(KeyId),
+    /// The node was started without a cluster key, so it has no keyring to change.
+    #[error(
+        "this node was started without a cluster key; keys can only be rotated on a node started with one"
+    )]
+    NoKeyring,
 }
 
 impl ClusterKey {
     /// A key from its 32 bytes.
     pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
         ClusterKey(bytes)
-    }
-
-    /// A new random key (from the operating system's generator).
-    pub fn generate() -> Self {
-        ClusterKey(rand::random())
     }
 
     /// The key as 64 lowercase hex digits (to store it; it is a secret).
@@ -148,6 +148,21 @@ impl FromStr for ClusterKey {
             })?;
         }
         Ok(ClusterKey(out))
+    }
+}
+
+/// Written as its 64 hex digits (a configuration that holds the key holds the secret).
+impl serde::Serialize for ClusterKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+/// Read from 64 hex digits.
+impl<'de> serde::Deserialize<'de> for ClusterKey {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
     }
 }
 

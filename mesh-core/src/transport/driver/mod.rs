@@ -223,6 +223,28 @@ impl Transport {
         lock(&self.inner.state).ep.incarnation()
     }
 
+    /// The ids of the cluster keys installed, the one in use first (empty without a key).
+    pub fn key_ids(&self) -> Vec<crate::rudp::KeyId> {
+        lock(&self.inner.state)
+            .ep
+            .keyring()
+            .map(|r| r.ids())
+            .unwrap_or_default()
+    }
+
+    /// Changes the installed cluster keys (see [`Keyring`](crate::rudp::Keyring)). A
+    /// transport started without a key has none to change.
+    pub fn change_keys(
+        &self,
+        change: impl FnOnce(&mut crate::rudp::Keyring) -> Result<(), crate::rudp::KeyError>,
+    ) -> Result<(), crate::rudp::KeyError> {
+        let mut st = lock(&self.inner.state);
+        match st.ep.keyring_mut() {
+            Some(ring) => change(ring),
+            None => Err(crate::rudp::KeyError::NoKeyring),
+        }
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
         lock(&self.inner.state).ep.counters().clone()
