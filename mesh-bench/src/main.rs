@@ -1,4 +1,4 @@
-//! Benchmarks: `cargo run --release -p mesh-bench -- transport|rpc|shared [rounds]`.
+//! Benchmarks: `cargo run --release -p mesh-bench -- transport|rpc|shared|security [rounds]`.
 //!
 //! The parent process orchestrates; every measurement runs between a server process and a
 //! client process (this binary re-executed with a role), pinned with `taskset`: "same" = both
@@ -10,6 +10,7 @@ mod alloc;
 mod discovery;
 mod roles;
 mod rpc;
+mod security;
 mod shared;
 mod stats;
 
@@ -33,11 +34,33 @@ impl Drop for Proc {
 }
 
 impl Proc {
+    fn pid(&self) -> Option<u32> {
+        Some(self.0.id())
+    }
+
     fn line(&mut self) -> String {
         let mut s = String::new();
         let _ = self.1.read_line(&mut s);
         s.trim().to_string()
     }
+}
+
+/// Whether the children spawned now run with the bench's cluster key.
+static AUTH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The cluster key of the keyed runs, when this child is one (`MESH_BENCH_AUTH=1`). A fixed
+/// key: both processes must hold the same one, and it guards nothing but a benchmark.
+pub(crate) fn bench_key() -> Option<mesh_core::ClusterKey> {
+    (std::env::var("MESH_BENCH_AUTH").as_deref() == Ok("1"))
+        .then(|| mesh_core::ClusterKey::from_bytes([0x42; 32]))
+}
+
+/// Runs `measure` with the cluster key on in both processes.
+fn keyed<T>(f: impl FnOnce() -> T) -> T {
+    AUTH.store(true, std::sync::atomic::Ordering::Relaxed);
+    let out = f();
+    AUTH.store(false, std::sync::atomic::Ordering::Relaxed);
+    out
 }
 
 fn spawn(cpu: Option<u32>, args: &[&str]) -> Proc {
@@ -50,6 +73,11 @@ fn spawn(cpu: Option<u32>, args: &[&str]) -> Proc {
         }
         None => Command::new(&exe),
     };
+    if AUTH.load(std::sync::atomic::Ordering::Relaxed) {
+        cmd.env("MESH_BENCH_AUTH", "1");
+    } else {
+        cmd.env_remove("MESH_BENCH_AUTH");
+    }
     let mut child = match cmd
         .args(args)
         .stdout(Stdio::piped())
@@ -183,10 +211,15 @@ fn transport(rounds: usize) {
         }
         let t = measure(&["tcp-sink"], &["tcp-10mb"], CROSS, None);
         let m = measure(&["mesh-sink"], &["mesh-10mb"], CROSS, None);
+        let k = keyed(|| measure(&["mesh-sink"], &["mesh-10mb"], CROSS, None));
         push("tcp.10mb.oneway.ms", t.first());
         push("transport.10mb.ms", m.first());
+        push("transport.auth.10mb.ms", k.first());
         if let (Some(x), Some(y)) = (m.first(), t.first()) {
             push("ratio.10mb", Some(&(x / y)));
+        }
+        if let (Some(x), Some(y)) = (k.first(), m.first()) {
+            push("ratio.auth.10mb", Some(&(x / y)));
         }
         let p0 = measure(&["mesh-sink"], &["mesh-10mb"], CROSS, Some(0.0));
         let p5 = measure(&["mesh-sink"], &["mesh-10mb"], CROSS, Some(0.05));
@@ -223,6 +256,7 @@ fn transport(rounds: usize) {
         ("transport.msgs_per_s", "msg/s"),
         ("transport.datagrams_per_msg", "datagrams"),
         ("transport.10mb.ms", "ms"),
+        ("transport.auth.10mb.ms", "ms"),
         ("transport.10mb.proxy.ms", "ms"),
         ("transport.10mb.proxy.loss5.ms", "ms"),
     ] {
@@ -250,6 +284,7 @@ fn transport(rounds: usize) {
         ("ratio.msgs", "transport.msgs_per_s.ratio", ">= 15"),
         ("ratio.10mb", "transport.10mb.ratio", "<= 3"),
         ("ratio.loss5", "transport.10mb.loss5.ratio", "<= 2"),
+        ("ratio.auth.10mb", "transport.auth.10mb.ratio", "<= 1.3"),
     ] {
         let (lo, hi) = spread(k);
         println!(
@@ -267,14 +302,19 @@ fn main() {
         ["transport", n] => transport(n.parse().unwrap_or(9)),
         ["rpc"] => rpc::bench(9),
         ["rpc", n] => rpc::bench(n.parse().unwrap_or(9)),
+        ["security"] => security::bench(3),
+        ["security", n] => security::bench(n.parse().unwrap_or(3)),
         ["shared"] => shared::bench(5),
         ["shared", n] => shared::bench(n.parse().unwrap_or(5)),
         ["discovery", rest @ ..] => discovery::run(rest),
         [role, rest @ ..] if roles::is_role(role) => roles::run(role, rest),
         [role, rest @ ..] if rpc::is_role(role) => rpc::run(role, rest),
         [role, rest @ ..] if shared::is_role(role) => shared::run(role, rest),
+        [role, rest @ ..] if security::is_role(role) => security::run(role, rest),
         _ => {
-            eprintln!("usage: mesh-bench transport|rpc|shared [rounds] | discovery [kills]");
+            eprintln!(
+                "usage: mesh-bench transport|rpc|shared|security [rounds] | discovery [kills]"
+            );
             std::process::exit(2);
         }
     }

@@ -187,7 +187,9 @@ async fn tcp_10mb(server: SocketAddr) -> Res {
 }
 
 async fn mesh() -> Result<Transport, Box<dyn std::error::Error>> {
-    Ok(Transport::bind(TransportConfig::default()).await?)
+    let mut cfg = TransportConfig::default();
+    cfg.protocol.keyring = crate::bench_key().map(mesh_core::Keyring::new);
+    Ok(Transport::bind(cfg).await?)
 }
 
 async fn mesh_echo() -> Res {

@@ -31,7 +31,9 @@ const ROLES: &[&str] = &[
     "tcp-echo",
     "tcp-echo-10mb",
 ];
-const ECHO: u16 = 1;
+pub(crate) const ECHO: u16 = 1;
+/// The server's transport counters: datagrams in, unproven hellos, unauthenticated packets.
+pub(crate) const STATS: u16 = 2;
 const WARMUP: usize = 200;
 const ROUND_TRIPS: usize = 2000;
 const IN_FLIGHT: usize = 64;
@@ -94,22 +96,41 @@ pub(crate) fn run(r: &str, args: &[&str]) {
     });
 }
 
-async fn mesh() -> Result<Mesh, MeshError> {
+pub(crate) async fn bench_mesh() -> Result<Mesh, MeshError> {
     // The default configuration; each process has its own in-process registry, and calls
     // name the server by address.
-    Mesh::builder().node_type("bench").start().await
+    let b = Mesh::builder().node_type("bench");
+    match crate::bench_key() {
+        Some(k) => b.cluster_key(k).start().await,
+        None => b.start().await,
+    }
 }
 
 async fn rpc_echo() -> Res {
-    let m = mesh().await?;
+    let m = bench_mesh().await?;
     let _echo = m.handle(ECHO, handler(|_c: CallContext, b: Bytes| async move { b }))?;
+    // What the server's transport received and dropped (the security bench asks).
+    let counts = m.clone();
+    let _stats = m.handle(
+        STATS,
+        handler(move |_c: CallContext, _: ()| {
+            let t = counts.stats().transport;
+            async move {
+                (
+                    t.datagrams_in,
+                    t.drops.unproven_hello,
+                    t.drops.unauthenticated,
+                )
+            }
+        }),
+    )?;
     println!("{}", m.addr().port());
     std::future::pending::<()>().await;
     Ok(())
 }
 
 async fn rpc_rtt(server: SocketAddr) -> Res {
-    let m = mesh().await?;
+    let m = bench_mesh().await?;
     let msg = Bytes::from_static(&[7u8; 32]);
     let client = Client::for_node(server).on(&m);
     let trips = calls_or(ROUND_TRIPS);
@@ -177,7 +198,7 @@ where
 }
 
 async fn rpc_tput(server: SocketAddr) -> Res {
-    let m = mesh().await?;
+    let m = bench_mesh().await?;
     let msg = Bytes::from_static(&[7u8; 32]);
     let client = Client::for_node(server).on(&m);
     tput(|| {
@@ -198,7 +219,7 @@ async fn rpc_tput(server: SocketAddr) -> Res {
 }
 
 async fn rpc_10mb(server: SocketAddr) -> Res {
-    let m = mesh().await?;
+    let m = bench_mesh().await?;
     let big = Bytes::from(vec![9u8; TEN_MB]);
     let client = Client::for_node(server)
         .on(&m)
@@ -235,7 +256,7 @@ impl BigEcho for BigEchoImpl {
 }
 
 async fn rpc_typed_echo() -> Res {
-    let m = mesh().await?;
+    let m = bench_mesh().await?;
     let _serving = m.serve(BigEchoServer::new(BigEchoImpl))?;
     println!("{}", m.addr().port());
     std::future::pending::<()>().await;
@@ -244,7 +265,7 @@ async fn rpc_typed_echo() -> Res {
 
 /// Median ms of a 10 MB typed echo, as `Vec<u8>` (`vec`) or `Bytes`.
 async fn rpc_10mb_typed(server: SocketAddr, vec: bool) -> Res {
-    let m = mesh().await?;
+    let m = bench_mesh().await?;
     let client = BigEchoClient::for_node(server)
         .on(&m)
         .with_timeout(Duration::from_secs(10));
@@ -431,8 +452,20 @@ pub(crate) fn bench(rounds: usize) {
                     Some(&(x / y)),
                 );
             }
+            if same {
+                let k = crate::keyed(|| measure(&["rpc-echo"], &["rpc-rtt"], cpus, None));
+                push("rpc.auth.rtt.p50.same", k.first());
+                if let (Some(x), Some(y)) = (k.first(), m.first()) {
+                    push("ratio.auth.same", Some(&(x / y)));
+                }
+            }
         }
         let m = measure(&["rpc-echo"], &["rpc-tput"], CROSS, None);
+        let k = crate::keyed(|| measure(&["rpc-echo"], &["rpc-tput"], CROSS, None));
+        push("rpc.auth.tput64.calls_per_s", k.first());
+        if let (Some(x), Some(y)) = (k.first(), m.first()) {
+            push("ratio.auth.tput", Some(&(x / y)));
+        }
         let t = measure(&["tarpc-echo"], &["tarpc-tput"], CROSS, None);
         push("rpc.tput64.calls_per_s", m.first());
         push("rpc.tput64.p99", m.get(1));
@@ -482,6 +515,8 @@ pub(crate) fn bench(rounds: usize) {
         ("rpc.10mb.echo.ms", "ms"),
         ("rpc.10mb.vec.echo.ms", "ms"),
         ("rpc.10mb.bytes.echo.ms", "ms"),
+        ("rpc.auth.rtt.p50.same", "us"),
+        ("rpc.auth.tput64.calls_per_s", "calls/s"),
     ] {
         println!("{k}: {:.2} {unit}", med(k));
     }
@@ -493,6 +528,8 @@ pub(crate) fn bench(rounds: usize) {
         ("ratio.10mb.vec", "rpc.10mb.vec.ratio", "<= 1.2"),
         ("vs_tarpc.same", "rpc.rtt.p50.same.vs_tarpc", "<= 0.9"),
         ("vs_tarpc.cross", "rpc.rtt.p50.cross.vs_tarpc", "<= 0.9"),
+        ("ratio.auth.same", "rpc.auth.rtt.p50.same.ratio", "<= 1.10"),
+        ("ratio.auth.tput", "rpc.auth.tput64.ratio", ">= 0.85"),
     ] {
         let xs = r.get(k).map(Vec::as_slice).unwrap_or(&[]);
         let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
@@ -500,7 +537,13 @@ pub(crate) fn bench(rounds: usize) {
         println!(
             "{name}: {:.3} ratio [{lo:.3}..{hi:.3}] (target {target}; issue {})",
             med(k),
-            if k.starts_with("vs_tarpc") { 15 } else { 10 }
+            if k.starts_with("vs_tarpc") {
+                15
+            } else if k.starts_with("ratio.auth") {
+                12
+            } else {
+                10
+            }
         );
     }
 }
