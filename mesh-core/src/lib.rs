@@ -36,6 +36,47 @@
 //! # Ok(()) }
 //! ```
 
+//!
+//! # Security: the threat model
+//!
+//! Nodes trust a private network less than their operators do: a compromised box, a
+//! misconfigured service or a port scan must not drive the cluster.
+//!
+//! **Always, with or without a key**, a sender of datagrams cannot:
+//! * make a node keep state before it proves it receives at its source address: a first
+//!   `Hello` gets a stateless cookie (`Retry`, never larger than the `Hello`), so spoofed
+//!   sources allocate nothing, and half-open sessions are reclaimed under pressure;
+//! * take more than its share: sessions, large-message memory and refusals are capped per IP
+//!   address and in total, every table fed from the network has a bound, and each refusal is
+//!   counted by reason ([`rudp::DropCounters`]);
+//! * crash a node with malformed input (fuzzed: the datagram path, envelopes, discovery
+//!   records, the codec; nesting depth is bounded), or make a relay amplify a message.
+//!
+//! **Without a cluster key** (the quickstart; the node logs a warning once at start) an
+//! attacker that can both send from a member's address and receive there (on the path
+//! between nodes) can open sessions as that member, inject calls, read every payload and end
+//! sessions. One that is off the path sees no session ids and gets no cookies, so it can do
+//! none of that to existing sessions. The access schema ([`rpc::AccessSchema`]) then trusts
+//! the caller's address.
+//!
+//! **With a cluster key** ([`ClusterKey`]: `MeshBuilder::cluster_key`, `cluster_key` in the
+//! config file, `MESH_CLUSTER_KEY`), every packet is authenticated and every data packet
+//! encrypted: the handshake is Noise `NNpsk0` (X25519, AES-256-GCM, BLAKE2s, through
+//! the `snow` crate), each session gets its own keys, and data packets are sealed with
+//! AES-256-GCM (`ring`) under their packet number, which is never reused and is refused once
+//! received (the replay window). An attacker without the key, on the path or not, cannot
+//! join, inject, replay, read payloads, or end or disturb a session; its packets are dropped
+//! after one MAC check and counted (`unauthenticated`, `bad_auth`). It can still see who
+//! talks to whom, how much and when, and drop or delay packets. Recorded traffic stays
+//! secret if the key leaks later (the session keys come from ephemeral Diffie-Hellman); an
+//! attacker who holds the key is a member. Keys rotate on a live cluster
+//! ([`Mesh::install_key`], [`Mesh::use_key`], [`Mesh::remove_key`]) with no failed call.
+//!
+//! Not yet covered by the key: discovery records in Redis carry no MAC (whoever can write
+//! to that Redis can list a fake node; with a key, sessions with it fail), and a relayed
+//! message's origin is what the relaying member says (relays travel only over
+//! authenticated sessions, so only a member can lie about it).
+
 // Lets `#[mesh_service]` (which names `::mesh_core`) be used inside this crate too.
 #[allow(unused_extern_crates)]
 extern crate self as mesh_core;

@@ -1,16 +1,16 @@
 //! Cluster-key cryptography, all from reviewed designs and well-kept crates:
 //!
-//! * **Handshake**: Noise `NNpsk0` with X25519, ChaCha20-Poly1305 and BLAKE2s, run by the
-//!   `snow` crate. The `Hello` carries Noise's first message (the pre-shared cluster key mixed
+//! * **Handshake**: Noise `NNpsk0` with X25519, AES-256-GCM and BLAKE2s, run by the `snow`
+//!   crate. The `Hello` carries Noise's first message (the pre-shared cluster key mixed
 //!   in before the initiator's ephemeral key), the `HelloAck` its second (the responder's
 //!   ephemeral key and their Diffie-Hellman). Only a holder of the cluster key can produce
 //!   either, each session gets fresh keys (forward secrecy: a key stolen later does not
 //!   decrypt recorded traffic), and the payload of each message authenticates the handshake
 //!   fields sent beside it.
-//! * **Data packets**: ChaCha20-Poly1305 (RustCrypto `chacha20poly1305`) under the two
-//!   transport keys Noise's `Split()` yields, one per direction, with the packet number as the
-//!   nonce (as Noise's and WireGuard's transport messages) and the packet header as associated
-//!   data. Packet numbers are never reused within a session, and a number already received is
+//! * **Data packets**: AES-256-GCM (`ring`, which uses the CPU's AES instructions where it
+//!   has them) under the two transport keys Noise's `Split()` yields, one per direction, with
+//!   the packet number as the nonce, encoded as Noise's AESGCM transport messages encode their
+//!   counter, and the packet header as associated data. Packet numbers are never reused within a session, and a number already received is
 //!   refused after authentication (the session's received set is the replay window).
 //! * **Packets without a session** (`Reset`, `Reject`): a 16-byte BLAKE2s MAC under a key
 //!   derived from the cluster key with BLAKE2s in keyed mode and a fixed context string.
@@ -23,8 +23,7 @@ use std::str::FromStr;
 use blake2::Blake2sMac;
 use blake2::digest::consts::{U16, U32};
 use blake2::digest::{KeyInit, Mac};
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, Tag, UnboundKey};
 
 /// Length of a cluster key in bytes.
 pub const KEY_LEN: usize = 32;
@@ -34,7 +33,7 @@ pub(crate) const TAG_LEN: usize = 16;
 pub(crate) const MAC_LEN: usize = 16;
 /// Most keys a keyring holds (rotation needs two; a responder tries each in turn).
 pub const MAX_KEYS: usize = 4;
-const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_ChaChaPoly_BLAKE2s";
+const NOISE_PARAMS: &str = "Noise_NNpsk0_25519_AESGCM_BLAKE2s";
 const PROLOGUE: &[u8] = b"mesh rudp handshake v2";
 /// Largest Noise message a handshake packet carries (ours are 32 + payload + 16 bytes).
 const MAX_NOISE_MSG: usize = 256;
@@ -334,7 +333,7 @@ impl Initiator {
             return Err(BadHandshake);
         }
         let (i2r, r2i) = self.hs.dangerously_get_raw_split();
-        Ok((payload, SessionKeys::new(&i2r, &r2i)))
+        Ok((payload, SessionKeys::new(&i2r, &r2i)?))
     }
 }
 
@@ -374,14 +373,14 @@ impl Responder {
         message.truncate(n);
         let (i2r, r2i) = self.hs.dangerously_get_raw_split();
         // The responder sends with the responder-to-initiator key.
-        Ok((message, SessionKeys::new(&r2i, &i2r)))
+        Ok((message, SessionKeys::new(&r2i, &i2r)?))
     }
 }
 
 /// The two AEAD keys of one session: one to send with, one to receive with.
 pub(crate) struct SessionKeys {
-    send: ChaCha20Poly1305,
-    recv: ChaCha20Poly1305,
+    send: LessSafeKey,
+    recv: LessSafeKey,
 }
 
 impl fmt::Debug for SessionKeys {
@@ -390,18 +389,26 @@ impl fmt::Debug for SessionKeys {
     }
 }
 
+/// The nonce of packet `pn`: 32 zero bits, then the number big-endian (Noise's AESGCM
+/// nonce). Packet numbers are never reused within a session, so neither are nonces.
 fn nonce(pn: u64) -> Nonce {
     let mut n = [0u8; 12];
-    n[4..].copy_from_slice(&pn.to_le_bytes());
-    Nonce::from(n)
+    n[4..].copy_from_slice(&pn.to_be_bytes());
+    Nonce::assume_unique_for_key(n)
+}
+
+fn aead_key(bytes: &[u8; 32]) -> Result<LessSafeKey, BadHandshake> {
+    UnboundKey::new(&AES_256_GCM, bytes)
+        .map(LessSafeKey::new)
+        .map_err(|_| BadHandshake)
 }
 
 impl SessionKeys {
-    fn new(send: &[u8; 32], recv: &[u8; 32]) -> Self {
-        SessionKeys {
-            send: ChaCha20Poly1305::new(Key::from_slice(send)),
-            recv: ChaCha20Poly1305::new(Key::from_slice(recv)),
-        }
+    fn new(send: &[u8; 32], recv: &[u8; 32]) -> Result<Self, BadHandshake> {
+        Ok(SessionKeys {
+            send: aead_key(send)?,
+            recv: aead_key(recv)?,
+        })
     }
 
     /// Encrypts `out[body_at..]` in place under packet number `pn`, with `out[start..body_at]`
@@ -409,11 +416,15 @@ impl SessionKeys {
     pub(crate) fn seal(&self, pn: u64, out: &mut Vec<u8>, start: usize, body_at: usize) {
         let (head, body) = out.split_at_mut(body_at);
         let ad: &[u8] = head.get(start..).unwrap_or(&[]);
-        // Encryption fails only for a message over 256 GiB.
+        // Sealing fails only for a message over 64 GiB; the peer then drops the packet.
         let tag = self
             .send
-            .encrypt_in_place_detached(&nonce(pn), ad, body)
-            .unwrap_or_default();
+            .seal_in_place_separate_tag(nonce(pn), Aad::from(ad), body)
+            .map_or([0u8; TAG_LEN], |t| {
+                let mut a = [0u8; TAG_LEN];
+                a.copy_from_slice(t.as_ref());
+                a
+            });
         out.extend_from_slice(&tag);
     }
 
@@ -422,9 +433,9 @@ impl SessionKeys {
     pub(crate) fn open(&self, pn: u64, ad: &[u8], body: &mut [u8]) -> Option<usize> {
         let n = body.len().checked_sub(TAG_LEN)?;
         let (text, tag) = body.split_at_mut(n);
-        let tag = Tag::from_slice(tag);
+        let tag = Tag::try_from(&*tag).ok()?;
         self.recv
-            .decrypt_in_place_detached(&nonce(pn), ad, text, tag)
+            .open_in_place_separate_tag(nonce(pn), Aad::from(ad), tag, text, 0..)
             .ok()?;
         Some(n)
     }
