@@ -211,3 +211,33 @@ async fn a_large_request_dropped_at_once_is_still_cancelled() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A call a node makes to itself keeps its deadline: a handler that takes longer fails the
+/// call as a timeout at the deadline (it used to wait for the handler, however long).
+#[tokio::test]
+async fn a_call_to_this_node_times_out_at_its_deadline() {
+    let registry = LocalRegistry::new();
+    let a = node(&registry, "a").await;
+    let _slow = a
+        .handle(
+            9,
+            handler(|_ctx: CallContext, (): ()| async move {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                0u32
+            }),
+        )
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let r: Result<u32, _> = timeout(
+        LIMIT,
+        Client::for_node(a.id())
+            .on(&a)
+            .with_timeout(Duration::from_millis(200))
+            .call(9, &()),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(r, Err(CallError::Timeout { .. })), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    a.stop().await;
+}

@@ -331,6 +331,8 @@ impl Rpc {
                     Err(p) => Reply::failure(Status::Panicked, panic_message(p.as_ref())),
                 },
                 _ = cancel.cancelled() => Reply::failure(Status::Expired, ""),
+                // The call's deadline, as a remote call has it (see `expire_calls`).
+                () = tokio::time::sleep(timeout) => Reply::failure(Status::Expired, ""),
             };
             drop(permit);
             r

@@ -208,6 +208,8 @@ impl<T: SharedObject> ObjectHandle<T> {
         let by = Some(self.rt.me);
         let flow = self.replica.delta(ack.epoch, ack.version, by, ack.effects);
         if flow == super::replica::Flow::Gap {
+            // No later push may come to fill the gap (they may all be in already).
+            self.rt.resync_later(self.replica.clone(), id);
             let _ = tokio::time::timeout(
                 self.rt.rpc.settings.default_timeout,
                 self.wait_version(ack.version),

@@ -37,6 +37,8 @@ const MAX_LAGGED: usize = 65_536;
 /// How long a replica may sit ahead of a gap before it reads a snapshot (a delta sent on
 /// the bulk channel can be overtaken by later small ones).
 const GAP_GRACE: Duration = Duration::from_millis(50);
+/// Snapshot reads one resync task makes in a row at most.
+const MAX_RESYNC_ROUNDS: u32 = 16;
 
 /// The pause between a replica's attempts to reach the backup taking its object over.
 const FOLLOW_PAUSE: Duration = Duration::from_millis(50);
@@ -269,32 +271,47 @@ impl Runtime {
     }
 
     /// Reads a snapshot if the replica is still ahead of a gap after the grace period.
-    fn resync_later(&self, sink: Arc<dyn Sink>, id: ObjectId) {
-        if !sink.begin_resync() {
-            return;
-        }
-        let rpc = Arc::downgrade(&self.rpc);
-        let me = self.self_weak();
-        tokio::spawn(async move {
-            tokio::time::sleep(GAP_GRACE).await;
-            let (Some(_), Some(rt)) = (rpc.upgrade(), me.upgrade()) else {
-                return;
-            };
-            if sink.gapped() {
-                rt.resync(&sink, id).await;
-            }
-            sink.end_resync();
-        });
+    pub(crate) fn resync_later(&self, sink: Arc<dyn Sink>, id: ObjectId) {
+        self.spawn_resync(sink, id, false);
     }
 
     pub(crate) fn resync_now(&self, sink: Arc<dyn Sink>, id: ObjectId) {
+        self.spawn_resync(sink, id, true);
+    }
+
+    /// One resync task per replica at a time, going on while the replica is still ahead
+    /// of a gap: a snapshot read while later deltas were dropped (`MAX_AHEAD`) or reported
+    /// gaps that found this task busy (and so scheduled nothing) can leave a gap that no
+    /// later delta fills. At most [`MAX_RESYNC_ROUNDS`] reads in a row: a replica still
+    /// gapped after them (its owner gone, say) waits for the next delta to report the gap.
+    fn spawn_resync(&self, sink: Arc<dyn Sink>, id: ObjectId, now: bool) {
         if !sink.begin_resync() {
             return;
         }
         let me = self.self_weak();
         tokio::spawn(async move {
-            if let Some(rt) = me.upgrade() {
-                rt.resync(&sink, id).await;
+            let mut force = now;
+            if !force {
+                tokio::time::sleep(GAP_GRACE).await;
+            }
+            let mut rounds = 0;
+            loop {
+                let Some(rt) = me.upgrade() else { break };
+                if rounds < MAX_RESYNC_ROUNDS && (force || sink.gapped()) {
+                    rounds += 1;
+                    force = false;
+                    rt.resync(&sink, id).await;
+                    drop(rt);
+                    if sink.gapped() {
+                        tokio::time::sleep(GAP_GRACE).await;
+                    }
+                    continue;
+                }
+                sink.end_resync();
+                // A gap reported after the last look found this task busy: look once more.
+                if !(sink.gapped() && sink.begin_resync()) {
+                    return;
+                }
             }
             sink.end_resync();
         });
