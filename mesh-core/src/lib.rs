@@ -72,10 +72,11 @@
 //! attacker who holds the key is a member. Keys rotate on a live cluster
 //! ([`Mesh::install_key`], [`Mesh::use_key`], [`Mesh::remove_key`]) with no failed call.
 //!
-//! Not yet covered by the key: discovery records in Redis carry no MAC (whoever can write
-//! to that Redis can list a fake node; with a key, sessions with it fail), and a relayed
-//! message's origin is what the relaying member says (relays travel only over
-//! authenticated sessions, so only a member can lie about it).
+//! With a key, discovery is authenticated too: node records in Redis carry a MAC under it
+//! (a record written without the key, or altered, is refused and counted in
+//! `RedisStats::forged_records`), seed views travel only over authenticated sessions, and
+//! so do relayed messages: a relay's origin is what a member says. Replaying a member's
+//! genuine old record is not prevented (it names an incarnation that no longer answers).
 
 // Lets `#[mesh_service]` (which names `::mesh_core`) be used inside this crate too.
 #[allow(unused_extern_crates)]

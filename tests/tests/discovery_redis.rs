@@ -11,7 +11,7 @@ use mesh_core::{Discovery, Health, LeaveReason, MeshError, MeshEvent, NodeId, No
 use mesh_tests::redis::RedisServer;
 use redis::Commands as _;
 use util::{
-    EXPIRY, INTERVAL, NodeProcess, TestResult, WAIT, init_tracing, node, node_with, plain,
+    EXPIRY, INTERVAL, NodeProcess, TestResult, WAIT, builder, init_tracing, node, node_with, plain,
     wait_event, wait_for, wait_views,
 };
 
@@ -436,5 +436,105 @@ async fn another_node_takes_over_from_a_killed_reaper() -> TestResult {
     );
     a.stop().await;
     b.stop().await;
+    Ok(())
+}
+
+/// With a cluster key, records in Redis carry a MAC: a record written by someone without
+/// the key, one with a made-up MAC and a real node's record altered in Redis are refused
+/// and counted, while keyed nodes see each other, also after a key rotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_key_forged_and_altered_records_are_refused() -> TestResult {
+    init_tracing();
+    let redis = RedisServer::start()?;
+    let url = redis.url();
+    let key = mesh_core::ClusterKey::generate();
+    let keyed = |stats: Option<RedisStats>| {
+        let mut c = RedisConfig::standalone(&url);
+        if let Some(s) = stats {
+            c = c.with_stats(s);
+        }
+        builder(Discovery::Redis(c), "k", "game").cluster_key(key.clone())
+    };
+    let a = keyed(None).start().await?;
+    let mut con = plain(&url)?;
+    let stored: String = con.hget("{k}:nodes", a.id().to_string())?;
+    assert!(stored.starts_with("m1."), "{stored}");
+    assert!(stored.contains(r#""node_type":"game""#), "{stored}");
+    // Forgeries: no MAC; a made-up MAC; the real record with its type changed.
+    let plain_id: NodeId = "127.0.0.1:7#0000000000000007".parse()?;
+    let fake_mac: NodeId = "127.0.0.1:8#0000000000000008".parse()?;
+    let () = con.hset(
+        "{k}:nodes",
+        plain_id.to_string(),
+        format!(r#"{{"id":"{plain_id}","node_type":"game"}}"#),
+    )?;
+    let () = con.hset(
+        "{k}:nodes",
+        fake_mac.to_string(),
+        format!(
+            r#"m1.{}.{{"id":"{fake_mac}","node_type":"game"}}"#,
+            "0".repeat(32)
+        ),
+    )?;
+    // Heartbeat entries far in the future: neither expiry nor the orphan scan removes the
+    // forgeries, so every node that joins reads them.
+    let forever = |con: &mut redis::Connection, ns: &str, id: &NodeId| -> redis::RedisResult<()> {
+        con.zadd(format!("{{{ns}}}:hb"), id.to_string(), 9.0e15)
+    };
+    forever(&mut con, "k", &plain_id)?;
+    forever(&mut con, "k", &fake_mac)?;
+    let stats = RedisStats::new();
+    let b = keyed(Some(stats.clone())).start().await?;
+    wait_views(&[&a, &b], &[a.id(), b.id()], WAIT).await?;
+    assert!(b.node(plain_id).is_none() && b.node(fake_mac).is_none());
+    assert!(stats.forged_records() >= 2, "{stats:?}");
+    // a's genuine sealed record altered (listed under another id, with another type), and
+    // copied as is into another namespace: both refused.
+    let moved: NodeId = format!(
+        "127.0.0.1:{}#{:016x}",
+        a.addr().port() + 1,
+        a.id().incarnation
+    )
+    .parse()?;
+    let altered = stored
+        .replace(&a.id().to_string(), &moved.to_string())
+        .replace(r#""node_type":"game""#, r#""node_type":"admin""#);
+    let () = con.hset("{k}:nodes", moved.to_string(), &altered)?;
+    let () = con.hset("{k2}:nodes", a.id().to_string(), &stored)?;
+    forever(&mut con, "k", &moved)?;
+    forever(&mut con, "k2", &a.id())?;
+    let c_stats = RedisStats::new();
+    let c = keyed(Some(c_stats.clone())).start().await?;
+    let other_ns = builder(
+        Discovery::Redis(RedisConfig::standalone(&url).with_stats(c_stats.clone())),
+        "k2",
+        "game",
+    )
+    .cluster_key(key.clone())
+    .start()
+    .await?;
+    wait_views(&[&a, &b, &c], &[a.id(), b.id(), c.id()], WAIT).await?;
+    assert!(c.node(moved).is_none() && other_ns.node(a.id()).is_none());
+    assert!(c_stats.forged_records() >= 4, "{c_stats:?}");
+    other_ns.stop().await;
+    // Rotate the key: records are sealed under the new one, and all still see all.
+    let new = mesh_core::ClusterKey::generate();
+    for m in [&a, &b, &c] {
+        m.install_key(new.clone())?;
+    }
+    for m in [&a, &b, &c] {
+        m.use_key(new.id())?;
+    }
+    for m in [&a, &b, &c] {
+        m.remove_key(key.id())?;
+    }
+    let d = builder(Discovery::redis(&url), "k", "game")
+        .cluster_key(new.clone())
+        .start()
+        .await?;
+    wait_views(&[&a, &b, &c, &d], &[a.id(), b.id(), c.id(), d.id()], WAIT).await?;
+    for m in [d, c, b, a] {
+        m.stop().await;
+    }
     Ok(())
 }

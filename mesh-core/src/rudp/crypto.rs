@@ -116,6 +116,10 @@ impl ClusterKey {
     fn control_key(&self) -> [u8; 32] {
         derive(&self.0, b"mesh control mac")
     }
+
+    fn record_key(&self) -> [u8; 32] {
+        derive(&self.0, b"mesh discovery record mac")
+    }
 }
 
 impl fmt::Debug for ClusterKey {
@@ -256,14 +260,32 @@ impl Keyring {
 
     /// Whether `mac` is the MAC of `packet` under any installed key.
     pub(crate) fn check_control_mac(&self, packet: &[u8], mac: &[u8]) -> bool {
-        self.keys.iter().any(|k| {
-            let Ok(mut m) = <Blake2sMac<U16> as KeyInit>::new_from_slice(&k.control_key()) else {
-                return false;
-            };
-            m.update(packet);
-            m.verify_slice(mac).is_ok()
-        })
+        self.keys
+            .iter()
+            .any(|k| verify_mac(&k.control_key(), packet, mac))
     }
+
+    /// The MAC of a discovery record, under the key in use (a key of its own, derived from
+    /// the cluster key: a record MAC is never a valid packet MAC).
+    pub(crate) fn record_mac(&self, record: &[u8]) -> [u8; MAC_LEN] {
+        control_mac(&self.primary().record_key(), record)
+    }
+
+    /// Whether `mac` is the MAC of discovery record `record` under any installed key.
+    pub(crate) fn check_record_mac(&self, record: &[u8], mac: &[u8]) -> bool {
+        self.keys
+            .iter()
+            .any(|k| verify_mac(&k.record_key(), record, mac))
+    }
+}
+
+/// Whether `mac` is the MAC of `data` under `key` (compared in constant time).
+fn verify_mac(key: &[u8; 32], data: &[u8], mac: &[u8]) -> bool {
+    let Ok(mut m) = <Blake2sMac<U16> as KeyInit>::new_from_slice(key) else {
+        return false;
+    };
+    m.update(data);
+    m.verify_slice(mac).is_ok()
 }
 
 fn control_mac(key: &[u8; 32], packet: &[u8]) -> [u8; MAC_LEN] {

@@ -13,11 +13,13 @@ use tokio::time::Instant;
 
 use super::conn::{Connector, Link, LinkError};
 use super::script::{self, Call, Keys, Op, Script};
+use super::seal::RecordSeal;
 use super::sync::{Notified, SyncState};
 use super::{RedisConfig, RedisStats};
 use crate::discovery::{
     BackendContext, BoxFuture, DiscoveryBackend, DiscoveryError, Health, Membership,
 };
+use crate::transport::Transport;
 
 /// Connection attempts at start when connecting times out.
 const START_ATTEMPTS: u32 = 3;
@@ -40,14 +42,19 @@ impl DiscoveryBackend for RedisBackend {
     }
 
     fn run(self: Box<Self>, ctx: BackendContext) -> BoxFuture<'static, ()> {
-        // The transport inbox is not used: everything goes through Redis.
-        let BackendContext { membership, .. } = ctx;
-        Box::pin(run(self.config, membership))
+        // The transport inbox is not used: everything goes through Redis. The transport's
+        // keyring seals the records.
+        let BackendContext {
+            membership,
+            transport,
+            ..
+        } = ctx;
+        Box::pin(run(self.config, membership, transport))
     }
 }
 
-async fn run(config: RedisConfig, m: Membership) {
-    let mut d = match Driver::new(config, m.clone()) {
+async fn run(config: RedisConfig, m: Membership, transport: Transport) {
+    let mut d = match Driver::new(config, m.clone(), transport) {
         Ok(d) => d,
         Err(e) => {
             m.ready(Err(e));
@@ -160,7 +167,11 @@ async fn sleep_opt(at: Option<Instant>) {
 }
 
 impl Driver {
-    fn new(config: RedisConfig, m: Membership) -> Result<Driver, DiscoveryError> {
+    fn new(
+        config: RedisConfig,
+        m: Membership,
+        transport: Transport,
+    ) -> Result<Driver, DiscoveryError> {
         let settings = m.settings().clone();
         let prefix = &settings.prefix;
         if prefix.is_empty() || prefix.contains(['{', '}']) {
@@ -178,7 +189,7 @@ impl Driver {
             connector: Connector::new(config, stats.clone()),
             link: None,
             events: None,
-            sync: SyncState::new(t.grace, stats.clone()),
+            sync: SyncState::new(t.grace, stats.clone(), RecordSeal::new(transport, prefix)),
             stats,
             t,
             id: m.local_id().to_string(),
@@ -253,8 +264,9 @@ impl Driver {
     /// Runs the script once and applies its reply.
     async fn call(&mut self, op: Op) -> Result<(), LinkError> {
         let record = if op == Op::Heartbeat {
-            serde_json::to_string(&self.m.local_record())
-                .map_err(|e| LinkError::Protocol(format!("cannot encode the local record: {e}")))?
+            let json = serde_json::to_string(&self.m.local_record())
+                .map_err(|e| LinkError::Protocol(format!("cannot encode the local record: {e}")))?;
+            self.sync.seal(json)
         } else {
             String::new()
         };

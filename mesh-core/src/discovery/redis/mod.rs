@@ -49,6 +49,7 @@
 mod backend;
 mod conn;
 mod script;
+mod seal;
 mod stats;
 mod sync;
 

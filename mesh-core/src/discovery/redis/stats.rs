@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 struct Counters {
     round_trips: AtomicU64,
     garbled: AtomicU64,
+    forged: AtomicU64,
     reconnects: AtomicU64,
     full_syncs: AtomicU64,
     lost_messages: AtomicU64,
@@ -22,6 +23,9 @@ struct Counters {
 ///   counted, reconnections are (see [`reconnects`](Self::reconnects)).
 /// * [`garbled_records`](Self::garbled_records): records found in Redis that are not a valid
 ///   node record (skipped).
+/// * [`forged_records`](Self::forged_records): with a cluster key, records refused because
+///   their MAC is missing or does not verify (written by someone without the key, or
+///   altered).
 /// * [`reconnects`](Self::reconnects): connections (re-)established after a failure.
 /// * [`full_syncs`](Self::full_syncs): full snapshots read (at start, after a reconnect,
 ///   when Redis lost its data or the change log was trimmed).
@@ -55,6 +59,11 @@ impl RedisStats {
         self.inner.reconnects.load(Ordering::Relaxed)
     }
 
+    /// Records refused for a missing or wrong MAC (with a cluster key).
+    pub fn forged_records(&self) -> u64 {
+        self.inner.forged.load(Ordering::Relaxed)
+    }
+
     /// Full snapshots read.
     pub fn full_syncs(&self) -> u64 {
         self.inner.full_syncs.load(Ordering::Relaxed)
@@ -71,6 +80,10 @@ impl RedisStats {
 
     pub(super) fn garbled(&self) {
         self.inner.garbled.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(super) fn forged(&self) {
+        self.inner.forged.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(super) fn reconnect(&self) {
@@ -91,6 +104,7 @@ impl fmt::Debug for RedisStats {
         f.debug_struct("RedisStats")
             .field("round_trips", &self.round_trips())
             .field("garbled_records", &self.garbled_records())
+            .field("forged_records", &self.forged_records())
             .field("reconnects", &self.reconnects())
             .field("full_syncs", &self.full_syncs())
             .field("lost_messages", &self.lost_messages())

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::RedisStats;
 use super::script::{Changes, LogEntry, Reply};
+use super::seal::RecordSeal;
 use crate::discovery::{LeaveReason, Membership};
 use crate::node::{NodeId, NodeRecord};
 
@@ -42,10 +43,12 @@ pub(super) struct SyncState {
     grace: Duration,
     stats: RedisStats,
     logged: HashSet<String>,
+    /// Seals our record and checks the others' (with a cluster key).
+    seal: RecordSeal,
 }
 
 impl SyncState {
-    pub(super) fn new(grace: Duration, stats: RedisStats) -> SyncState {
+    pub(super) fn new(grace: Duration, stats: RedisStats, seal: RecordSeal) -> SyncState {
         SyncState {
             epoch: None,
             seq: 0,
@@ -56,7 +59,13 @@ impl SyncState {
             grace,
             stats,
             logged: HashSet::new(),
+            seal,
         }
+    }
+
+    /// Our record as stored (sealed with a cluster key).
+    pub(super) fn seal(&self, json: String) -> String {
+        self.seal.seal(json)
     }
 
     /// The epoch to send (empty asks for a full snapshot: also after a reconnect when the
@@ -240,6 +249,14 @@ impl SyncState {
     }
 
     fn parse(&mut self, id: &str, rec: &str) -> Option<NodeRecord> {
+        let rec = match self.seal.open(rec) {
+            Ok(json) => json,
+            Err(why) => {
+                self.stats.forged();
+                self.refused(id, why.describe());
+                return None;
+            }
+        };
         match serde_json::from_str::<NodeRecord>(rec) {
             Ok(r) if r.id.to_string() == id => Some(r),
             Ok(r) => {
@@ -256,11 +273,16 @@ impl SyncState {
 
     fn garbled(&mut self, id: &str, error: &str) {
         self.stats.garbled();
+        self.refused(id, error);
+    }
+
+    /// Logs a skipped record: a warning the first time for each of the first ids.
+    fn refused(&mut self, id: &str, error: &str) {
         let id: String = id.chars().take(80).collect();
         if self.logged.len() < LOGGED_GARBLED && self.logged.insert(id.clone()) {
-            tracing::warn!(id = %id, error, "redis: garbled node record skipped");
+            tracing::warn!(id = %id, error, "redis: node record skipped");
         } else {
-            tracing::debug!(id = %id, error, "redis: garbled node record skipped");
+            tracing::debug!(id = %id, error, "redis: node record skipped");
         }
     }
 }
@@ -313,7 +335,7 @@ mod tests {
     fn snapshot_then_notifications_in_sequence() {
         let m = membership();
         let stats = RedisStats::new();
-        let mut s = SyncState::new(Duration::from_secs(1), stats.clone());
+        let mut s = SyncState::new(Duration::from_secs(1), stats.clone(), RecordSeal::none());
         let now = Instant::now();
         let (a, b) = (rec(2), rec(3));
         let full = Changes::Full(vec![
@@ -352,7 +374,11 @@ mod tests {
     #[test]
     fn after_data_loss_missing_nodes_get_a_grace() {
         let m = membership();
-        let mut s = SyncState::new(Duration::from_secs(1), RedisStats::new());
+        let mut s = SyncState::new(
+            Duration::from_secs(1),
+            RedisStats::new(),
+            RecordSeal::none(),
+        );
         let t0 = Instant::now();
         let (a, b) = (rec(2), rec(3));
         let both = vec![(a.id.to_string(), json(&a)), (b.id.to_string(), json(&b))];
@@ -387,7 +413,11 @@ mod tests {
     #[test]
     fn a_trimmed_log_resync_removes_at_once() {
         let m = membership();
-        let mut s = SyncState::new(Duration::from_secs(1), RedisStats::new());
+        let mut s = SyncState::new(
+            Duration::from_secs(1),
+            RedisStats::new(),
+            RecordSeal::none(),
+        );
         let t0 = Instant::now();
         let (a, b) = (rec(2), rec(3));
         let both = vec![(a.id.to_string(), json(&a)), (b.id.to_string(), json(&b))];
@@ -401,7 +431,7 @@ mod tests {
     fn garbled_changes_are_skipped() {
         let m = membership();
         let stats = RedisStats::new();
-        let mut s = SyncState::new(Duration::from_secs(1), stats.clone());
+        let mut s = SyncState::new(Duration::from_secs(1), stats.clone(), RecordSeal::none());
         let t0 = Instant::now();
         s.apply_reply(&m, reply("e", 0, Changes::Full(vec![])), t0);
         let a = rec(2);
@@ -421,7 +451,11 @@ mod tests {
     #[test]
     fn a_reconnect_continues_from_the_log_when_the_server_has_the_last_change() {
         let m = membership();
-        let mut s = SyncState::new(Duration::from_secs(1), RedisStats::new());
+        let mut s = SyncState::new(
+            Duration::from_secs(1),
+            RedisStats::new(),
+            RecordSeal::none(),
+        );
         let t0 = Instant::now();
         let (a, b) = (rec(2), rec(3));
         let both = vec![(a.id.to_string(), json(&a)), (b.id.to_string(), json(&b))];

@@ -245,6 +245,23 @@ impl Transport {
         }
     }
 
+    /// The MAC of a discovery record under the cluster key in use (`None` without a key).
+    pub(crate) fn record_mac(&self, record: &[u8]) -> Option<[u8; 16]> {
+        lock(&self.inner.state)
+            .ep
+            .keyring()
+            .map(|r| r.record_mac(record))
+    }
+
+    /// Whether `mac` authenticates a discovery record under an installed cluster key
+    /// (`None` without a key).
+    pub(crate) fn check_record_mac(&self, record: &[u8], mac: &[u8]) -> Option<bool> {
+        lock(&self.inner.state)
+            .ep
+            .keyring()
+            .map(|r| r.check_record_mac(record, mac))
+    }
+
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
         lock(&self.inner.state).ep.counters().clone()
