@@ -189,6 +189,13 @@ pub struct MeshConfig {
     /// at most 3): install the new key here on every node, then make it `cluster_key`
     /// everywhere, then drop the old one. See [`Keyring`](crate::rudp::Keyring).
     pub accept_keys: Vec<crate::rudp::ClusterKey>,
+    /// Strict membership (`MESH_STRICT_MEMBERSHIP`): datagrams from addresses outside the
+    /// membership view are dropped before they are read (as are those of nodes that left),
+    /// except from peers this node opened a session to. Default: on with a cluster key, off
+    /// without; refused with the seeds backend, where a joining node is not a member yet.
+    /// Turn it off for guests (they are not listed) and for nodes that advertise an address
+    /// other than the one they send from.
+    pub strict_membership: Option<bool>,
 }
 
 impl Default for MeshConfig {
@@ -220,6 +227,7 @@ impl Default for MeshConfig {
             access: crate::rpc::AccessSchema::default(),
             cluster_key: None,
             accept_keys: Vec::new(),
+            strict_membership: None,
             shared: crate::shared::SharedLimits::default(),
             shared_data: crate::shared_data::SharedDataLimits::default(),
         }
@@ -248,6 +256,7 @@ pub const ENV_VARS: &[&str] = &[
     "MESH_REQUEST_TIMEOUT",
     "MESH_CLUSTER_KEY",
     "MESH_ACCEPT_KEYS",
+    "MESH_STRICT_MEMBERSHIP",
 ];
 
 fn list(v: &str) -> Vec<String> {
@@ -420,6 +429,9 @@ impl MeshConfig {
                 .filter(|k| !k.trim().is_empty())
                 .map(|k| key("MESH_ACCEPT_KEYS", k))
                 .collect::<Result<_, _>>()?;
+        }
+        if let Some(v) = get("MESH_STRICT_MEMBERSHIP") {
+            self.strict_membership = Some(parse("MESH_STRICT_MEMBERSHIP", v)?);
         }
         if let Some(v) = get("MESH_REQUEST_TIMEOUT") {
             self.request_timeout = dur("MESH_REQUEST_TIMEOUT", v)?;

@@ -256,3 +256,71 @@ fn the_key_comes_from_the_config_file_and_the_environment() {
     let e = toml::from_str::<MeshConfig>("cluster_key = \"abc\"\n").unwrap_err();
     assert!(e.to_string().contains("64 hex digits"), "{e}");
 }
+
+/// Strict membership (on with a key): a node holding the key but not listed (a guest) is
+/// not read at all, a listed one is; a node started with `strict_membership(false)` reads
+/// the guest; strict membership with the seeds backend is refused at start.
+#[tokio::test]
+async fn with_a_key_only_listed_nodes_are_read() {
+    let registry = LocalRegistry::new();
+    let key = ClusterKey::generate();
+    let strict = keyed(&registry, Some(&key)).await;
+    let _s = strict.serve(EchoServer::new(Server)).unwrap();
+    let open = Mesh::builder()
+        .node_type("game")
+        .discovery(Discovery::local_registry(&registry))
+        .cluster_key(key.clone())
+        .strict_membership(false)
+        .start()
+        .await
+        .unwrap();
+    let _o = open.serve(EchoServer::new(Server)).unwrap();
+    let guest = Mesh::builder()
+        .node_type("game")
+        .discovery(Discovery::local_registry(&registry))
+        .cluster_key(key.clone())
+        .guest(true)
+        .peer_timeout(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let member = keyed(&registry, Some(&key)).await;
+    wait_serving(&member, "game", 700, 2).await;
+    assert_eq!(
+        EchoClient::for_node(strict.addr())
+            .on(&member)
+            .echo(1)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        EchoClient::for_node(open.addr())
+            .on(&guest)
+            .echo(2)
+            .await
+            .unwrap(),
+        2
+    );
+    let e = EchoClient::for_node(strict.addr())
+        .on(&guest)
+        .echo(3)
+        .await
+        .unwrap_err();
+    assert!(e.is_unreachable() && !e.may_have_run(), "{e}");
+    assert!(strict.stats().transport.drops.not_member > 0);
+    assert_eq!(strict.stats().transport.drops.bad_auth, 0);
+    assert_eq!(open.stats().transport.drops.not_member, 0);
+
+    let seeds = Mesh::builder()
+        .discovery(Discovery::seeds(["127.0.0.1:1"]))
+        .cluster_key(key.clone())
+        .strict_membership(true)
+        .start()
+        .await;
+    let e = seeds.err().unwrap();
+    assert!(e.to_string().contains("strict_membership"), "{e}");
+    for m in [guest, member, open, strict] {
+        m.stop().await;
+    }
+}

@@ -217,6 +217,13 @@ impl MeshBuilder {
         self
     }
 
+    /// Turns strict membership on or off (default: on with a cluster key); see
+    /// [`MeshConfig::strict_membership`].
+    pub fn strict_membership(mut self, strict: bool) -> MeshBuilder {
+        self.config.strict_membership = Some(strict);
+        self
+    }
+
     /// Allows callers as `rule` says (the access schema). Once any rule is given, requests
     /// and one-way messages that no rule allows are refused on this node: callers get
     /// `CallError::Forbidden`. For example

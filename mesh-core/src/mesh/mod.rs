@@ -186,6 +186,18 @@ impl Mesh {
         default_for_process: bool,
     ) -> Result<Mesh, MeshError> {
         config.validate()?;
+        let seeds = matches!(discovery, Discovery::Seeds(_));
+        if seeds && config.strict_membership == Some(true) {
+            return Err(ConfigError::new(
+                "strict_membership",
+                "cannot be on with the seeds backend: a joining node is not a member until the seeds have heard it",
+            )
+            .into());
+        }
+        let strict = !seeds
+            && config
+                .strict_membership
+                .unwrap_or(config.cluster_key.is_some());
         let transport = Transport::bind(TransportConfig {
             socket: config.socket(),
             protocol: config.protocol(),
@@ -256,6 +268,14 @@ impl Mesh {
             tokio::spawn(rpc::expire_calls(rpc.clone(), stop.clone()).instrument(span.clone())),
         ];
         tasks.extend(shared_tasks);
+        if strict {
+            // Nobody is a member before the first view.
+            transport.restrict_to_members(Some(Vec::new()));
+            tasks.push(tokio::spawn(
+                restrict_to_members(transport.clone(), membership.clone(), stop.clone())
+                    .instrument(span.clone()),
+            ));
+        }
         let backend = discovery.backend();
         tracing::info!(parent: &span, backend = backend.name(), addr = %id.addr, "starting");
         match &config.cluster_key {
@@ -535,6 +555,27 @@ async fn bridge(rpc: Arc<Rpc>, stop: CancellationToken) {
                 Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "membership events lagged"),
                 Err(RecvError::Closed) => break,
             },
+            _ = stop.cancelled() => break,
+        }
+    }
+}
+
+/// Strict membership: keeps the transport's list of members equal to the view's.
+async fn restrict_to_members(
+    transport: Transport,
+    membership: Membership,
+    stop: CancellationToken,
+) {
+    let mut events = membership.events();
+    loop {
+        let members: Vec<SocketAddr> = membership.view().iter().map(|r| r.id.addr).collect();
+        transport.restrict_to_members(Some(members));
+        tokio::select! {
+            e = events.recv() => {
+                if let Err(RecvError::Closed) = e {
+                    break;
+                }
+            }
             _ = stop.cancelled() => break,
         }
     }

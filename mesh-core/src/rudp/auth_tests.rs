@@ -444,3 +444,47 @@ fn keys_rotate_on_a_live_cluster_without_a_failed_message() {
         ))
     );
 }
+
+#[test]
+fn strict_membership_reads_members_and_the_peers_we_called_only() {
+    let mut net = Net::new(41);
+    let a = net.add(keyed(1));
+    let b = net.add(keyed(1));
+    let c = net.add(keyed(1));
+    // a lists b only; c holds the key but is not a member.
+    net.nodes[a].ep.restrict_to_members(Some([addr(b)]));
+    for from in [b, c] {
+        net.nodes[from]
+            .ep
+            .send(net.now, addr(a), 0, Bytes::from_static(b"to a"))
+            .unwrap();
+    }
+    assert!(net.run_until(Duration::from_secs(3), |n| {
+        delivered(n, b) == 1
+            && n.nodes[c]
+                .events
+                .iter()
+                .any(|e| matches!(e, Event::Failed { .. }))
+    }));
+    assert_eq!(received(&net, a), 1);
+    assert!(net.nodes[a].ep.counters().drops.not_member > 0);
+    assert_eq!(
+        net.nodes[a].ep.counters().drops.unproven_hello,
+        1,
+        "c was never read"
+    );
+    // a may still call c: the answers of a peer it opened a session to come in.
+    net.nodes[a]
+        .ep
+        .send(net.now, addr(c), 0, Bytes::from_static(b"a calls c"))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(2), |n| delivered(n, a) == 1));
+    // Lifting the restriction lets anyone with the key in.
+    net.nodes[a].ep.restrict_to_members(None::<Vec<SocketAddr>>);
+    let d = net.add(keyed(1));
+    net.nodes[d]
+        .ep
+        .send(net.now, addr(a), 0, Bytes::from_static(b"d"))
+        .unwrap();
+    assert!(net.run_until(Duration::from_secs(3), |n| delivered(n, d) == 1));
+}

@@ -42,6 +42,9 @@ pub struct DropCounters {
     /// With a cluster key: a packet whose handshake message, tag or MAC does not verify
     /// under any installed key (a wrong key, a forgery, an altered packet).
     pub bad_auth: u64,
+    /// Strict membership: a datagram from an address outside the membership view, dropped
+    /// before it is read.
+    pub not_member: u64,
 }
 
 impl DropCounters {
@@ -64,6 +67,7 @@ impl DropCounters {
             + self.datagram_queue_full
             + self.unauthenticated
             + self.bad_auth
+            + self.not_member
     }
 }
 

@@ -72,6 +72,9 @@ pub struct Endpoint {
     keyring: Option<Keyring>,
     /// Where a keyed data packet is decrypted.
     scratch: Vec<u8>,
+    /// Strict membership: the only addresses whose datagrams are read (besides peers we
+    /// opened a session to).
+    members: Option<std::collections::HashSet<SocketAddr, FastState>>,
 }
 
 impl Endpoint {
@@ -94,6 +97,7 @@ impl Endpoint {
             cookies,
             keyring: cfg.keyring.clone(),
             scratch: Vec::new(),
+            members: None,
             budget: Budget::new(cfg.max_total_buffer, cfg.max_buffer_per_ip),
             cfg,
             incarnation,
@@ -132,6 +136,18 @@ impl Endpoint {
     /// without a key has none to change (`None`).
     pub fn keyring_mut(&mut self) -> Option<&mut Keyring> {
         self.keyring.as_mut()
+    }
+
+    /// Strict membership: reads datagrams only from `members` and from the peers this
+    /// endpoint opened a session to (so the answers to a call by address still come in);
+    /// every other datagram is dropped before it is parsed (`drops.not_member`). `None`
+    /// reads from anyone.
+    pub fn restrict_to_members(&mut self, members: Option<impl IntoIterator<Item = SocketAddr>>) {
+        self.members = members.map(|m| {
+            let mut set = std::collections::HashSet::with_hasher(*self.sessions.hasher());
+            set.extend(m);
+            set
+        });
     }
 
     /// The header flags of every packet we send.
@@ -487,6 +503,13 @@ impl Endpoint {
         self.tx_hint = true;
         self.counters.datagrams_in += 1;
         self.counters.bytes_in += data.len() as u64;
+        if let Some(m) = &self.members
+            && !m.contains(&from)
+            && self.sessions.get(&from).is_none_or(|s| s.inbound)
+        {
+            self.counters.drops.not_member += 1;
+            return;
+        }
         let (h, body) = match Header::decode(data) {
             Ok(x) => x,
             Err(HeaderError::Decode(DecodeError::Foreign)) => {

@@ -223,6 +223,13 @@ impl Transport {
         lock(&self.inner.state).ep.incarnation()
     }
 
+    /// Strict membership: reads datagrams only from `members` (and from peers this node
+    /// opened a session to); `None` reads from anyone. See
+    /// [`Endpoint::restrict_to_members`](crate::rudp::Endpoint::restrict_to_members).
+    pub fn restrict_to_members(&self, members: Option<Vec<SocketAddr>>) {
+        lock(&self.inner.state).ep.restrict_to_members(members);
+    }
+
     /// The ids of the cluster keys installed, the one in use first (empty without a key).
     pub fn key_ids(&self) -> Vec<crate::rudp::KeyId> {
         lock(&self.inner.state)
