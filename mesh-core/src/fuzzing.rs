@@ -69,6 +69,146 @@ pub fn datagram(data: &[u8]) {
     while ep.poll_message().is_some() {}
 }
 
+/// Drives the keyed handshake and session of two endpoints (A and B, one cluster key)
+/// through a script read from `data`: deliver what is pending, drop it, inject a forged
+/// packet of any kind into A as if from B, replay or alter a captured packet, let time
+/// pass, restart B. Oracle: A takes no message but B's own, whatever the script did (only
+/// a holder of the key can make one).
+pub fn handshake(data: &[u8]) {
+    handshake_script(data);
+}
+
+/// [`handshake`]; returns how many messages A took.
+#[allow(clippy::panic)]
+fn handshake_script(data: &[u8]) -> usize {
+    use crate::rudp::{ClusterKey, Keyring};
+    let mut taken = 0;
+    let cfg = Config {
+        keyring: Some(Keyring::new(ClusterKey::from_bytes([7; 32]))),
+        ..Config::default()
+    };
+    let cluster = cfg.cluster_id;
+    let (Ok(mut a), Ok(mut b)) = (
+        Endpoint::new(cfg.clone(), 11, 1),
+        Endpoint::new(cfg.clone(), 22, 2),
+    ) else {
+        return 0;
+    };
+    let (pa, pb) = (
+        SocketAddr::from(([127, 0, 0, 1], 4001)),
+        SocketAddr::from(([127, 0, 0, 1], 4002)),
+    );
+    let mut now = Instant::now();
+    let _ = b.send(now, pa, 0, Bytes::from_static(b"from b"));
+    let _ = a.send(now, pb, 0, Bytes::from_static(b"from a"));
+    let mut captured: Vec<Vec<u8>> = Vec::new();
+    let mut buf = Vec::new();
+    let mut input = data;
+    let mut take = |n: usize| -> &[u8] {
+        let (head, rest) = input.split_at(n.min(input.len()));
+        input = rest;
+        head
+    };
+    let mut restarts = 0u64;
+    while let Some(&op) = take(1).first() {
+        match op % 6 {
+            // Deliver what both sides have to send (a few rounds), keeping copies.
+            0 => {
+                for _ in 0..4 {
+                    for (from, to) in [(0, 1), (1, 0)] {
+                        let (src, dst, addr) = if from == 0 {
+                            (&mut a, &mut b, pa)
+                        } else {
+                            (&mut b, &mut a, pb)
+                        };
+                        let mut out = Vec::new();
+                        while let Some(t) = src.poll_transmit(now, &mut buf, 1) {
+                            if out.len() < 64 {
+                                out.push(buf[..t.segment_size.min(buf.len())].to_vec());
+                            }
+                        }
+                        for p in out {
+                            dst.handle(now, addr, &p);
+                            if captured.len() < 64 && to == 0 {
+                                captured.push(p);
+                            }
+                        }
+                    }
+                }
+            }
+            // Lose what is pending.
+            1 => {
+                while a.poll_transmit(now, &mut buf, 4).is_some() {}
+                while b.poll_transmit(now, &mut buf, 4).is_some() {}
+            }
+            // A forged packet into A from B's address, under the session id on the wire.
+            2 => {
+                let head = take(3);
+                let (kind, flags, len) = match head {
+                    [k, f, l] => (*k, *f, usize::from(*l)),
+                    _ => break,
+                };
+                let kind = match kind % 6 {
+                    0 => Kind::Hello,
+                    1 => Kind::HelloAck,
+                    2 => Kind::Data,
+                    3 => Kind::Reset,
+                    4 => Kind::Reject,
+                    _ => Kind::Retry,
+                };
+                let session = captured
+                    .last()
+                    .and_then(|p| Header::decode(p).ok())
+                    .map_or(1, |(h, _)| h.session);
+                let body = take(len).to_vec();
+                let p = wire::packet(kind, flags & 0xF0, cluster, session, |out| {
+                    out.extend_from_slice(&body)
+                });
+                a.handle(now, pb, &p);
+            }
+            // Replay a packet B sent, maybe with one bit flipped.
+            3 => {
+                let pick = take(2);
+                if let ([i, bit], false) = (pick, captured.is_empty()) {
+                    let mut p = captured[usize::from(*i) % captured.len()].clone();
+                    if *bit & 0x80 != 0 && !p.is_empty() {
+                        let at = usize::from(*bit) % p.len();
+                        p[at] ^= 1 << (*bit % 8);
+                    }
+                    a.handle(now, pb, &p);
+                }
+            }
+            // Time passes.
+            4 => {
+                let ms = take(1).first().map_or(1, |&m| u64::from(m) * 4);
+                now += Duration::from_millis(ms);
+                a.handle_timeout(now);
+                b.handle_timeout(now);
+            }
+            // B restarts (a new incarnation, the same key), and sends again.
+            _ => {
+                if restarts < 4 {
+                    restarts += 1;
+                    if let Ok(fresh) = Endpoint::new(cfg.clone(), 22 + restarts, 2 + restarts) {
+                        b = fresh;
+                        let _ = b.send(now, pa, 0, Bytes::from_static(b"from b"));
+                    }
+                }
+            }
+        }
+        while let Some(m) = a.poll_message() {
+            if &m.data[..] != b"from b" {
+                panic!("A took a message B never sent: {:?}", &m.data[..]);
+            }
+            taken += 1;
+        }
+        while b.poll_message().is_some() {}
+        while a.poll_event().is_some() {}
+        while b.poll_event().is_some() {}
+    }
+    taken
+}
+
 /// Decodes `data` as a messaging envelope (request, response, one-way, relay, cancel).
 pub fn rpc_envelope(data: &[u8]) {
     let _ = crate::rpc::wire::decode(Bytes::copy_from_slice(data));
@@ -106,6 +246,21 @@ enum Shape {
 pub fn codec_value(data: &[u8]) {
     let _ = crate::codec::decode::<Shape>(data);
     let _ = crate::codec::decode::<(u16, String, Vec<u32>)>(data);
+}
+
+#[cfg(test)]
+mod script {
+    /// The handshake harness reaches the states it is for: deliveries open the session and
+    /// carry B's message, also after B restarts; forged packets in between change nothing.
+    #[test]
+    fn the_handshake_script_opens_sessions_and_delivers() {
+        assert_eq!(super::handshake_script(&[0, 0, 0]), 1);
+        // Restart B, deliver: B's new incarnation gets through too.
+        assert_eq!(super::handshake_script(&[0, 0, 5, 0, 0, 0]), 2);
+        // Forged Data and Reset under the live session id, then delivery still works.
+        let script = [0, 0, 2, 2, 0x10, 4, 1, 2, 3, 4, 2, 3, 0x10, 0, 5, 0, 0];
+        assert_eq!(super::handshake_script(&script), 2);
+    }
 }
 
 #[cfg(test)]

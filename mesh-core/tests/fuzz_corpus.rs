@@ -35,4 +35,5 @@ fn the_fuzz_corpus_replays_without_a_panic() {
     replay("seeds_message", fuzzing::seeds_message);
     replay("node_record", fuzzing::node_record);
     replay("codec_value", fuzzing::codec_value);
+    replay("handshake", fuzzing::handshake);
 }
