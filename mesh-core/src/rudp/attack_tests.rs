@@ -356,3 +356,62 @@ fn unfinished_large_messages_from_one_address_cannot_take_the_budget() {
     let granted = ep.reserved_memory() - before - base;
     assert!(granted as u64 >= ten_mib - 64 * 1024, "granted {granted}");
 }
+
+/// Security finding 7, the rest: peers at several IP addresses that announce large
+/// messages and then send nothing more (only acknowledgements) fill the whole budget. A
+/// real peer that then waits for memory makes the endpoint close the sessions whose
+/// reservation has not moved for `2 * peer_timeout`, and gets its reservation.
+#[test]
+fn stalled_large_messages_are_reclaimed_when_a_real_peer_waits() {
+    let cfg = Config::default();
+    let base = cfg.channel_window * usize::from(cfg.channels);
+    let stall = cfg.peer_timeout * 2;
+    let mut ep = Endpoint::new(cfg, 77, 1).unwrap();
+    let start = Instant::now();
+    let ten_mib = 10 * 1024 * 1024;
+    let mut attackers = Vec::new();
+    for ip in 9..12u8 {
+        for port in 0..8u16 {
+            let from = SocketAddr::from(([127, 0, 0, ip], 40_000 + port));
+            raw_handshake(
+                &mut ep,
+                start,
+                from,
+                700 + u64::from(port) + 100 * u64::from(ip),
+                3,
+            );
+            for ch in 0..2u8 {
+                announce_large(&mut ep, start, from, u64::from(ch), ch, ten_mib);
+            }
+            attackers.push(from);
+        }
+    }
+    // The real peer announces a large message: no memory is left.
+    let real = addr(1);
+    raw_handshake(&mut ep, start, real, 42, 7);
+    let before = ep.reserved_memory();
+    announce_large(&mut ep, start, real, 0, 0, ten_mib);
+    assert!(
+        ep.reserved_memory() - before < 1024 * 1024,
+        "granted at once"
+    );
+    // Soon after, nothing is reclaimed: a large message may take a moment.
+    let soon = start + stall / 2;
+    announce_large(&mut ep, soon, real, 1, 2, 1000);
+    assert_eq!(ep.counters().drops.stalled, 0);
+    // Past the stall limit, the next packet of the waiting peer reclaims the stalled ones.
+    let later = start + stall + Duration::from_millis(1);
+    announce_large(&mut ep, later, real, 2, 3, 1000);
+    let reclaimed = ep.counters().drops.stalled;
+    assert!(reclaimed > 0, "nothing reclaimed");
+    assert!(reclaimed <= attackers.len() as u64);
+    assert!(
+        ep.reserved_memory() >= base + ten_mib as usize - 64 * 1024,
+        "the real peer's reservation: {} bytes reserved in all",
+        ep.reserved_memory()
+    );
+    assert!(
+        ep.session_id(real).is_some(),
+        "the real peer keeps its session"
+    );
+}

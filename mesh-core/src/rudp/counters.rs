@@ -45,6 +45,9 @@ pub struct DropCounters {
     /// Strict membership: a datagram from an address outside the membership view, dropped
     /// before it is read.
     pub not_member: u64,
+    /// A session closed because it held a large-message reservation without sending any of
+    /// the message for `2 * peer_timeout` while another peer waited for receive memory.
+    pub stalled: u64,
 }
 
 impl DropCounters {
@@ -68,6 +71,7 @@ impl DropCounters {
             + self.unauthenticated
             + self.bad_auth
             + self.not_member
+            + self.stalled
     }
 }
 

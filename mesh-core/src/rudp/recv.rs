@@ -376,6 +376,17 @@ impl RecvChannel {
         Ok(())
     }
 
+    /// Whether a large message this channel holds a reservation for is still arriving
+    /// (its bytes are not all in): what a sender that stops halfway keeps reserved.
+    pub(crate) fn receiving_reserved(&self) -> bool {
+        self.reserved > 0 && self.head < self.reserve_end
+    }
+
+    /// Bytes received in order so far.
+    pub(crate) fn head(&self) -> u64 {
+        self.head
+    }
+
     /// Bytes of a large message still waiting for a reservation.
     pub(crate) fn wanted(&self) -> u64 {
         self.wanted

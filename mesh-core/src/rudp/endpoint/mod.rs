@@ -72,6 +72,8 @@ pub struct Endpoint {
     keyring: Option<Keyring>,
     /// Where a keyed data packet is decrypted.
     scratch: Vec<u8>,
+    /// When stalled reservations were last looked for.
+    stall_scan_at: Option<Instant>,
     /// Strict membership: the only addresses whose datagrams are read (besides peers we
     /// opened a session to).
     members: Option<std::collections::HashSet<SocketAddr, FastState>>,
@@ -98,6 +100,7 @@ impl Endpoint {
             keyring: cfg.keyring.clone(),
             scratch: Vec::new(),
             members: None,
+            stall_scan_at: None,
             budget: Budget::new(cfg.max_total_buffer, cfg.max_buffer_per_ip),
             cfg,
             incarnation,
@@ -454,6 +457,34 @@ impl Endpoint {
         }
     }
 
+    /// A peer waits for receive memory: closes the sessions that hold a large-message
+    /// reservation and sent none of that message for `2 * peer_timeout` (finding 7: peers
+    /// that announce large messages, send their first datagram and only acknowledge after
+    /// that would otherwise hold the budget for ever). At most one scan per 10 ms.
+    fn reclaim_stalled(&mut self, now: Instant, waiting: SocketAddr) {
+        if self
+            .stall_scan_at
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(10))
+        {
+            return;
+        }
+        self.stall_scan_at = Some(now);
+        let Some(since) = now.checked_sub(self.cfg.peer_timeout * 2) else {
+            return;
+        };
+        let stalled: Vec<SocketAddr> = self
+            .sessions
+            .values()
+            .filter(|s| s.addr != waiting && s.stalled_reservation(since))
+            .map(|s| s.addr)
+            .collect();
+        for peer in stalled {
+            tracing::warn!(%peer, "closing a session that holds receive memory for a message it stopped sending");
+            self.counters.drops.stalled += 1;
+            self.close_session(peer, Failure::Unreachable(UnreachableReason::SessionLost));
+        }
+    }
+
     /// Closes the session with `peer` (if any), failing what is in flight with `error`.
     fn close_session(&mut self, peer: SocketAddr, error: Failure) {
         let Some(mut s) = self.sessions.remove(&peer) else {
@@ -597,6 +628,9 @@ impl Endpoint {
         );
         s.refresh_busy();
         self.ack_overdue |= s.ack_overdue();
+        if s.waiting_for_budget() {
+            self.reclaim_stalled(now, from);
+        }
         for o in out.drain(..) {
             match o {
                 SessionOutput::Outcome(Outcome::Delivered(id)) => {

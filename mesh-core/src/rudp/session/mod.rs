@@ -144,6 +144,8 @@ pub(super) struct Session {
     pub(super) credit: u64,
     /// A data packet was received on this session (it is no longer fresh).
     pub(super) got_data: bool,
+    /// When stream data last arrived in order (see [`Session::stalled_reservation`]).
+    pub(super) progress_at: Instant,
     /// The responder's `Retry` cookie, echoed in our next `Hello` (initiator only).
     pub(super) cookie: Option<Cookie>,
     /// With a cluster key: the session's AEAD keys, set when the handshake completes.
@@ -223,6 +225,7 @@ impl Session {
             latency_window: cfg.latency_window,
             credit: window * channels as u64,
             got_data: false,
+            progress_at: now,
             cookie: None,
             keys: None,
             initiator: None,
@@ -419,8 +422,13 @@ impl Session {
                         ));
                         return false;
                     };
+                    let head = rc.head();
                     match rc.on_stream(offset, data, parsed) {
-                        Ok(()) => {}
+                        Ok(()) => {
+                            if rc.head() > head {
+                                self.progress_at = now;
+                            }
+                        }
                         Err(StreamReject::FlowControl) => {
                             counters.drops.flow_control += 1;
                             out.push(SessionOutput::Protocol("peer exceeded flow-control credit"));
@@ -534,6 +542,18 @@ impl Session {
         for rc in &mut self.recv {
             try_grant(rc, &mut self.credit, budget, cfg, self.addr.ip());
         }
+    }
+
+    /// Whether a large message waits for a reservation the budget could not give.
+    pub(super) fn waiting_for_budget(&self) -> bool {
+        self.recv.iter().any(|r| r.wanted() > 0)
+    }
+
+    /// Whether this session holds a reservation for a large message that has not moved
+    /// since `since`: a sender that announced it and stopped sending (while acknowledging,
+    /// so the session stays alive).
+    pub(super) fn stalled_reservation(&self, since: Instant) -> bool {
+        self.progress_at <= since && self.recv.iter().any(RecvChannel::receiving_reserved)
     }
 
     /// Updates idleness after sending/receiving: a session with nothing outstanding is idle.
