@@ -47,7 +47,8 @@
 //!   `Hello` gets a stateless cookie (`Retry`, never larger than the `Hello`), so spoofed
 //!   sources allocate nothing, and half-open sessions are reclaimed under pressure;
 //! * take more than its share: sessions, large-message memory and refusals are capped per IP
-//!   address and in total, every table fed from the network has a bound, and each refusal is
+//!   address and in total, a large message that stops arriving loses its memory to a peer
+//!   that waits for some, every table fed from the network has a bound, and each refusal is
 //!   counted by reason ([`rudp::DropCounters`]);
 //! * crash a node with malformed input (fuzzed: the datagram path, envelopes, discovery
 //!   records, the codec; nesting depth is bounded), or make a relay amplify a message.
