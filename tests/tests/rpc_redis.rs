@@ -164,3 +164,83 @@ async fn a_node_killed_mid_call_fails_the_call_as_unreachable() {
     .unwrap();
     me.stop().await;
 }
+
+/// A keyed cluster across processes: a `mesh-node` process given the key through
+/// `MESH_CLUSTER_KEY` answers; killed with -9 and restarted at the same port, its new
+/// incarnation answers again over a new authenticated session; a process with another key
+/// on the same Redis is not even listed (its record's MAC does not verify).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keyed_node_process_killed_and_restarted_answers_again() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let key = mesh_core::ClusterKey::generate();
+    let stats = mesh_core::discovery::redis::RedisStats::new();
+    let me = Mesh::builder()
+        .node_type("caller")
+        .discovery(mesh_core::Discovery::Redis(
+            mesh_core::discovery::redis::RedisConfig::standalone(&url).with_stats(stats.clone()),
+        ))
+        .prefix("keyed")
+        .update_interval(Duration::from_millis(100))
+        .cluster_key(key.clone())
+        .start()
+        .await
+        .unwrap();
+    let port = mesh_tests::redis::free_port().unwrap().to_string();
+    let spawn = |hex: String| {
+        let (url, port) = (url.clone(), port.clone());
+        tokio::task::spawn_blocking(move || {
+            NodeProcess::spawn(&[
+                ("MESH_REDIS_URL", url.as_str()),
+                ("MESH_PREFIX", "keyed"),
+                ("MESH_NODE_TYPE", "victim"),
+                ("MESH_PORT", port.as_str()),
+                ("MESH_UPDATE_INTERVAL", "100ms"),
+                ("MESH_CLUSTER_KEY", hex.as_str()),
+            ])
+        })
+    };
+    let listed = async |id: mesh_core::NodeId| {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !me.exists(id) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .unwrap();
+    };
+    // Command 3 of mesh-node answers with its node id.
+    let whoami = async |id: mesh_core::NodeId| {
+        Client::for_node(id)
+            .on(&me)
+            .with_timeout(Duration::from_secs(5))
+            .call::<_, String>(3, &())
+            .await
+    };
+    let mut first = spawn(key.to_hex()).await.unwrap().unwrap();
+    listed(first.id).await;
+    assert_eq!(whoami(first.id).await.unwrap(), first.id.to_string());
+    let old = first.id;
+    first.kill();
+    let second = spawn(key.to_hex()).await.unwrap().unwrap();
+    assert_eq!(second.id.addr, old.addr);
+    assert_ne!(second.id.incarnation, old.incarnation);
+    listed(second.id).await;
+    assert_eq!(whoami(second.id).await.unwrap(), second.id.to_string());
+    drop(second);
+    // Another key: its record is refused, so it is never listed.
+    let before = stats.forged_records();
+    let stranger = spawn(mesh_core::ClusterKey::generate().to_hex())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while stats.forged_records() == before {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!me.exists(stranger.id));
+    me.stop().await;
+}
