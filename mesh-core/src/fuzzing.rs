@@ -214,6 +214,12 @@ pub fn rpc_envelope(data: &[u8]) {
     let _ = crate::rpc::wire::decode(Bytes::copy_from_slice(data));
 }
 
+/// Parses `data` as a Redis change notification (`epoch\nseq\ntag\nop\nid\nrecord`) and
+/// the node record it carries.
+pub fn redis_notification(data: &[u8]) {
+    crate::discovery::redis::fuzz_notification(data);
+}
+
 /// Decodes `data` as a seeds-discovery message.
 pub fn seeds_message(data: &[u8]) {
     let _ = crate::discovery::seeds::decode(data);

@@ -36,4 +36,5 @@ fn the_fuzz_corpus_replays_without_a_panic() {
     replay("node_record", fuzzing::node_record);
     replay("codec_value", fuzzing::codec_value);
     replay("handshake", fuzzing::handshake);
+    replay("redis_notification", fuzzing::redis_notification);
 }

@@ -226,3 +226,11 @@ impl RedisConfig {
         }
     }
 }
+
+/// Parses a change notification as the backend does (for the fuzz target), and the record
+/// it carries.
+pub(crate) fn fuzz_notification(payload: &[u8]) {
+    if let Some((_, entry)) = script::LogEntry::parse_message(payload) {
+        let _ = serde_json::from_str::<crate::NodeRecord>(&entry.rec);
+    }
+}
