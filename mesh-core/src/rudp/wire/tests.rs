@@ -178,10 +178,38 @@ mod properties {
         }
 
         #[test]
-        fn rejects_round_trip(code in 0u8..3, v: u32, ours: u32) {
+        fn keyed_hello_bodies_round_trip(
+            noise in proptest::collection::vec(any::<u8>(), 0..256),
+            incarnation in 1u64..,
+            echo: u64,
+            fresh: bool,
+            cookie in proptest::option::of(any::<[u8; COOKIE_LEN]>()),
+            session: u64,
+        ) {
+            let b = HelloBody { incarnation, echo, fresh, cookie };
+            let mut out = Vec::new();
+            encode_keyed(&noise, &b, &mut out);
+            let (n, plain) = split_keyed(&out).unwrap();
+            prop_assert_eq!(n, &noise[..]);
+            prop_assert_eq!(HelloBody::decode(plain).unwrap(), b);
+            // What the handshake authenticates: the session id and every field but the cookie.
+            let auth = hello_auth(session, &b);
+            prop_assert_eq!(auth, hello_auth(session, &HelloBody { cookie: None, ..b }));
+            prop_assert_ne!(auth, hello_auth(session ^ 1, &b));
+            prop_assert_ne!(auth, hello_auth(session, &HelloBody { fresh: !fresh, ..b }));
+            // A truncated Noise message is refused.
+            if !noise.is_empty() {
+                prop_assert!(split_keyed(&out[..noise.len()]).is_err());
+            }
+        }
+
+        #[test]
+        fn rejects_round_trip(code in 0u8..5, v: u32, ours: u32) {
             let reason = match code {
                 0 => RejectReason::OtherCluster { theirs: v, ours },
                 1 => RejectReason::Version { theirs: v as u8, ours: WIRE_VERSION },
+                2 => RejectReason::KeyRequired,
+                3 => RejectReason::Unauthenticated,
                 _ => RejectReason::Flags { flags: v as u8 },
             };
             let mut out = Vec::new();
@@ -214,6 +242,7 @@ mod properties {
         fn any_bytes_decode_or_fail_cleanly(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Header::decode(&data);
             let _ = HelloBody::decode(&data);
+            let _ = split_keyed(&data);
             let _ = decode_reject(&data, 1, WIRE_VERSION);
             for f in Frames::new(&data) {
                 if f.is_err() {
