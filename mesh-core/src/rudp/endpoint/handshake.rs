@@ -308,21 +308,24 @@ impl Endpoint {
             .push_back(Event::Connected { peer, incarnation });
     }
 
+    /// Reads a `Hello` or `HelloAck` body: the Noise message (empty without a key) and the
+    /// plain fields. A malformed one is counted and `None`.
+    fn read_hello<'a>(&mut self, body: &'a [u8]) -> Option<(&'a [u8], HelloBody)> {
+        let split = if self.keyring.is_some() {
+            wire::split_keyed(body)
+        } else {
+            Ok((&[][..], body))
+        };
+        let read = split.and_then(|(noise, plain)| Ok((noise, HelloBody::decode(plain)?)));
+        if read.is_err() {
+            self.counters.drops.malformed += 1;
+        }
+        read.ok()
+    }
+
     pub(super) fn on_hello(&mut self, now: Instant, from: SocketAddr, proposed: u64, body: &[u8]) {
         let keyed = self.keyring.is_some();
-        let (noise, plain) = if keyed {
-            match wire::split_keyed(body) {
-                Ok(x) => x,
-                Err(_) => {
-                    self.counters.drops.malformed += 1;
-                    return;
-                }
-            }
-        } else {
-            (&[][..], body)
-        };
-        let Ok(hello) = HelloBody::decode(plain) else {
-            self.counters.drops.malformed += 1;
+        let Some((noise, hello)) = self.read_hello(body) else {
             return;
         };
         let inc = hello.incarnation;
@@ -456,19 +459,7 @@ impl Endpoint {
 
     pub(super) fn on_hello_ack(&mut self, now: Instant, from: SocketAddr, id: u64, body: &[u8]) {
         let keyed = self.keyring.is_some();
-        let (noise, plain) = if keyed {
-            match wire::split_keyed(body) {
-                Ok(x) => x,
-                Err(_) => {
-                    self.counters.drops.malformed += 1;
-                    return;
-                }
-            }
-        } else {
-            (&[][..], body)
-        };
-        let Ok(ack) = HelloBody::decode(plain) else {
-            self.counters.drops.malformed += 1;
+        let Some((noise, ack)) = self.read_hello(body) else {
             return;
         };
         if ack.echo != self.incarnation {
