@@ -102,7 +102,7 @@ impl ClusterKey {
 
     /// The key as 64 lowercase hex digits (to store it; it is a secret).
     pub fn to_hex(&self) -> String {
-        self.0.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.0)
     }
 
     /// The key's public fingerprint.
@@ -140,18 +140,37 @@ impl FromStr for ClusterKey {
             });
         }
         let mut out = [0u8; KEY_LEN];
-        for (i, o) in out.iter_mut().enumerate() {
-            let pair = s.get(2 * i..2 * i + 2).ok_or(KeyError::Format {
+        if !unhex(s, &mut out) {
+            return Err(KeyError::Format {
                 len: s.len(),
                 bad_digit: true,
-            })?;
-            *o = u8::from_str_radix(pair, 16).map_err(|_| KeyError::Format {
-                len: s.len(),
-                bad_digit: true,
-            })?;
+            });
         }
         Ok(ClusterKey(out))
     }
+}
+
+/// `bytes` as lowercase hex digits.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// Fills `out` from exactly `2 * out.len()` hex digits; false if `s` is anything else.
+pub(crate) fn unhex(s: &str, out: &mut [u8]) -> bool {
+    if s.len() != 2 * out.len() {
+        return false;
+    }
+    out.iter_mut().enumerate().all(|(i, o)| {
+        s.get(2 * i..2 * i + 2)
+            .and_then(|p| u8::from_str_radix(p, 16).ok())
+            .map(|v| *o = v)
+            .is_some()
+    })
 }
 
 /// Written as its 64 hex digits (a configuration that holds the key holds the secret).
@@ -255,7 +274,7 @@ impl Keyring {
 
     /// The MAC that ends a keyed `Reset` or `Reject`, under the key in use.
     pub(crate) fn control_mac(&self, packet: &[u8]) -> [u8; MAC_LEN] {
-        control_mac(&self.primary().control_key(), packet)
+        mac(&self.primary().control_key(), packet)
     }
 
     /// Whether `mac` is the MAC of `packet` under any installed key.
@@ -268,7 +287,7 @@ impl Keyring {
     /// The MAC of a discovery record, under the key in use (a key of its own, derived from
     /// the cluster key: a record MAC is never a valid packet MAC).
     pub(crate) fn record_mac(&self, record: &[u8]) -> [u8; MAC_LEN] {
-        control_mac(&self.primary().record_key(), record)
+        mac(&self.primary().record_key(), record)
     }
 
     /// Whether `mac` is the MAC of discovery record `record` under any installed key.
@@ -288,10 +307,11 @@ fn verify_mac(key: &[u8; 32], data: &[u8], mac: &[u8]) -> bool {
     m.verify_slice(mac).is_ok()
 }
 
-fn control_mac(key: &[u8; 32], packet: &[u8]) -> [u8; MAC_LEN] {
+/// The 16-byte BLAKE2s MAC of `data` under `key`.
+fn mac(key: &[u8; 32], data: &[u8]) -> [u8; MAC_LEN] {
     let mut out = [0u8; MAC_LEN];
     if let Ok(mut m) = <Blake2sMac<U16> as KeyInit>::new_from_slice(key) {
-        m.update(packet);
+        m.update(data);
         out.copy_from_slice(&m.finalize().into_bytes());
     }
     out
@@ -439,15 +459,13 @@ impl SessionKeys {
         let (head, body) = out.split_at_mut(body_at);
         let ad: &[u8] = head.get(start..).unwrap_or(&[]);
         // Sealing fails only for a message over 64 GiB; the peer then drops the packet.
-        let tag = self
+        match self
             .send
             .seal_in_place_separate_tag(nonce(pn), Aad::from(ad), body)
-            .map_or([0u8; TAG_LEN], |t| {
-                let mut a = [0u8; TAG_LEN];
-                a.copy_from_slice(t.as_ref());
-                a
-            });
-        out.extend_from_slice(&tag);
+        {
+            Ok(tag) => out.extend_from_slice(tag.as_ref()),
+            Err(_) => out.extend_from_slice(&[0u8; TAG_LEN]),
+        }
     }
 
     /// Decrypts `body` (the tag at its end) in place under `pn` with `ad`; returns the

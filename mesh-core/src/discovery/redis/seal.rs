@@ -85,14 +85,7 @@ impl RecordSeal {
         else {
             return json;
         };
-        let mut out = String::with_capacity(MARK.len() + MAC_HEX + 1 + json.len());
-        out.push_str(MARK);
-        for b in mac {
-            out.push_str(&format!("{b:02x}"));
-        }
-        out.push('.');
-        out.push_str(&json);
-        out
+        format!("{MARK}{}.{json}", crate::rudp::hex(&mac))
     }
 
     /// The JSON of a stored record, if it may be believed.
@@ -102,7 +95,7 @@ impl RecordSeal {
             return Ok(sealed.map_or(stored, |s| s.get(MAC_HEX + 1..).unwrap_or(s)));
         };
         let Some(rest) = sealed else {
-            return if t.key_ids().is_empty() {
+            return if !t.has_keyring() {
                 Ok(stored)
             } else {
                 Err(Refused::Unsealed)
@@ -116,11 +109,8 @@ impl RecordSeal {
             return Err(Refused::Malformed);
         };
         let mut mac = [0u8; MAC_HEX / 2];
-        for (i, m) in mac.iter_mut().enumerate() {
-            *m = hex
-                .get(2 * i..2 * i + 2)
-                .and_then(|p| u8::from_str_radix(p, 16).ok())
-                .ok_or(Refused::Malformed)?;
+        if !crate::rudp::unhex(hex, &mut mac) {
+            return Err(Refused::Malformed);
         }
         match t.check_record_mac(&self.input(json), &mac) {
             None | Some(true) => Ok(json),

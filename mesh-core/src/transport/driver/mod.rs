@@ -230,6 +230,11 @@ impl Transport {
         lock(&self.inner.state).ep.restrict_to_members(members);
     }
 
+    /// Whether the transport was started with a cluster key.
+    pub(crate) fn has_keyring(&self) -> bool {
+        lock(&self.inner.state).ep.keyring().is_some()
+    }
+
     /// The ids of the cluster keys installed, the one in use first (empty without a key).
     pub fn key_ids(&self) -> Vec<crate::rudp::KeyId> {
         lock(&self.inner.state)
