@@ -179,14 +179,14 @@
 //! generated types already use (`new`, `for_node`, `on`, ...), associated types or constants,
 //! generic traits, and unknown `#[mesh(..)]` options.
 
-mod analyze;
-mod args;
-mod errors;
 mod generate;
 mod shared;
 #[cfg(test)]
 mod tests;
-mod types;
+
+// The checks live in mesh-syntax, which mesh-build shares, so the build sees what the
+// macros see.
+use mesh_syntax::{analyze, args, errors, types};
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};

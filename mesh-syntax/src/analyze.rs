@@ -17,7 +17,7 @@ use crate::types::{check_type, fallible, is_call_context, is_unit, type_text};
 
 /// Names the generated client and broadcast types define themselves: a method may not use
 /// them.
-pub(crate) const RESERVED_NAMES: &[&str] = &[
+pub const RESERVED_NAMES: &[&str] = &[
     "new",
     "for_node",
     "for_type",
@@ -34,7 +34,7 @@ pub(crate) const RESERVED_NAMES: &[&str] = &[
 
 /// How a method is delivered.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// A request with a response.
     Request,
     /// A reliable one-way message (`#[mesh(oneway)]`).
@@ -44,7 +44,7 @@ pub(crate) enum Kind {
 }
 
 /// What a method returns.
-pub(crate) enum Output {
+pub enum Output {
     /// A value (possibly `()`) that cannot fail remotely.
     Value(Box<Type>),
     /// `Result<T, E>`: `E` is the remote error.
@@ -52,38 +52,34 @@ pub(crate) enum Output {
 }
 
 /// One method, checked.
-pub(crate) struct MethodInfo {
+pub struct MethodInfo {
     /// The method's name as written.
-    pub(crate) ident: Ident,
+    pub ident: Ident,
     /// The name without `r#`.
-    pub(crate) name: String,
+    pub name: String,
     /// The command id.
-    pub(crate) id: u16,
+    pub id: u16,
     /// The client's constant holding the id (`HELLO`).
-    pub(crate) id_const: Ident,
+    pub id_const: Ident,
     /// The client's constant holding the fingerprint (`HELLO_FINGERPRINT`).
-    pub(crate) fp_const: Ident,
+    pub fp_const: Ident,
     /// How it is delivered.
-    pub(crate) kind: Kind,
+    pub kind: Kind,
     /// Whether its first argument is a `CallContext` (not sent).
-    pub(crate) has_ctx: bool,
+    pub has_ctx: bool,
     /// The arguments that are sent.
-    pub(crate) args: Vec<(Ident, Type)>,
+    pub args: Vec<(Ident, Type)>,
     /// What it returns.
-    pub(crate) output: Output,
+    pub output: Output,
     /// Its doc comments.
-    pub(crate) docs: Vec<Attribute>,
+    pub docs: Vec<Attribute>,
     /// What its fingerprint hashes: `Service::method(A,B)->R`.
-    pub(crate) signature_text: String,
+    pub signature_text: String,
 }
 
 /// Checks the trait and its methods; returns the methods that passed (the caller emits
 /// nothing but errors if any check failed).
-pub(crate) fn analyze(
-    item: &ItemTrait,
-    args: &ServiceArgs,
-    errors: &mut Errors,
-) -> Vec<MethodInfo> {
+pub fn analyze(item: &ItemTrait, args: &ServiceArgs, errors: &mut Errors) -> Vec<MethodInfo> {
     let trait_ident = &item.ident;
     if let Some(u) = &item.unsafety {
         errors.spanned(u, "a mesh service trait cannot be `unsafe`");

@@ -11,31 +11,31 @@ use crate::errors::Errors;
 
 /// First command id reserved for the framework (`mesh_core::rpc::RESERVED_START`; the
 /// mesh-core tests check the two agree).
-pub(crate) const RESERVED_START: u64 = 65000;
+pub const RESERVED_START: u64 = 65000;
 
 /// The arguments of `#[mesh_service(..)]`.
-pub(crate) struct ServiceArgs {
+pub struct ServiceArgs {
     /// The base command id (`None` after an error).
-    pub(crate) id: Option<u16>,
+    pub id: Option<u16>,
     /// The service name, if given (default: the trait's name).
-    pub(crate) name: Option<String>,
+    pub name: Option<String>,
     /// The path of mesh-core.
-    pub(crate) krate: Path,
+    pub krate: Path,
 }
 
 /// The options of `#[mesh(..)]` on one method.
 #[derive(Default)]
-pub(crate) struct MethodOptions {
+pub struct MethodOptions {
     /// A pinned id, with its literal for errors.
-    pub(crate) id: Option<(u64, LitInt)>,
+    pub id: Option<(u64, LitInt)>,
     /// `oneway`.
-    pub(crate) oneway: bool,
+    pub oneway: bool,
     /// `unreliable`.
-    pub(crate) unreliable: bool,
+    pub unreliable: bool,
 }
 
 /// Parses `#[mesh_service(..)]`, reporting every problem to `errors`.
-pub(crate) fn parse_service_args(attr: TokenStream2, errors: &mut Errors) -> ServiceArgs {
+pub fn parse_service_args(attr: TokenStream2, errors: &mut Errors) -> ServiceArgs {
     let mut id: Option<u16> = None;
     let mut name: Option<String> = None;
     let mut krate: Option<Path> = None;
@@ -102,7 +102,7 @@ pub(crate) fn parse_service_args(attr: TokenStream2, errors: &mut Errors) -> Ser
 }
 
 /// Skips the value of an unknown option (`= expr` or `(..)`), so parsing goes on.
-pub(crate) fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
+pub fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
     if meta.input.peek(Token![=]) {
         let _: syn::Expr = meta.value()?.parse()?;
     } else if meta.input.peek(syn::token::Paren) {
@@ -114,7 +114,7 @@ pub(crate) fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
 }
 
 /// Checks an id literal: a u16 below the reserved range.
-pub(crate) fn check_id(lit: &LitInt, what: &str) -> syn::Result<u16> {
+pub fn check_id(lit: &LitInt, what: &str) -> syn::Result<u16> {
     let v: u64 = lit.base10_parse().map_err(|_| {
         Error::new(
             lit.span(),
@@ -125,7 +125,7 @@ pub(crate) fn check_id(lit: &LitInt, what: &str) -> syn::Result<u16> {
 }
 
 /// `Ok(id)` if `v` is a usable command id, else why not (to follow "id N ").
-pub(crate) fn id_in_range(v: u64) -> Result<u16, String> {
+pub fn id_in_range(v: u64) -> Result<u16, String> {
     if v > u64::from(u16::MAX) {
         return Err(format!(
             "does not fit a command id (a u16: 0 to 65535; use an id below {RESERVED_START})"
@@ -141,7 +141,7 @@ pub(crate) fn id_in_range(v: u64) -> Result<u16, String> {
 }
 
 /// Parses the `#[mesh(..)]` attributes of a method, reporting every problem to `errors`.
-pub(crate) fn parse_method_options(attrs: &[Attribute], errors: &mut Errors) -> MethodOptions {
+pub fn parse_method_options(attrs: &[Attribute], errors: &mut Errors) -> MethodOptions {
     let mut o = MethodOptions::default();
     for attr in attrs.iter().filter(|a| a.path().is_ident("mesh")) {
         let r = attr.parse_nested_meta(|meta| {

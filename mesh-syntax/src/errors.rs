@@ -8,11 +8,11 @@ use syn::Error;
 
 /// Errors collected while expanding; reported together.
 #[derive(Default)]
-pub(crate) struct Errors(Option<Error>, usize);
+pub struct Errors(Option<Error>, usize);
 
 impl Errors {
     /// Adds an error.
-    pub(crate) fn push(&mut self, e: Error) {
+    pub fn push(&mut self, e: Error) {
         self.1 += 1;
         match &mut self.0 {
             Some(all) => all.combine(e),
@@ -21,22 +21,22 @@ impl Errors {
     }
 
     /// Adds an error at `span`.
-    pub(crate) fn at(&mut self, span: Span, msg: impl Display) {
+    pub fn at(&mut self, span: Span, msg: impl Display) {
         self.push(Error::new(span, msg));
     }
 
     /// Adds an error spanning `tokens`.
-    pub(crate) fn spanned(&mut self, tokens: impl ToTokens, msg: impl Display) {
+    pub fn spanned(&mut self, tokens: impl ToTokens, msg: impl Display) {
         self.push(Error::new_spanned(tokens, msg));
     }
 
     /// How many errors were added.
-    pub(crate) fn count(&self) -> usize {
+    pub fn count(&self) -> usize {
         self.1
     }
 
     /// All the errors as one, if there were any.
-    pub(crate) fn into_error(self) -> Option<Error> {
+    pub fn into_error(self) -> Option<Error> {
         self.0
     }
 }

@@ -7,7 +7,7 @@ use syn::{GenericArgument, PathArguments, Type};
 use crate::errors::Errors;
 
 /// Rejects what cannot cross the network or be named by the generated code.
-pub(crate) fn check_type(ty: &Type, what: &'static str, errors: &mut Errors) {
+pub fn check_type(ty: &Type, what: &'static str, errors: &mut Errors) {
     struct Check<'a> {
         what: &'static str,
         errors: &'a mut Errors,
@@ -75,7 +75,7 @@ pub(crate) fn check_type(ty: &Type, what: &'static str, errors: &mut Errors) {
 }
 
 /// `CallContext` (any path ending in it, without generic arguments).
-pub(crate) fn is_call_context(ty: &Type) -> bool {
+pub fn is_call_context(ty: &Type) -> bool {
     match ty {
         Type::Path(p) if p.qself.is_none() => p
             .path
@@ -89,7 +89,7 @@ pub(crate) fn is_call_context(ty: &Type) -> bool {
 }
 
 /// `()` (possibly in parentheses).
-pub(crate) fn is_unit(ty: &Type) -> bool {
+pub fn is_unit(ty: &Type) -> bool {
     match ty {
         Type::Tuple(t) => t.elems.is_empty(),
         Type::Paren(p) => is_unit(&p.elem),
@@ -99,7 +99,7 @@ pub(crate) fn is_unit(ty: &Type) -> bool {
 }
 
 /// `Result<T, E>` (any path ending in `Result` with two type arguments): `(T, E)`.
-pub(crate) fn fallible(ty: &Type) -> Option<(Type, Type)> {
+pub fn fallible(ty: &Type) -> Option<(Type, Type)> {
     let Type::Path(p) = ty else {
         return None;
     };
@@ -125,7 +125,7 @@ pub(crate) fn fallible(ty: &Type) -> Option<(Type, Type)> {
 }
 
 /// The token text of a type without whitespace (what fingerprints hash).
-pub(crate) fn type_text(ty: &Type) -> String {
+pub fn type_text(ty: &Type) -> String {
     ty.to_token_stream()
         .to_string()
         .chars()
@@ -135,7 +135,7 @@ pub(crate) fn type_text(ty: &Type) -> String {
 
 /// `Vec<u8>` (as `Vec`, `vec::Vec`, `std::vec::Vec` or `alloc::vec::Vec`, with `u8` written
 /// as `u8` or `core::primitive::u8`): carried as bytes by the generated code.
-pub(crate) fn is_byte_vec(ty: &Type) -> bool {
+pub fn is_byte_vec(ty: &Type) -> bool {
     let ty = match ty {
         Type::Paren(p) => return is_byte_vec(&p.elem),
         Type::Group(g) => return is_byte_vec(&g.elem),
