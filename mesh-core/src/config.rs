@@ -196,6 +196,12 @@ pub struct MeshConfig {
     /// Turn it off for guests (they are not listed) and for nodes that advertise an address
     /// other than the one they send from.
     pub strict_membership: Option<bool>,
+    /// Server reflection and JSON calls (`MESH_REFLECTION`), default on: the node answers
+    /// the reserved commands that list its services, methods, command ids, fingerprints and
+    /// types, and that run a method from JSON arguments (what the `mesh` tool's `call` and
+    /// `send` use; see [`rpc::CMD_REFLECT`](crate::rpc::CMD_REFLECT)). Both obey the access
+    /// schema; off, both are refused.
+    pub reflection: bool,
 }
 
 impl Default for MeshConfig {
@@ -228,6 +234,7 @@ impl Default for MeshConfig {
             cluster_key: None,
             accept_keys: Vec::new(),
             strict_membership: None,
+            reflection: true,
             shared: crate::shared::SharedLimits::default(),
             shared_data: crate::shared_data::SharedDataLimits::default(),
         }
@@ -257,6 +264,7 @@ pub const ENV_VARS: &[&str] = &[
     "MESH_CLUSTER_KEY",
     "MESH_ACCEPT_KEYS",
     "MESH_STRICT_MEMBERSHIP",
+    "MESH_REFLECTION",
 ];
 
 fn list(v: &str) -> Vec<String> {
@@ -403,17 +411,16 @@ impl MeshConfig {
         if let Some(v) = get("MESH_PREFIX") {
             self.prefix = v.to_string();
         }
+        let flag = |k: &str, v: &str| match v {
+            "1" | "true" | "yes" => Ok(true),
+            "0" | "false" | "no" | "" => Ok(false),
+            _ => Err(ConfigError::new(k, format!("= {v:?}: use true or false"))),
+        };
         if let Some(v) = get("MESH_GUEST") {
-            self.guest = match v {
-                "1" | "true" | "yes" => true,
-                "0" | "false" | "no" | "" => false,
-                _ => {
-                    return Err(ConfigError::new(
-                        "MESH_GUEST",
-                        format!("= {v:?}: use true or false"),
-                    ));
-                }
-            };
+            self.guest = flag("MESH_GUEST", v)?;
+        }
+        if let Some(v) = get("MESH_REFLECTION") {
+            self.reflection = flag("MESH_REFLECTION", v)?;
         }
         // A key is a secret: a refusal names the variable and the problem, never the value.
         let key = |k: &str, v: &str| {
@@ -759,6 +766,17 @@ mod tests {
             .apply_env([("MESH_PORT", "lots")])
             .unwrap_err();
         assert_eq!(e.field, "MESH_PORT");
+        assert!(MeshConfig::default().reflection);
+        let off = MeshConfig::default()
+            .apply_env([("MESH_REFLECTION", "false")])
+            .unwrap();
+        assert!(!off.reflection);
+        let e = MeshConfig::default()
+            .apply_env([("MESH_REFLECTION", "maybe")])
+            .unwrap_err();
+        assert_eq!(e.field, "MESH_REFLECTION");
+        let toml = MeshConfig::from_toml_str("reflection = false").unwrap();
+        assert!(!toml.reflection);
 
         let field = |c: MeshConfig| c.validate().unwrap_err().field;
         assert_eq!(

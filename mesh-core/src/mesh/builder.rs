@@ -233,6 +233,15 @@ impl MeshBuilder {
         self
     }
 
+    /// Answers reflection and JSON calls (default on): what the `mesh` tool's `call` and
+    /// `send` use. Off, both are refused with
+    /// [`ToolRefusal::Disabled`](crate::rpc::ToolRefusal::Disabled); see
+    /// [`MeshConfig::reflection`].
+    pub fn reflection(mut self, on: bool) -> MeshBuilder {
+        self.config.reflection = on;
+        self
+    }
+
     /// Coalescing delay before sending (default 0).
     pub fn send_interval(mut self, d: Duration) -> MeshBuilder {
         self.config.send_interval = d;

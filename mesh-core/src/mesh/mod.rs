@@ -5,6 +5,7 @@ mod builder;
 mod keys;
 mod messaging;
 mod query;
+mod tools;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -261,6 +262,18 @@ impl Mesh {
                 );
             }
         };
+        if let Err(e) = rpc.register(
+            rpc::TOOLS_SERVICE,
+            rpc::reflect::methods(Arc::downgrade(&rpc), config.reflection),
+            true,
+        ) {
+            // Only a stopped registry refuses: nothing else holds these reserved ids.
+            stop.cancel();
+            transport.close();
+            return Err(MeshError::Discovery(DiscoveryError::Stopped)).inspect_err(
+                |_| tracing::warn!(parent: &span, error = %e, "the tool commands could not start"),
+            );
+        }
         let mut tasks = vec![
             tokio::spawn(dispatch(rpc.clone(), inbox_tx, stop.clone()).instrument(span.clone())),
             tokio::spawn(bridge(rpc.clone(), stop.clone()).instrument(span.clone())),
@@ -388,7 +401,10 @@ impl Mesh {
     /// work in `tokio::task::spawn_blocking`.
     pub fn serve<S: Service>(&self, service: S) -> Result<Serving, RegisterError> {
         let name = service.name();
-        let token = self.inner.rpc.register(name, service.methods(), false)?;
+        let token =
+            self.inner
+                .rpc
+                .register_with(name, service.methods(), service.schema(), false)?;
         tracing::info!(service = name, "serving");
         Ok(Serving {
             rpc: Arc::downgrade(&self.inner.rpc),

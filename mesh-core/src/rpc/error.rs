@@ -375,6 +375,27 @@ impl<E> CallError<E> {
         }
     }
 
+    /// The variant's name (`"Timeout"`, `"Unreachable"`, `"Remote"`, ...), for tools and
+    /// logs that report the kind of failure.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            CallError::Timeout { .. } => "Timeout",
+            CallError::Unreachable { .. } => "Unreachable",
+            CallError::Restarted { .. } => "Restarted",
+            CallError::NoHandler { .. } => "NoHandler",
+            CallError::Forbidden { .. } => "Forbidden",
+            CallError::Overloaded { .. } => "Overloaded",
+            CallError::Remote(_) => "Remote",
+            CallError::Panicked { .. } => "Panicked",
+            CallError::Codec { .. } => "Codec",
+            CallError::TooLarge { .. } => "TooLarge",
+            CallError::Incompatible { .. } => "Incompatible",
+            CallError::NoMesh(_) => "NoMesh",
+            CallError::ShuttingDown { .. } => "ShuttingDown",
+            CallError::NoNode { .. } => "NoNode",
+        }
+    }
+
     /// The deadline passed.
     pub fn is_timeout(&self) -> bool {
         matches!(self, CallError::Timeout { .. })

@@ -304,4 +304,10 @@ pub trait Service: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Its methods.
     fn methods(&self) -> Vec<Method>;
+    /// What its methods say about themselves, for reflection and JSON calls (see
+    /// [`rpc::CMD_REFLECT`](super::CMD_REFLECT)); `#[mesh_service]` generates it. A method
+    /// without a schema is listed without types and cannot be called with JSON.
+    fn schema(&self) -> Vec<super::MethodSchema> {
+        Vec::new()
+    }
 }

@@ -16,6 +16,7 @@ mod fanout;
 mod handler;
 mod hop_queue;
 pub(crate) mod process;
+pub(crate) mod reflect;
 mod registry;
 mod scope;
 mod select;
@@ -41,6 +42,11 @@ pub use handler::{
 };
 pub(crate) use process::register as register_process_mesh;
 pub use process::{Messaging, Via};
+pub use reflect::{
+    ArgDescription, CMD_CALL_JSON, CMD_PING, CMD_REFLECT, JsonHandler, MAX_JSON_CALL_BYTES,
+    MethodDescription, MethodKind, MethodSchema, Reflection, ServiceDescription, TOOLS_SERVICE,
+    ToolRefusal, json_fallible_handler, json_handler,
+};
 pub use registry::RESERVED_START;
 pub use scope::{TraceContext, current_trace};
 pub use wire::fingerprint;
@@ -296,9 +302,23 @@ impl Rpc {
         methods: Vec<Method>,
         allow_reserved: bool,
     ) -> Result<u64, RegisterError> {
+        self.register_with(service, methods, Vec::new(), allow_reserved)
+    }
+
+    /// Registers handlers (all or none) with what they say about themselves (matched by
+    /// command id; a schema for no method is ignored), and publishes what the node serves.
+    pub(crate) fn register_with(
+        &self,
+        service: &'static str,
+        methods: Vec<Method>,
+        schemas: Vec<MethodSchema>,
+        allow_reserved: bool,
+    ) -> Result<u64, RegisterError> {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(RegisterError::Stopped);
         }
+        let mut schemas: FastMap<u16, Arc<MethodSchema>> =
+            schemas.into_iter().map(|s| (s.id, Arc::new(s))).collect();
         let items = methods
             .into_iter()
             .map(|m| {
@@ -310,6 +330,7 @@ impl Rpc {
                         service,
                         method: m.name,
                         token: 0,
+                        schema: schemas.remove(&m.id),
                     },
                 )
             })

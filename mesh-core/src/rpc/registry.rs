@@ -17,6 +17,8 @@ pub(crate) struct Entry {
     pub(crate) service: &'static str,
     pub(crate) method: &'static str,
     pub(crate) token: u64,
+    /// What the method says about itself (reflection, JSON calls), if anything.
+    pub(crate) schema: Option<Arc<super::reflect::MethodSchema>>,
 }
 
 #[derive(Default)]
@@ -28,6 +30,11 @@ pub(crate) struct Registry {
 impl Registry {
     pub(crate) fn get(&self, cmd: u16) -> Option<&Entry> {
         self.entries.get(&cmd)
+    }
+
+    /// Every entry, in no particular order.
+    pub(crate) fn entries(&self) -> impl Iterator<Item = (&u16, &Entry)> {
+        self.entries.iter()
     }
 
     /// Adds every `(cmd, entry)` or none of them; returns the token that removes them.

@@ -69,6 +69,7 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
             }
         }
     });
+    let schemas = methods.iter().map(|m| schema(m, names, &svc, &ctx, &imp));
     let server_doc = format!(
         "Serves an implementation of the mesh service [`{trait_ident}`]: pass \
          `{server}::new(implementation)` to `Mesh::serve`. Cheap to clone (shares the \
@@ -121,7 +122,97 @@ pub(super) fn generate(names: &Names, methods: &[MethodInfo]) -> TokenStream2 {
             fn methods(&self) -> ::std::vec::Vec<#krate::rpc::Method> {
                 ::std::vec![#(#entries),*]
             }
+
+            fn schema(&self) -> ::std::vec::Vec<#krate::rpc::MethodSchema> {
+                ::std::vec![#(#schemas),*]
+            }
         }
     };
     the_server
+}
+
+/// What a method says about itself for reflection (its kind, argument and return types as
+/// written, signature text), with its JSON entry point: the arguments deserialized from
+/// JSON as the types written in the trait, the result serialized to JSON.
+fn schema(m: &MethodInfo, names: &Names, svc: &Ident, ctx: &Ident, imp: &Ident) -> TokenStream2 {
+    let Names {
+        krate,
+        trait_ident,
+        client,
+        ..
+    } = names;
+    let ident = &m.ident;
+    let id_const = &m.id_const;
+    let kind = match m.kind {
+        Kind::Request => quote!(#krate::rpc::MethodKind::Request),
+        Kind::OneWay => quote!(#krate::rpc::MethodKind::Oneway),
+        Kind::Unreliable => quote!(#krate::rpc::MethodKind::Unreliable),
+    };
+    let args = m.args.iter().map(|(i, t)| {
+        let name = LitStr::new(&i.to_string(), Span::call_site());
+        let ty = LitStr::new(&shown_type(t), Span::call_site());
+        quote!(.arg(#name, #ty))
+    });
+    let (output, error) = match &m.output {
+        Output::Value(t) => (shown_type(t), None),
+        Output::Fallible(t, e) => (shown_type(t), Some(shown_type(e))),
+    };
+    let output = LitStr::new(&output, Span::call_site());
+    let error = error.map(|e| {
+        let e = LitStr::new(&e, Span::call_site());
+        quote!(.error(#e))
+    });
+    let signature = LitStr::new(&m.signature_text, Span::call_site());
+    let arg_names: Vec<&Ident> = m.args.iter().map(|(i, _)| i).collect();
+    let types: Vec<&syn::Type> = m.args.iter().map(|(_, t)| t).collect();
+    let ctx_param = if m.has_ctx { quote!(#ctx) } else { quote!(_) };
+    let ctx_arg = if m.has_ctx { quote!(#ctx,) } else { quote!() };
+    let build = match (&m.output, m.kind) {
+        (Output::Fallible(..), Kind::Request) => quote!(#krate::rpc::json_fallible_handler),
+        _ => quote!(#krate::rpc::json_handler),
+    };
+    quote! {
+        {
+            let #svc = ::core::clone::Clone::clone(&self.inner);
+            #krate::rpc::MethodSchema::new(#client::#id_const, #kind)
+                #(#args)*
+                .output(#output)
+                #error
+                .signature(#signature)
+                .json(#build(
+                    move |#ctx_param: #krate::rpc::CallContext, (#(#arg_names,)*): (#(#types,)*)| {
+                        let #svc = ::core::clone::Clone::clone(&#svc);
+                        async move {
+                            <#imp as #trait_ident>::#ident(&*#svc, #ctx_arg #(#arg_names),*).await
+                        }
+                    },
+                ))
+        }
+    }
+}
+
+/// A type as written, for people: the tokens with spaces only between words and after
+/// commas (`HashMap<String, u32>`, `&'static str`, `(i32, i32)`).
+fn shown_type(ty: &syn::Type) -> String {
+    let text = quote!(#ty).to_string();
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '\'';
+    let mut out = String::with_capacity(text.len());
+    let mut space = false;
+    for c in text.chars() {
+        if c.is_whitespace() {
+            space = true;
+            continue;
+        }
+        if space && out.chars().last().is_some_and(word) && word(c) {
+            out.push(' ');
+        }
+        space = false;
+        out.push(c);
+        if c == ',' {
+            out.push(' ');
+        }
+    }
+    out.replace(", >", ">")
+        .replace(", )", ")")
+        .replace(", ]", "]")
 }
