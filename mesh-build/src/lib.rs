@@ -232,6 +232,31 @@ impl Builder {
     }
 }
 
+/// The manifest of one source text, read as the build reads a file (`mod x;` declarations
+/// are not followed): for tools, tests and examples that compare two versions of a service
+/// with [`Lock::of`] and [`diff`] without a build.
+///
+/// ```
+/// let v1 = "#[mesh_service(id = 10)] trait T { async fn a(&self, x: String) -> u32; }";
+/// let v2 = "#[mesh_service(id = 10)] trait T { async fn a(&self, x: u64) -> u32; }";
+/// let old = mesh_build::Lock::of(&mesh_build::manifest_from_source("demo", "v1.rs", v1)?);
+/// let new = mesh_build::Lock::of(&mesh_build::manifest_from_source("demo", "v2.rs", v2)?);
+/// let changes = mesh_build::diff(&old, &new);
+/// assert!(changes[0].breaking);
+/// assert_eq!(changes[0].key, "T::a");
+/// # Ok::<(), mesh_build::BuildError>(())
+/// ```
+pub fn manifest_from_source(package: &str, file: &str, text: &str) -> Result<Manifest, BuildError> {
+    let found = scan::scan_text(file, text)?;
+    Ok(Manifest {
+        format: FORMAT,
+        package: package.to_string(),
+        version: String::new(),
+        services: found.services,
+        shared_objects: found.shared_objects,
+    })
+}
+
 /// The manifests dependencies published (`DEP_*_MESH_MANIFESTS`), with their paths.
 fn dependency_manifests() -> Result<Vec<(PathBuf, Manifest)>, BuildError> {
     let suffix = format!("_{}", METADATA_KEY.to_uppercase());

@@ -35,22 +35,45 @@ pub(crate) fn scan(package: &Path, roots: &[PathBuf]) -> Result<Scan, BuildError
         package: package.to_path_buf(),
         out: Scan::default(),
         problems: Vec::new(),
+        follow: true,
     };
     for root in roots {
         // A crate root's modules sit beside it, as for `mod.rs`.
         let dir = root.parent().map(Path::to_path_buf).unwrap_or_default();
         s.file(root, &dir, &[])?;
     }
-    if s.problems.is_empty() {
-        Ok(s.out)
-    } else {
-        Err(BuildError::Invalid {
-            problems: s.problems,
-        })
-    }
+    s.finish()
+}
+
+/// Scans one source text (labelled `file` in messages) without following `mod x;`.
+pub(crate) fn scan_text(file: &str, text: &str) -> Result<Scan, BuildError> {
+    let path = PathBuf::from(file);
+    let mut s = Scanner {
+        package: PathBuf::new(),
+        out: Scan::default(),
+        problems: Vec::new(),
+        follow: false,
+    };
+    let parsed = parse(&path, text)?;
+    s.items(&parsed.items, &path, Path::new(""), &[])?;
+    s.finish()
+}
+
+fn parse(path: &Path, text: &str) -> Result<syn::File, BuildError> {
+    syn::parse_file(text).map_err(|e| {
+        let at = e.span().start();
+        BuildError::Syntax {
+            path: path.to_path_buf(),
+            line: at.line,
+            column: at.column + 1,
+            message: e.to_string(),
+        }
+    })
 }
 
 struct Scanner {
+    /// Whether `mod x;` declarations are followed to their files.
+    follow: bool,
     package: PathBuf,
     out: Scan,
     /// `file:line:column: message` for every check that failed.
@@ -58,6 +81,16 @@ struct Scanner {
 }
 
 impl Scanner {
+    fn finish(self) -> Result<Scan, BuildError> {
+        if self.problems.is_empty() {
+            Ok(self.out)
+        } else {
+            Err(BuildError::Invalid {
+                problems: self.problems,
+            })
+        }
+    }
+
     fn relative(&self, path: &Path) -> String {
         path.strip_prefix(&self.package)
             .unwrap_or(path)
@@ -78,15 +111,7 @@ impl Scanner {
             source,
         })?;
         self.out.files.push(path.to_path_buf());
-        let file = syn::parse_file(&text).map_err(|e| {
-            let at = e.span().start();
-            BuildError::Syntax {
-                path: path.to_path_buf(),
-                line: at.line,
-                column: at.column + 1,
-                message: e.to_string(),
-            }
-        })?;
+        let file = parse(path, &text)?;
         self.items(&file.items, path, dir, module)
     }
 
@@ -120,6 +145,7 @@ impl Scanner {
                             };
                             self.items(items, path, &child, &inner)?;
                         }
+                        None if !self.follow => {}
                         None => {
                             let file = match explicit {
                                 Some(p) => dir.join(p),
