@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub(crate) mod proxy;
+
 use std::time::Duration;
 
 use mesh_core::{Discovery, LocalRegistry, Mesh};
