@@ -384,6 +384,12 @@ fn write_if_changed(path: &Path, text: &str) -> Result<(), BuildError> {
     if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
         return Ok(());
     }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|source| BuildError::Write {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     std::fs::write(path, text).map_err(|source| BuildError::Write {
         path: path.to_path_buf(),
         source,

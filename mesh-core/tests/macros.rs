@@ -180,8 +180,16 @@ fn ids_and_names_are_constants() {
     assert_eq!(RESERVED_START, 65000);
     assert_eq!(u64::from(RESERVED_START), mesh_syntax::args::RESERVED_START);
     // mesh-build computes fingerprints with mesh-syntax's copy of the hash: they agree.
-    for text in ["", "Greeter::who()->Option<NodeId>", "A::b(Vec<u8>)->()", "x"] {
-        assert_eq!(mesh_syntax::fingerprint(text), mesh_core::rpc::fingerprint(text));
+    for text in [
+        "",
+        "Greeter::who()->Option<NodeId>",
+        "A::b(Vec<u8>)->()",
+        "x",
+    ] {
+        assert_eq!(
+            mesh_syntax::fingerprint(text),
+            mesh_core::rpc::fingerprint(text)
+        );
     }
 
     let (g, _rx) = greeter("x");
