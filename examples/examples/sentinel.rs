@@ -107,12 +107,14 @@ async fn start_redis() -> Result<(Redis, Redis, Vec<Redis>), Error> {
     })
     .await?;
 
-    // Sentinels must know their own ports to know each other up front: start them one by
-    // one, each told about the ones before it (they learn about later ones from their hello
-    // messages, and the wait below checks that they did).
+    // Each sentinel is told about the others up front (ports chosen before any starts), so
+    // the setup does not wait for their hello messages; the wait below checks the truth.
     let ids: Vec<String> = (0..SENTINELS).map(|_| sentinel_id()).collect();
+    let ports = (0..SENTINELS)
+        .map(|_| procs::free_port())
+        .collect::<Result<Vec<u16>, _>>()?;
     let mut sentinels: Vec<Redis> = Vec::with_capacity(SENTINELS);
-    for id in &ids {
+    for (i, id) in ids.iter().enumerate() {
         let mut conf = format!(
             "sentinel myid {id}\n\
              sentinel announce-ip 127.0.0.1\n\
@@ -125,13 +127,13 @@ async fn start_redis() -> Result<(Redis, Redis, Vec<Redis>), Error> {
             SENTINELS / 2 + 1,
             replica.port()
         );
-        for (other, other_id) in sentinels.iter().zip(&ids) {
+        for j in (0..SENTINELS).filter(|&j| j != i) {
             conf.push_str(&format!(
-                "sentinel known-sentinel {MASTER} 127.0.0.1 {} {other_id}\n",
-                other.port()
+                "sentinel known-sentinel {MASTER} 127.0.0.1 {} {}\n",
+                ports[j], ids[j]
             ));
         }
-        sentinels.push(Redis::sentinel(&conf).await?);
+        sentinels.push(Redis::sentinel_on(ports[i], &conf).await?);
     }
     for s in &sentinels {
         poll_until("the sentinels to see the setup", || async {

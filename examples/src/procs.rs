@@ -192,16 +192,27 @@ impl Redis {
     /// Starts a data server (`extra` are more `redis-server` arguments, e.g. `--replicaof`)
     /// and waits until it answers `PING`.
     pub async fn start(extra: &[String]) -> io::Result<Redis> {
-        Self::launch(extra, None).await
+        Self::launch(extra, None, None).await
     }
 
     /// Starts a sentinel from the config text `conf` (without `port`, `bind`, `dir` or
     /// `logfile` lines: those are added) and waits until it answers `PING`.
     pub async fn sentinel(conf: &str) -> io::Result<Redis> {
-        Self::launch(&[], Some(conf)).await
+        Self::launch(&[], Some(conf), None).await
     }
 
-    async fn launch(extra: &[String], sentinel_conf: Option<&str>) -> io::Result<Redis> {
+    /// [`Redis::sentinel`] on `port` (from [`free_port`], so that the other sentinels can be
+    /// told about it before it starts), or on another free port if that one was taken
+    /// meanwhile.
+    pub async fn sentinel_on(port: u16, conf: &str) -> io::Result<Redis> {
+        Self::launch(&[], Some(conf), Some(port)).await
+    }
+
+    async fn launch(
+        extra: &[String],
+        sentinel_conf: Option<&str>,
+        first_port: Option<u16>,
+    ) -> io::Result<Redis> {
         let dir = fresh_dir(if sentinel_conf.is_some() {
             "sentinel"
         } else {
@@ -214,8 +225,11 @@ impl Redis {
             sentinel: sentinel_conf.is_some(),
         };
         let mut last = io::Error::other("redis-server did not start");
-        for _ in 0..5 {
-            redis.port = free_port()?;
+        for attempt in 0..5 {
+            redis.port = match (attempt, first_port) {
+                (0, Some(p)) => p,
+                _ => free_port()?,
+            };
             let args = match sentinel_conf {
                 None => {
                     let mut a: Vec<String> = [
