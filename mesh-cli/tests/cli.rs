@@ -545,3 +545,76 @@ async fn the_access_schema_refuses_the_tool() {
     open.stop().await;
     closed.stop().await;
 }
+
+/// The discovery settings come from `MESH_*` variables or a configuration file as well as
+/// flags; a bad value is a usage error naming it; with `--json` a failure is JSON too.
+#[tokio::test]
+async fn discovery_from_the_environment_and_a_config_file() {
+    let c = Cluster::start("cli-env");
+    let node = redis_node(&c.redis.url(), &c.prefix, "calc").await;
+    let addr = node.addr().to_string();
+    let url = c.redis.url();
+
+    let run = |mut cmd: tokio::process::Command| async move {
+        tokio::time::timeout(LIMIT, cmd.output())
+            .await
+            .expect("mesh ended")
+            .expect("mesh runs")
+    };
+    let mut by_env = command(&["nodes"]);
+    by_env
+        .env("MESH_REDIS_URL", &url)
+        .env("MESH_PREFIX", &c.prefix);
+    let o = run(by_env).await;
+    expect_code(&o, 0);
+    let out = text(&o.stdout);
+    assert!(out.contains(&addr), "{out}");
+    assert!(
+        !out.contains('\x1b'),
+        "no colours when stdout is not a terminal"
+    );
+
+    let dir = std::env::temp_dir().join(format!("mesh-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("mesh.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "prefix = \"{}\"\n[discovery]\nbackend = \"redis\"\nurl = \"{url}\"\n",
+            c.prefix
+        ),
+    )
+    .unwrap();
+    let o = mesh(&["--config", file.to_str().unwrap(), "--json", "nodes"]).await;
+    expect_code(&o, 0);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j[0]["address"], addr);
+
+    // A flag overrides the file: another prefix sees nobody.
+    let o = mesh(&[
+        "--config",
+        file.to_str().unwrap(),
+        "--prefix",
+        "cli-env-empty",
+        "--json",
+        "nodes",
+    ])
+    .await;
+    expect_code(&o, 0);
+    assert_eq!(text(&o.stdout).trim(), "[]");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    let mut bad = command(&["nodes"]);
+    bad.env("MESH_REDIS_URL", &url)
+        .env("MESH_REFLECTION", "maybe");
+    let o = run(bad).await;
+    expect_code(&o, 2);
+    assert!(text(&o.stderr).contains("MESH_REFLECTION"));
+
+    let o = c.mesh(&["--json", "call", &addr, "Calc.nothing"]).await;
+    expect_code(&o, 3);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["error"]["kind"], "NoSuchService");
+    assert_eq!(j["error"]["exit"], 3);
+    node.stop().await;
+}
