@@ -22,6 +22,9 @@ use tokio::process::{Child, ChildStdin, Command};
 /// The first argument that makes an example binary run as a keeper (see the module docs).
 pub const KEEPER_FLAG: &str = "--keep-with-parent";
 
+/// The environment variable naming a directory a keeper removes once its program is gone.
+pub const KEEPER_CLEANUP_ENV: &str = "MESH_EXAMPLE_KEEPER_CLEANUP";
+
 /// How long [`Redis::start`] and friends wait for a server to answer.
 pub const REDIS_WAIT: Duration = Duration::from_secs(10);
 
@@ -58,6 +61,10 @@ pub async fn run_keeper_if_asked() {
             0
         }
     };
+    // The parent may be gone (killed) and unable to remove its program's directory.
+    if let Some(dir) = std::env::var_os(KEEPER_CLEANUP_ENV) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
     // Exit at once: the runtime's blocking stdin reader may still be waiting.
     std::process::exit(code);
 }
@@ -109,14 +116,23 @@ impl Supervised {
 
     /// Spawns `program args..` under a keeper: this binary re-executed with [`KEEPER_FLAG`]
     /// (its `main` must call [`run_keeper_if_asked`]). The program's stdout and stderr are
-    /// discarded.
-    pub fn keep(name: impl Into<String>, program: &str, args: &[String]) -> io::Result<Self> {
+    /// discarded; `cleanup`, if given, is a directory the keeper removes once the program is
+    /// gone (also when this process was killed).
+    pub fn keep(
+        name: impl Into<String>,
+        program: &str,
+        args: &[String],
+        cleanup: Option<&Path>,
+    ) -> io::Result<Self> {
         let mut cmd = Command::new(std::env::current_exe()?);
         cmd.arg(KEEPER_FLAG)
             .arg(program)
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
+        if let Some(dir) = cleanup {
+            cmd.env(KEEPER_CLEANUP_ENV, dir);
+        }
         Self::spawn(name, cmd, false)
     }
 
@@ -230,6 +246,8 @@ impl Redis {
                 (0, Some(p)) => p,
                 _ => free_port()?,
             };
+            // A failed attempt's keeper removed the directory.
+            std::fs::create_dir_all(&redis.dir)?;
             let args = match sentinel_conf {
                 None => {
                     let mut a: Vec<String> = [
@@ -267,7 +285,12 @@ impl Redis {
                 }
             };
             let name = format!("redis-server on port {}", redis.port);
-            redis.process = Some(Supervised::keep(name, "redis-server", &args)?);
+            redis.process = Some(Supervised::keep(
+                name,
+                "redis-server",
+                &args,
+                Some(&redis.dir),
+            )?);
             match redis.wait_ready().await {
                 Ok(()) => return Ok(redis),
                 Err(e) => {
