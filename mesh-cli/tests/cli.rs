@@ -618,3 +618,71 @@ async fn discovery_from_the_environment_and_a_config_file() {
     assert_eq!(j["error"]["exit"], 3);
     node.stop().await;
 }
+
+/// A node of `node_type` serving `Calc`, discovering through `discovery`.
+async fn calc_on(discovery: Discovery, prefix: &str) -> Mesh {
+    let m = Mesh::builder()
+        .node_type("calc")
+        .discovery(discovery)
+        .prefix(prefix)
+        .update_interval(TICK)
+        .start()
+        .await
+        .unwrap();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    m.serve(CalcServer::new(Impl(tx))).unwrap().forever();
+    m.wait_for_latest_view().await.unwrap();
+    m
+}
+
+/// `nodes` and `call` find a node by its type through `mesh nodes`, then call it.
+async fn list_and_call(args: &[&str], node: &Mesh) {
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["--json", "nodes"]);
+    let o = mesh(&all).await;
+    expect_code(&o, 0);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let list = j.as_array().unwrap();
+    assert_eq!(list.len(), 1, "{j}");
+    assert_eq!(list[0]["address"], node.addr().to_string());
+    let addr = node.addr().to_string();
+    let mut all = args.to_vec();
+    all.extend_from_slice(&["call", &addr, "Calc.add", "[40, 2]"]);
+    let o = mesh(&all).await;
+    expect_code(&o, 0);
+    assert_eq!(text(&o.stdout).trim(), "42");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_and_calls_through_sentinel_and_cluster() {
+    use mesh_tests::redis::{RedisCluster, SentinelSetup};
+
+    let setup = SentinelSetup::start().expect("a sentinel setup starts");
+    let sentinels = setup.sentinel_urls();
+    let node = calc_on(
+        Discovery::sentinel(sentinels.clone(), setup.master_name()),
+        "cli-sentinel",
+    )
+    .await;
+    let joined = sentinels.join(",");
+    list_and_call(
+        &[
+            "--sentinel",
+            &joined,
+            "--master",
+            setup.master_name(),
+            "--prefix",
+            "cli-sentinel",
+        ],
+        &node,
+    )
+    .await;
+    node.stop().await;
+
+    let cluster = RedisCluster::start(3).expect("a redis cluster starts");
+    let urls = cluster.urls();
+    let node = calc_on(Discovery::cluster(urls.clone()), "cli-cluster").await;
+    let joined = urls.join(",");
+    list_and_call(&["--cluster", &joined, "--prefix", "cli-cluster"], &node).await;
+    node.stop().await;
+}
