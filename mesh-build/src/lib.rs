@@ -43,6 +43,27 @@
 //! }
 //! ```
 //!
+//! What the lock check sees, on two versions of a service read from text (the build reads
+//! files the same way):
+//!
+//! ```
+//! let v1 = "#[mesh_service(id = 1000)] pub trait Greeter {
+//!     async fn hello(&self, name: String) -> String;
+//! }";
+//! let v2 = "#[mesh_service(id = 1000)] pub trait Greeter {
+//!     async fn hello(&self, name: String) -> String;
+//!     async fn bye(&self) -> u32;
+//! }";
+//! let read = |text| mesh_build::manifest_from_source("greeter", "lib.rs", text);
+//! let (old, new) = (read(v1)?, read(v2)?);
+//! assert_eq!(new.services[0].methods[1].id, 1001);
+//! let changes = mesh_build::diff(&mesh_build::Lock::of(&old), &mesh_build::Lock::of(&new));
+//! assert_eq!(changes.len(), 1);
+//! assert!(!changes[0].breaking, "a new method at a new id is compatible");
+//! assert_eq!(changes[0].text, "added `Greeter::bye` at id 1001");
+//! # Ok::<(), mesh_build::BuildError>(())
+//! ```
+//!
 //! The manifest's path is also given to the crate as `env!("MESH_MANIFEST")`, so a node can
 //! serve or print it (`include_str!(env!("MESH_MANIFEST"))`).
 //!
