@@ -28,6 +28,8 @@ pub trait Calc {
     async fn root(&self, x: i64) -> Result<i64, CalcError>;
     #[mesh(oneway)]
     async fn note(&self, text: String);
+    /// Answers `ms` after waiting that long.
+    async fn pause(&self, ms: u64) -> u64;
 }
 
 struct Impl(mpsc::UnboundedSender<String>);
@@ -45,6 +47,10 @@ impl Calc for Impl {
     }
     async fn note(&self, text: String) {
         let _ = self.0.send(text);
+    }
+    async fn pause(&self, ms: u64) -> u64 {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        ms
     }
 }
 
@@ -684,5 +690,24 @@ async fn nodes_and_calls_through_sentinel_and_cluster() {
     let node = calc_on(Discovery::cluster(urls.clone()), "cli-cluster").await;
     let joined = urls.join(",");
     list_and_call(&["--cluster", &joined, "--prefix", "cli-cluster"], &node).await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_that_waits_past_a_second_shows_progress() {
+    let c = Cluster::start("cli-progress");
+    let (node, _notes) = c.calc_node("calc").await;
+    let addr = node.addr().to_string();
+    // The handler itself takes 1.5 s, so the tool waits past its one-second mark.
+    let o = c
+        .mesh(&["--timeout", "10s", "call", &addr, "Calc.pause", "[1500]"])
+        .await;
+    expect_code(&o, 0);
+    assert_eq!(text(&o.stdout).trim(), "1500");
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("mesh: waiting for") && err.contains("to answer Calc.pause"),
+        "{err}"
+    );
     node.stop().await;
 }
