@@ -317,7 +317,7 @@ impl Rpc {
         if !self.accepting.load(Ordering::Acquire) {
             return Err(RegisterError::Stopped);
         }
-        let mut schemas: FastMap<u16, Arc<MethodSchema>> =
+        let schemas: FastMap<u16, Arc<MethodSchema>> =
             schemas.into_iter().map(|s| (s.id, Arc::new(s))).collect();
         let items = methods
             .into_iter()
@@ -330,7 +330,6 @@ impl Rpc {
                         service,
                         method: m.name,
                         token: 0,
-                        schema: schemas.remove(&m.id),
                     },
                 )
             })
@@ -339,7 +338,7 @@ impl Rpc {
             .registry
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .add_all(items, allow_reserved)?;
+            .add_all(items, schemas, allow_reserved)?;
         self.publish_services();
         Ok(token)
     }

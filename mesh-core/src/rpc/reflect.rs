@@ -419,7 +419,7 @@ impl Rpc {
         let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
         let mut services: Vec<ServiceDescription> = Vec::new();
         for (cmd, e) in registry.entries().filter(|(c, _)| **c < RESERVED_START) {
-            let schema = e.schema.as_deref();
+            let schema = registry.schema(*cmd).map(|s| &**s);
             let m = MethodDescription {
                 name: e.method.to_string(),
                 id: *cmd,
@@ -489,11 +489,13 @@ impl Rpc {
             tracing::debug!(from = %ctx.from, command = cmd, "JSON call refused by the access schema");
             return refuse(ToolRefusal::Forbidden { command: cmd });
         }
-        let Some((schema, json)) = entry
-            .schema
-            .as_ref()
-            .and_then(|s| s.json.clone().map(|j| (s.clone(), j)))
-        else {
+        let schema = self
+            .registry
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .schema(cmd)
+            .cloned();
+        let Some((schema, json)) = schema.and_then(|s| s.json.clone().map(|j| (s, j))) else {
             return refuse(ToolRefusal::NoJsonEntry { command: cmd });
         };
         let args: Json = if text.trim().is_empty() {

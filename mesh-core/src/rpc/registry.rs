@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::error::RegisterError;
 use super::handler::Handler;
+use super::reflect::MethodSchema;
 use crate::rudp::hash::FastMap;
 
 /// First command id reserved for the framework.
@@ -17,13 +18,14 @@ pub(crate) struct Entry {
     pub(crate) service: &'static str,
     pub(crate) method: &'static str,
     pub(crate) token: u64,
-    /// What the method says about itself (reflection, JSON calls), if anything.
-    pub(crate) schema: Option<Arc<super::reflect::MethodSchema>>,
 }
 
 #[derive(Default)]
 pub(crate) struct Registry {
     entries: FastMap<u16, Entry>,
+    /// What methods say about themselves (reflection, JSON calls), beside the entries so
+    /// the entry a request clones stays small.
+    schemas: FastMap<u16, Arc<MethodSchema>>,
     next_token: u64,
 }
 
@@ -41,6 +43,7 @@ impl Registry {
     pub(crate) fn add_all(
         &mut self,
         items: Vec<(u16, Entry)>,
+        mut schemas: FastMap<u16, Arc<MethodSchema>>,
         allow_reserved: bool,
     ) -> Result<u64, RegisterError> {
         let mut seen = BTreeSet::new();
@@ -65,6 +68,9 @@ impl Registry {
         let token = self.next_token;
         for (cmd, mut e) in items {
             e.token = token;
+            if let Some(schema) = schemas.remove(&cmd) {
+                self.schemas.insert(cmd, schema);
+            }
             self.entries.insert(cmd, e);
         }
         Ok(token)
@@ -72,6 +78,13 @@ impl Registry {
 
     pub(crate) fn remove_token(&mut self, token: u64) {
         self.entries.retain(|_, e| e.token != token);
+        let entries = &self.entries;
+        self.schemas.retain(|cmd, _| entries.contains_key(cmd));
+    }
+
+    /// What the method at `cmd` says about itself, if anything.
+    pub(crate) fn schema(&self, cmd: u16) -> Option<&Arc<MethodSchema>> {
+        self.schemas.get(&cmd)
     }
 
     /// What the node record lists: user command ids and services (name -> lowest id).
