@@ -94,6 +94,9 @@ pub mod rpc;
 pub mod rudp;
 pub mod shared;
 pub mod shared_data;
+#[cfg(feature = "opentelemetry")]
+pub mod telemetry;
+mod trace_bridge;
 pub mod transport;
 
 pub use config::MeshConfig;
