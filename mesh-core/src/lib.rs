@@ -96,7 +96,6 @@ pub mod shared;
 pub mod shared_data;
 #[cfg(feature = "opentelemetry")]
 pub mod telemetry;
-mod trace_bridge;
 pub mod transport;
 
 pub use config::MeshConfig;

@@ -320,7 +320,7 @@ impl Rpc {
     ) -> Result<Bytes, CallError<Bytes>> {
         let deadline = Instant::now() + timeout;
         // A new span of the caller's trace (or a new trace): the callee's handler runs in it.
-        let trace = crate::trace_bridge::outgoing(scope::outgoing_trace());
+        let trace = super::otel::outgoing(scope::outgoing_trace());
         let addr = until(deadline, self.resolve(target, command))
             .await
             .map_err(|()| CallError::Timeout {

@@ -15,6 +15,7 @@ mod error;
 mod fanout;
 mod handler;
 mod hop_queue;
+mod otel;
 pub(crate) mod process;
 pub(crate) mod reflect;
 mod registry;

@@ -126,7 +126,7 @@ impl Rpc {
             || tracing::debug_span!("request", %from, command = cmd, id, trace_id = %format_args!("{:032x}", trace.trace_id), parent_id = %format_args!("{:016x}", trace.parent_id)),
         );
         // The caller's span (over OpenTelemetry) is this span's parent.
-        crate::trace_bridge::adopt(&span, &trace);
+        super::otel::adopt(&span, &trace);
         let refuse = |reply: Reply| self.respond(from, id, reply);
         let entry = match self.admit(from, cmd, fingerprint) {
             Ok(e) => e,

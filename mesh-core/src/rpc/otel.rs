@@ -2,7 +2,7 @@
 //! the code that sends or serves it. Without the `opentelemetry` feature both are identity
 //! functions.
 
-use crate::rpc::TraceContext;
+use super::scope::TraceContext;
 
 /// The trace context a call made now carries: the current span's OpenTelemetry context
 /// when there is one (so the callee's span is its child), otherwise `fallback` (the
