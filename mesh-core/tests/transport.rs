@@ -254,10 +254,18 @@ async fn a_message_to_an_idle_peer_is_written_at_once() {
         .await
         .unwrap();
     let _ = timeout(LIMIT, b.recv()).await.unwrap().unwrap();
-    let before = a.counters().datagrams_out;
+    let before = a.counters();
     a.try_queue_detached(b.local_addr(), 0, Bytes::from_static(b"now"))
         .unwrap();
-    assert_eq!(a.counters().datagrams_out, before + 1);
+    let after = a.counters();
+    assert_eq!(after.datagrams_out, before.datagrams_out + 1);
+    // The datagram's bytes are counted too: the message and its headers.
+    assert!(
+        after.bytes_out > before.bytes_out + 3,
+        "bytes_out {} -> {}",
+        before.bytes_out,
+        after.bytes_out
+    );
     let m = timeout(LIMIT, b.recv()).await.unwrap().unwrap();
     assert_eq!(&m.data[..], b"now");
 }

@@ -704,7 +704,7 @@ impl Endpoint {
         }
         if let Some((to, p)) = self.control.pop_front() {
             buf.extend_from_slice(&p);
-            return Some(self.account(to, buf.len(), 1));
+            return Some(self.account(to, buf.len(), 1, buf.len()));
         }
         // Handshakes due.
         let mut hello = None;
@@ -738,7 +738,7 @@ impl Endpoint {
             self.send_first_hello(to, id, body);
             if let Some((to, p)) = self.control.pop_front() {
                 buf.extend_from_slice(&p);
-                return Some(self.account(to, buf.len(), 1));
+                return Some(self.account(to, buf.len(), 1, buf.len()));
             }
         }
         let n = self.order.len();
@@ -775,7 +775,7 @@ impl Endpoint {
                     self.tx_hint = false;
                     self.credit_due = false;
                 }
-                return Some(self.account(peer, seg_size, segments));
+                return Some(self.account(peer, seg_size, segments, buf.len()));
             }
         }
         self.credit_due = false;
@@ -783,8 +783,16 @@ impl Endpoint {
         None
     }
 
-    fn account(&mut self, to: SocketAddr, segment_size: usize, segments: usize) -> Transmit {
+    /// Counts a transmit of `segments` datagrams, `bytes` in all, before handing it out.
+    fn account(
+        &mut self,
+        to: SocketAddr,
+        segment_size: usize,
+        segments: usize,
+        bytes: usize,
+    ) -> Transmit {
         self.counters.datagrams_out += segments as u64;
+        self.counters.bytes_out += bytes as u64;
         Transmit {
             destination: to,
             segment_size,
