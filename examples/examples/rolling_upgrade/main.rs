@@ -85,6 +85,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         eprintln!("count answered {n}, not 6");
                         failed.fetch_add(1, Ordering::Relaxed)
                     }
+                    // The node drained between being chosen and the request arriving: the
+                    // request did not run, so it is safe to send again (the next pick is a
+                    // node that is still serving).
+                    Err(mesh_core::CallError::ShuttingDown { .. }) => continue,
                     Err(e) => {
                         eprintln!("count failed: {e}");
                         failed.fetch_add(1, Ordering::Relaxed)
