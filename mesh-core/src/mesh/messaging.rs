@@ -15,7 +15,8 @@ impl Via for Mesh {
 }
 
 /// What a node's layers counted since it started ([`Mesh::stats`]).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct MeshStats {
     /// The messaging layer: malformed envelopes, late responses, one-way messages not run,

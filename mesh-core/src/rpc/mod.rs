@@ -189,7 +189,8 @@ impl RpcCounters {
 
 /// What the messaging layer of a node dropped or refused since it started
 /// ([`Mesh::stats`](crate::Mesh::stats)).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct RpcStats {
     /// Messages that were not a valid envelope.

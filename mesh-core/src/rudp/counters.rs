@@ -1,7 +1,8 @@
 //! Counters of what the endpoint did and dropped, by reason.
 
 /// Datagrams dropped, by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct DropCounters {
     /// Not a mesh packet (too short, wrong magic).
@@ -76,7 +77,8 @@ impl DropCounters {
 }
 
 /// Endpoint-wide counters. Cheap to copy for a snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct Counters {
     /// Datagrams handed to the endpoint.

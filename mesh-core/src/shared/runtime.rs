@@ -59,7 +59,8 @@ pub(crate) struct Counters {
 }
 
 /// What the shared-object layer of a node dropped or repaired since it started.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 #[non_exhaustive]
 pub struct SharedStats {
     /// Objects this node owns now.
