@@ -1,4 +1,7 @@
-//! Counters of what the endpoint did and dropped, by reason.
+//! Counters of what the endpoint did and dropped, by reason, and per peer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Datagrams dropped, by reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -113,4 +116,28 @@ pub struct Counters {
     pub sessions_closed: u64,
     /// Drops by reason.
     pub drops: DropCounters,
+}
+
+/// What the session with one peer carried and measured ([`Endpoint::peers`](super::Endpoint::peers)).
+/// The figures are the session's: a new session (the peer restarted, or the session was
+/// closed and opened again) starts them from zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerCounters {
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The peer's incarnation once the handshake completed.
+    pub incarnation: Option<u64>,
+    /// Smoothed round-trip time (the configured initial RTT before the first sample).
+    pub srtt: Duration,
+    /// The 99th percentile of the last 128 round-trip samples (none before the first).
+    pub rtt_p99: Option<Duration>,
+    /// Data packets sent to the peer.
+    pub packets_out: u64,
+    /// Of those, packets declared lost (their frames were sent again).
+    pub packets_lost: u64,
+    /// Bytes of authenticated data packets received from the peer.
+    pub bytes_in: u64,
+    /// Bytes of data packets sent to the peer.
+    pub bytes_out: u64,
 }

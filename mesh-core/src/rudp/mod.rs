@@ -46,7 +46,7 @@ mod sim;
 mod tests;
 
 pub use config::{Config, ConfigError, MIN_DATAGRAM_SIZE, cluster_id};
-pub use counters::{Counters, DropCounters};
+pub use counters::{Counters, DropCounters, PeerCounters};
 pub use crypto::{ClusterKey, KEY_LEN, KeyError, KeyId, Keyring, MAX_KEYS};
 pub(crate) use crypto::{hex, unhex};
 pub use endpoint::{Endpoint, Event, Failure, Incoming, SendError, Transmit, UnreachableReason};

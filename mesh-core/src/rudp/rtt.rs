@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-/// Smoothed RTT, its variation and the minimum seen.
+/// How many recent samples [`RttEstimator::p99`] reads.
+pub(crate) const RECENT_SAMPLES: usize = 128;
+
+/// Smoothed RTT, its variation, the minimum seen and the last [`RECENT_SAMPLES`] samples.
 #[derive(Debug, Clone)]
 pub(crate) struct RttEstimator {
     latest: Duration,
@@ -10,6 +13,10 @@ pub(crate) struct RttEstimator {
     var: Duration,
     min: Duration,
     initial: Duration,
+    /// The newest samples in microseconds (a ring; `recent_len` of them are filled).
+    recent: [u32; RECENT_SAMPLES],
+    recent_next: u8,
+    recent_len: u8,
 }
 
 impl RttEstimator {
@@ -21,12 +28,19 @@ impl RttEstimator {
             var: initial / 2,
             min: initial,
             initial,
+            recent: [0; RECENT_SAMPLES],
+            recent_next: 0,
+            recent_len: 0,
         }
     }
 
     /// Feeds one sample: `rtt` measured, `ack_delay` reported by the peer.
     pub(crate) fn update(&mut self, rtt: Duration, ack_delay: Duration) {
         self.latest = rtt;
+        let us = u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX);
+        self.recent[usize::from(self.recent_next) % RECENT_SAMPLES] = us;
+        self.recent_next = ((usize::from(self.recent_next) + 1) % RECENT_SAMPLES) as u8;
+        self.recent_len = self.recent_len.saturating_add(1).min(RECENT_SAMPLES as u8);
         match self.smoothed {
             None => {
                 self.min = rtt;
@@ -56,6 +70,21 @@ impl RttEstimator {
     /// The smoothed RTT (the initial guess before any sample).
     pub(crate) fn smoothed(&self) -> Duration {
         self.smoothed.unwrap_or(self.initial)
+    }
+
+    /// The 99th percentile of the last [`RECENT_SAMPLES`] samples (none before the first).
+    /// Computed when asked: the per-ack cost is one store.
+    pub(crate) fn p99(&self) -> Option<Duration> {
+        let n = usize::from(self.recent_len);
+        if n == 0 {
+            return None;
+        }
+        let mut v = self.recent;
+        let v = &mut v[..n];
+        // Nearest rank: the smallest sample with at least 99% of the samples at or below it.
+        let rank = (n * 99).div_ceil(100).max(1) - 1;
+        let (_, p, _) = v.select_nth_unstable(rank);
+        Some(Duration::from_micros(u64::from(*p)))
     }
 
     /// The latest sample.
@@ -97,5 +126,29 @@ mod tests {
             Duration::from_millis(3),
         );
         assert_eq!(pto, Duration::from_millis(3));
+    }
+
+    #[test]
+    fn p99_reads_the_recent_window() {
+        let mut r = RttEstimator::new(Duration::from_millis(1));
+        assert_eq!(r.p99(), None);
+        r.update(Duration::from_micros(70), Duration::ZERO);
+        assert_eq!(r.p99(), Some(Duration::from_micros(70)));
+        // 100 samples 1..=100 us: the 99th percentile is 99 us.
+        let mut r = RttEstimator::new(Duration::from_millis(1));
+        for us in 1..=100 {
+            r.update(Duration::from_micros(us), Duration::ZERO);
+        }
+        assert_eq!(r.p99(), Some(Duration::from_micros(99)));
+        // Two slow samples in 128 are above the 99th percentile's rank; the first to leave
+        // the window takes the percentile down with it.
+        r.update(Duration::from_millis(50), Duration::ZERO);
+        r.update(Duration::from_millis(50), Duration::ZERO);
+        for _ in 0..RECENT_SAMPLES - 2 {
+            r.update(Duration::from_micros(10), Duration::ZERO);
+        }
+        assert_eq!(r.p99(), Some(Duration::from_millis(50)));
+        r.update(Duration::from_micros(10), Duration::ZERO);
+        assert_eq!(r.p99(), Some(Duration::from_micros(10)));
     }
 }

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use super::config::{Config, ConfigError};
 use super::cookie::CookieJar;
-use super::counters::Counters;
+use super::counters::{Counters, PeerCounters};
 use super::crypto::Keyring;
 use super::hash::{FastMap, FastState};
 use super::recent::Recent;
@@ -211,6 +211,20 @@ impl Endpoint {
     /// Smoothed RTT and congestion window of the session with `peer`, if any.
     pub fn path_stats(&self, peer: SocketAddr) -> Option<(Duration, usize)> {
         self.sessions.get(&peer).map(|s| (s.srtt(), s.cwnd()))
+    }
+
+    /// What the session with each peer carried and measured, in no particular order.
+    pub fn peers(&self) -> impl Iterator<Item = PeerCounters> + '_ {
+        self.sessions.values().map(|s| PeerCounters {
+            addr: s.addr,
+            incarnation: (s.state == State::Established).then_some(s.peer_incarnation),
+            srtt: s.srtt(),
+            rtt_p99: s.rtt_p99(),
+            packets_out: s.traffic.packets_out,
+            packets_lost: s.traffic.packets_lost,
+            bytes_in: s.traffic.bytes_in,
+            bytes_out: s.traffic.bytes_out,
+        })
     }
 
     /// The incarnation of `peer` if a session is established.
@@ -543,6 +557,7 @@ impl Endpoint {
             self.scratch.truncate(ad_len + n);
             body = self.scratch.get(wire::HEADER_LEN..).unwrap_or_default();
         }
+        s.traffic.bytes_in += packet.len() as u64;
         let mut out = std::mem::take(&mut self.outputs);
         s.on_data(
             cfg,
@@ -769,6 +784,7 @@ impl Endpoint {
             }
             s.refresh_busy();
             if segments > 0 {
+                s.traffic.bytes_out += buf.len() as u64;
                 self.cursor = (idx + 1) % n;
                 if n == 1 && self.control.is_empty() && !s.wants_to_send(now) {
                     // The only session has nothing more: the next call need not look.

@@ -100,6 +100,15 @@ pub(super) enum SessionOutput {
     Protocol(&'static str),
 }
 
+/// What one session carried: the per-peer figures of [`Endpoint::peers`](super::Endpoint::peers).
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Traffic {
+    pub(super) packets_out: u64,
+    pub(super) packets_lost: u64,
+    pub(super) bytes_in: u64,
+    pub(super) bytes_out: u64,
+}
+
 /// Per-peer protocol state.
 #[derive(Debug)]
 pub(super) struct Session {
@@ -163,6 +172,8 @@ pub(super) struct Session {
     pub(super) half_open_until: Option<Instant>,
     /// Opened by the peer's `Hello` (counted against `max_sessions_per_ip`).
     pub(super) inbound: bool,
+    /// What this session carried (the endpoint's per-peer figures).
+    pub(super) traffic: Traffic,
     /// Scratch space reused across packets (kept to avoid allocating per packet).
     parsed: VecDeque<Parsed>,
     done: Vec<Outcome>,
@@ -232,6 +243,7 @@ impl Session {
             ack_packet: None,
             half_open_until: None,
             inbound: false,
+            traffic: Traffic::default(),
             parsed: VecDeque::new(),
             done: Vec::new(),
         }
@@ -240,6 +252,11 @@ impl Session {
     /// Smoothed round-trip time.
     pub(super) fn srtt(&self) -> Duration {
         self.rtt.smoothed()
+    }
+
+    /// The 99th percentile of the recent round-trip samples.
+    pub(super) fn rtt_p99(&self) -> Option<Duration> {
+        self.rtt.p99()
     }
 
     /// Congestion window in bytes.

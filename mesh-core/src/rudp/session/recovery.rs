@@ -76,6 +76,7 @@ impl Session {
             if pn + 3 <= largest || p.time + delay <= now {
                 if let Some(p) = self.sent.remove(pn) {
                     counters.packets_lost += 1;
+                    self.traffic.packets_lost += 1;
                     self.cc.on_lost(p.size, p.time, now);
                     self.requeue(p, counters);
                 }

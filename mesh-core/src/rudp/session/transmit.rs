@@ -199,6 +199,7 @@ impl Session {
         let size = out.len() - start;
         self.next_pn += 1;
         counters.packets_sent += 1;
+        self.traffic.packets_out += 1;
         if eliciting {
             sp.size = size;
             self.cc.on_sent(size);

@@ -17,7 +17,7 @@ use tracing::Instrument;
 use super::Clock;
 use super::socket::{MeshSocket, RecvBatch};
 use crate::rudp::hash::FastMap;
-use crate::rudp::{Counters, Endpoint, Event, MessageId, SendError, Transmit};
+use crate::rudp::{Counters, Endpoint, Event, MessageId, PeerCounters, SendError, Transmit};
 
 mod delivery;
 mod task;
@@ -277,6 +277,12 @@ impl Transport {
     /// A snapshot of the counters.
     pub fn counters(&self) -> Counters {
         lock(&self.inner.state).ep.counters().clone()
+    }
+
+    /// What the session with each peer carried and measured (RTT smoothed and p99, packets
+    /// and losses, bytes each way), one entry per session.
+    pub fn peers(&self) -> Vec<PeerCounters> {
+        lock(&self.inner.state).ep.peers().collect()
     }
 
     /// Subscribes to peer events (bounded: a slow subscriber misses old events).
