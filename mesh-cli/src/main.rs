@@ -6,7 +6,6 @@
 
 mod out;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,7 +15,8 @@ use clap::{Args, Parser, Subcommand};
 use mesh_core::config::{DiscoverySpec, MeshConfig, duration};
 use mesh_core::rpc::{MethodDescription, Reflection, ToolRefusal};
 use mesh_core::shared::{ObjectId, Refusal, SharedError};
-use mesh_core::{CallError, Discovery, LocalRegistry, Mesh, MeshEvent, NodeRecord, Target};
+use mesh_core::watch::record_json;
+use mesh_core::{CallError, Discovery, LocalRegistry, Mesh, NodeRecord, Target, WatchEvent};
 use serde_json::{Value as Json, json};
 
 const EXIT_CODES: &str = "\
@@ -484,21 +484,6 @@ async fn ping(
     }
 }
 
-fn record_json(r: &NodeRecord, now: u64) -> Json {
-    json!({
-        "id": r.id.to_string(),
-        "address": r.id.addr.to_string(),
-        "incarnation": format!("{:016x}", r.id.incarnation),
-        "type": r.node_type,
-        "role": r.role,
-        "status": r.status.to_string(),
-        "services": r.services,
-        "values": r.values,
-        "started_at_ms": r.started_at_ms,
-        "age_ms": now.saturating_sub(r.started_at_ms),
-    })
-}
-
 fn nodes(mesh: &Mesh, json: bool, node_type: Option<&str>, role: Option<&str>) -> Outcome {
     let mut list: Vec<NodeRecord> = mesh
         .nodes()
@@ -551,117 +536,6 @@ fn nodes(mesh: &Mesh, json: bool, node_type: Option<&str>, role: Option<&str>) -
     Ok(())
 }
 
-/// An event as (kind, node, detail) for people, and as JSON.
-fn event(e: &MeshEvent, now: u64) -> (String, String, String, Json) {
-    let brief = |r: &NodeRecord| {
-        let services: Vec<&str> = r.services.keys().map(String::as_str).collect();
-        let mut s = format!("type={}", r.node_type);
-        if !r.role.is_empty() {
-            s.push_str(&format!(" role={}", r.role));
-        }
-        if !services.is_empty() {
-            s.push_str(&format!(" services={}", services.join(",")));
-        }
-        s
-    };
-    match e {
-        MeshEvent::Joined(r) => (
-            "joined".into(),
-            r.id.to_string(),
-            brief(r),
-            json!({ "event": "joined", "node": record_json(r, now) }),
-        ),
-        MeshEvent::Left { node, reason } => (
-            "left".into(),
-            node.id.to_string(),
-            reason.to_string(),
-            json!({ "event": "left", "node": record_json(node, now), "reason": reason.to_string() }),
-        ),
-        MeshEvent::Updated { old, new } => {
-            let mut what = Vec::new();
-            if old.status != new.status {
-                what.push(format!("status {} -> {}", old.status, new.status));
-            }
-            if old.role != new.role {
-                what.push(format!("role {:?} -> {:?}", old.role, new.role));
-            }
-            if old.services != new.services {
-                let s: Vec<&str> = new.services.keys().map(String::as_str).collect();
-                what.push(format!("services {}", s.join(",")));
-            }
-            let mut changed: BTreeMap<&str, Option<&Json>> = BTreeMap::new();
-            for (k, v) in &new.values {
-                if old.values.get(k) != Some(v) {
-                    changed.insert(k, Some(v));
-                }
-            }
-            for k in old.values.keys().filter(|k| !new.values.contains_key(*k)) {
-                changed.insert(k, None);
-            }
-            for (k, v) in &changed {
-                what.push(match v {
-                    Some(v) => format!("{k}={}", out::plain(v)),
-                    None => format!("{k} removed"),
-                });
-            }
-            (
-                "updated".into(),
-                new.id.to_string(),
-                what.join(", "),
-                json!({ "event": "updated", "old": record_json(old, now), "node": record_json(new, now) }),
-            )
-        }
-        MeshEvent::Restarted { old, new } => (
-            "restarted".into(),
-            new.id.to_string(),
-            format!("was {:016x}", old.id.incarnation),
-            json!({ "event": "restarted", "old": record_json(old, now), "node": record_json(new, now) }),
-        ),
-        MeshEvent::Unreachable(id) => (
-            "unreachable".into(),
-            id.to_string(),
-            String::new(),
-            json!({ "event": "unreachable", "id": id.to_string() }),
-        ),
-        MeshEvent::Reachable(id) => (
-            "reachable".into(),
-            id.to_string(),
-            String::new(),
-            json!({ "event": "reachable", "id": id.to_string() }),
-        ),
-        MeshEvent::Health(h) => {
-            let (word, detail) = match h {
-                mesh_core::Health::Healthy => ("healthy".to_string(), String::new()),
-                mesh_core::Health::Degraded { reason } => ("degraded".to_string(), reason.clone()),
-                other => (format!("{other:?}").to_lowercase(), String::new()),
-            };
-            (
-                "health".into(),
-                word.clone(),
-                detail.clone(),
-                json!({ "event": "health", "health": word, "reason": detail }),
-            )
-        }
-        other => (
-            "other".into(),
-            other.node_id().map(|i| i.to_string()).unwrap_or_default(),
-            format!("{other:?}"),
-            json!({ "event": "other", "debug": format!("{other:?}") }),
-        ),
-    }
-}
-
-fn clock(ms: u64) -> String {
-    let day = ms % 86_400_000;
-    format!(
-        "{:02}:{:02}:{:02}.{:03}",
-        day / 3_600_000,
-        (day / 60_000) % 60,
-        (day / 1000) % 60,
-        day % 1000
-    )
-}
-
 async fn watch(mesh: &Mesh, json: bool, count: Option<u64>, for_secs: Option<f64>) -> Outcome {
     let until = match for_secs {
         Some(s) if s.is_finite() && s >= 0.0 => {
@@ -699,17 +573,11 @@ async fn watch(mesh: &Mesh, json: bool, count: Option<u64>, for_secs: Option<f64
             Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
         };
         seen += 1;
-        let now = now_ms();
-        let (kind, node, detail, j) = event(&e, now);
+        let w = WatchEvent::from_event(&e, now_ms());
         if json {
-            let mut j = j;
-            if let Some(o) = j.as_object_mut() {
-                o.insert("at_ms".into(), json!(now));
-            }
-            print(&format!("{j}\n"));
+            print(&format!("{}\n", w.json));
         } else {
-            let shown = out::paint(on, out::tone(&kind), &format!("{kind:<11}"));
-            print(&format!("{}  {shown}  {node}  {detail}\n", clock(now)).replace("  \n", "\n"));
+            print(&w.line_with(|kind| out::paint(on, out::tone(&w.kind), kind)));
         }
     }
     Ok(())

@@ -100,7 +100,8 @@ pub mod transport;
 
 pub use config::MeshConfig;
 pub use discovery::{Discovery, Health, LeaveReason, LocalRegistry, MeshEvent};
-pub use mesh::{Mesh, MeshBuilder, MeshError, MeshStats, Serving, ValueError};
+pub use mesh::watch;
+pub use mesh::{Mesh, MeshBuilder, MeshError, MeshStats, Serving, ValueError, WatchEvent};
 pub use node::{NodeId, NodeRecord, NodeStatus, Target, Value};
 pub use rpc::{CallContext, CallError};
 pub use rudp::{ClusterKey, KeyError, KeyId, Keyring};

@@ -6,6 +6,7 @@ mod keys;
 mod messaging;
 mod query;
 mod tools;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +22,7 @@ use tracing::Instrument;
 pub use builder::MeshBuilder;
 pub use messaging::MeshStats;
 pub use query::ValueError;
+pub use watch::WatchEvent;
 
 use crate::config::{ConfigError, MeshConfig};
 use crate::discovery::{
