@@ -128,6 +128,12 @@ enum Command {
         /// The node: ADDR:PORT, HOST:PORT or a node id.
         addr: String,
     },
+    /// What a node counted since it started: messaging, transport, shared objects, and
+    /// per command and per peer figures where the node has them.
+    Stats {
+        /// The node: ADDR:PORT, HOST:PORT or a node id.
+        addr: String,
+    },
     /// Shared objects.
     #[command(subcommand)]
     Shared(SharedCommand),
@@ -349,6 +355,7 @@ async fn run(cli: Cli) -> Outcome {
             .await
         }
         Command::Describe { addr } => describe(&mesh, has_view, g.json, &addr).await,
+        Command::Stats { addr } => stats(&mesh, has_view, g.json, &addr).await,
         Command::Shared(SharedCommand::List { node }) => {
             shared_list(&mesh, has_view, g.json, &node).await
         }
@@ -842,6 +849,122 @@ async fn shared_get(mesh: &Mesh, json: bool, id: &str) -> Outcome {
         })
         .unwrap_or_default();
     s.push_str(&out::table(&["FIELD", "VALUE"], &rows, None));
+    print(&s);
+    Ok(())
+}
+
+async fn stats(mesh: &Mesh, has_view: bool, json: bool, addr: &str) -> Outcome {
+    let t = target(mesh, has_view, addr)?;
+    let got = out::waiting(
+        &format!("{t} to send its stats"),
+        mesh.node_stats(t.clone()),
+    )
+    .await
+    .map_err(|e| Failure::tool(&e))?;
+    let j = serde_json::to_value(&got).unwrap_or(Json::Null);
+    if json {
+        print(&format!("{j}\n"));
+        return Ok(());
+    }
+    // Every counter of each part, flattened (`transport.drops.stale`), then the tables.
+    fn flat(prefix: &str, v: &Json, rows: &mut Vec<Vec<String>>) {
+        match v {
+            Json::Object(m) => {
+                for (k, v) in m {
+                    flat(&format!("{prefix}{k}."), v, rows);
+                }
+            }
+            Json::Array(_) => {}
+            other => rows.push(vec![
+                prefix.trim_end_matches('.').to_string(),
+                out::plain(other),
+            ]),
+        }
+    }
+    let mut rows = Vec::new();
+    flat("", &j, &mut rows);
+    let mut s = out::table(&["COUNTER", "VALUE"], &rows, None);
+    let cell = |v: &Json, k: &str| {
+        v.get(k)
+            .filter(|x| !x.is_null())
+            .map_or_else(|| "-".to_string(), out::plain)
+    };
+    if let Some(list) = j
+        .get("commands")
+        .and_then(Json::as_array)
+        .filter(|l| !l.is_empty())
+    {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|c| {
+                [
+                    "command",
+                    "name",
+                    "served",
+                    "served_errors",
+                    "called",
+                    "call_errors",
+                    "handler_us_total",
+                ]
+                .iter()
+                .map(|k| cell(c, k))
+                .collect()
+            })
+            .collect();
+        s.push('\n');
+        s.push_str(&out::table(
+            &[
+                "COMMAND",
+                "NAME",
+                "SERVED",
+                "ERRORS",
+                "CALLED",
+                "CALL ERRORS",
+                "HANDLER US",
+            ],
+            &rows,
+            None,
+        ));
+    }
+    if let Some(list) = j
+        .get("peers")
+        .and_then(Json::as_array)
+        .filter(|l| !l.is_empty())
+    {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|p| {
+                [
+                    "addr",
+                    "node",
+                    "srtt_us",
+                    "rtt_p99_us",
+                    "retransmits",
+                    "packets_out",
+                    "bytes_in",
+                    "bytes_out",
+                ]
+                .iter()
+                .map(|k| cell(p, k))
+                .collect()
+            })
+            .collect();
+        s.push('\n');
+        s.push_str(&out::table(
+            &[
+                "PEER",
+                "NODE",
+                "SRTT US",
+                "P99 US",
+                "RETRANSMITS",
+                "PACKETS OUT",
+                "BYTES IN",
+                "BYTES OUT",
+            ],
+            &rows,
+            None,
+        ));
+    }
     print(&s);
     Ok(())
 }

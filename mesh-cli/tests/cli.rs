@@ -711,3 +711,27 @@ async fn a_call_that_waits_past_a_second_shows_progress() {
     );
     node.stop().await;
 }
+
+#[tokio::test]
+async fn stats_of_a_node_as_a_table_and_as_json() {
+    let c = Cluster::start("cli-stats");
+    let (node, _notes) = c.calc_node("calc").await;
+    let addr = node.addr().to_string();
+    let o = c.mesh(&["call", &addr, "Calc.add", "[1, 2]"]).await;
+    expect_code(&o, 0);
+    let o = c.mesh(&["stats", &addr]).await;
+    expect_code(&o, 0);
+    let out = text(&o.stdout);
+    assert!(out.starts_with("COUNTER"), "{out}");
+    assert!(out.contains("transport.messages_received"), "{out}");
+    let o = c.mesh(&["--json", "stats", &addr]).await;
+    expect_code(&o, 0);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        j["transport"]["messages_received"].as_u64().unwrap() >= 1,
+        "{j}"
+    );
+    let o = c.mesh(&["stats", &dead_addr(), "--timeout", "300ms"]).await;
+    expect_code(&o, 1);
+    node.stop().await;
+}

@@ -321,6 +321,15 @@ impl Mesh {
                 tasks: Mutex::new(tasks),
             }),
         };
+        if let Err(e) = mesh.inner.rpc.register(
+            rpc::TOOLS_SERVICE,
+            vec![tools::stats_method(Arc::downgrade(&mesh.inner))],
+            true,
+        ) {
+            tracing::warn!(parent: &span, error = %e, "the stats command could not start");
+            mesh.shutdown(Duration::from_millis(100)).await;
+            return Err(MeshError::Discovery(DiscoveryError::Stopped));
+        }
         let bound = mesh.inner.config.start_timeout;
         let result = match tokio::time::timeout(bound, ready).await {
             Ok(Ok(Ok(()))) => Ok(()),

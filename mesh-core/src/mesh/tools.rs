@@ -1,13 +1,37 @@
-//! What command-line tools call on a node: ping, reflection and JSON calls (see
+//! What command-line tools call on a node: ping, reflection, JSON calls and stats (see
 //! [`rpc::CMD_REFLECT`](crate::rpc::CMD_REFLECT)).
 
+use std::sync::Weak;
 use std::time::{Duration, Instant};
 
-use super::Mesh;
+use super::{Inner, Mesh, MeshStats};
 use crate::node::Target;
 use crate::rpc::{
-    CMD_CALL_JSON, CMD_PING, CMD_REFLECT, CallError, Client, Reflection, ToolRefusal,
+    CMD_CALL_JSON, CMD_PING, CMD_REFLECT, CMD_STATS, CallContext, CallError, Client, CodecStage,
+    Method, Reflection, ToolRefusal, fallible_handler,
 };
+
+/// The [`CMD_STATS`] handler: this node's [`Mesh::stats`] as JSON text. It holds the node
+/// weakly (the registry it sits in belongs to the node).
+pub(super) fn stats_method(node: Weak<Inner>) -> Method {
+    let h = fallible_handler(move |_ctx: CallContext, (): ()| {
+        let answer = match node.upgrade() {
+            Some(inner) => {
+                serde_json::to_string(&Mesh { inner }.stats()).map_err(|e| ToolRefusal::Encode {
+                    message: e.to_string(),
+                })
+            }
+            None => Err(ToolRefusal::Disabled),
+        };
+        async move { answer }
+    });
+    Method {
+        id: CMD_STATS,
+        name: "stats",
+        fingerprint: 0,
+        handler: h,
+    }
+}
 
 impl Mesh {
     fn tool_client(&self, target: Target, timeout: Option<Duration>) -> Client {
@@ -96,5 +120,34 @@ impl Mesh {
         self.tool_client(target.into(), None)
             .send(CMD_CALL_JSON, &(command, args))
             .await
+    }
+
+    /// What `target` counted since it started: its [`Mesh::stats`] (messaging, transport,
+    /// shared objects, and per command and per peer figures where the node has them), read
+    /// over [`CMD_STATS`]. Refused as [`CallError::Forbidden`] by a node whose access schema
+    /// has no rule letting this node call [`TOOLS_SERVICE`](crate::rpc::TOOLS_SERVICE), and
+    /// as [`CallError::NoHandler`] by a node that predates the command.
+    pub async fn node_stats(
+        &self,
+        target: impl Into<Target>,
+    ) -> Result<MeshStats, CallError<ToolRefusal>> {
+        self.node_stats_within(target, None).await
+    }
+
+    /// [`node_stats`](Self::node_stats) with its own deadline instead of `request_timeout`.
+    pub async fn node_stats_within(
+        &self,
+        target: impl Into<Target>,
+        timeout: Option<Duration>,
+    ) -> Result<MeshStats, CallError<ToolRefusal>> {
+        let text: String = self
+            .tool_client(target.into(), timeout)
+            .call_fallible::<(), String, ToolRefusal>(CMD_STATS, &())
+            .await?;
+        serde_json::from_str(&text).map_err(|e| CallError::Codec {
+            command: CMD_STATS,
+            stage: CodecStage::DecodeResponse,
+            error: e.to_string(),
+        })
     }
 }

@@ -44,9 +44,9 @@ pub use handler::{
 pub(crate) use process::register as register_process_mesh;
 pub use process::{Messaging, Via};
 pub use reflect::{
-    ArgDescription, CMD_CALL_JSON, CMD_PING, CMD_REFLECT, JsonHandler, MAX_JSON_CALL_BYTES,
-    MethodDescription, MethodKind, MethodSchema, Reflection, ServiceDescription, TOOLS_SERVICE,
-    ToolRefusal, json_fallible_handler, json_handler,
+    ArgDescription, CMD_CALL_JSON, CMD_PING, CMD_REFLECT, CMD_STATS, JsonHandler,
+    MAX_JSON_CALL_BYTES, MethodDescription, MethodKind, MethodSchema, Reflection,
+    ServiceDescription, TOOLS_SERVICE, ToolRefusal, json_fallible_handler, json_handler,
 };
 pub use registry::RESERVED_START;
 pub use scope::{TraceContext, current_trace};

@@ -3,16 +3,17 @@
 //! with JSON arguments, so a tool such as the `mesh` command line can call any node
 //! without the caller's crate.
 //!
-//! Three reserved commands, served by every node under the service name
+//! Four reserved commands, served by every node under the service name
 //! [`TOOLS_SERVICE`]:
 //!
 //! * [`CMD_PING`] answers `()` at once (always served);
 //! * [`CMD_REFLECT`] answers a [`Reflection`] of the node's handler registry;
-//! * [`CMD_CALL_JSON`] runs a method from JSON arguments and answers its result as JSON.
+//! * [`CMD_CALL_JSON`] runs a method from JSON arguments and answers its result as JSON;
+//! * [`CMD_STATS`] answers the node's counters as JSON (see `Mesh::node_stats`).
 //!
 //! Reflection and JSON calls can be turned off (`reflection = false` in the configuration,
 //! [`MeshBuilder::reflection`](crate::MeshBuilder::reflection) or `MESH_REFLECTION=false`):
-//! they are then refused with [`ToolRefusal::Disabled`]. Like every command, all three obey
+//! they are then refused with [`ToolRefusal::Disabled`]. Like every command, all four obey
 //! the access schema when one is configured (a rule such as
 //! `AccessRule::service("*", "mesh.tools")` lets tools in), and a JSON call is checked once
 //! more against the schema for the command it runs, as if the caller had called it
@@ -44,6 +45,10 @@ pub const CMD_REFLECT: u16 = 65011;
 /// Takes `(command id, JSON arguments)` and answers the method's result as JSON text, or a
 /// [`ToolRefusal`]. Sent one-way, it runs the method without answering.
 pub const CMD_CALL_JSON: u16 = 65012;
+/// Answers the node's counters (`Mesh::stats`, a [`MeshStats`](crate::MeshStats)) as JSON
+/// text, or a [`ToolRefusal`]. Served from the mesh layer (registered at start under
+/// [`TOOLS_SERVICE`]); it obeys the access schema like the other tool commands.
+pub const CMD_STATS: u16 = 65013;
 /// The service name the tool commands are registered under (for access rules).
 pub const TOOLS_SERVICE: &str = "mesh.tools";
 /// The largest JSON argument text a node takes in a JSON call.
