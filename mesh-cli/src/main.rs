@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 use mesh_core::config::{DiscoverySpec, MeshConfig, duration};
+use mesh_core::dashboard::{Dashboard, DashboardError};
 use mesh_core::rpc::{MethodDescription, Reflection, ToolRefusal};
 use mesh_core::shared::{ObjectId, Refusal, SharedError};
 use mesh_core::watch::record_json;
@@ -133,6 +134,16 @@ enum Command {
     Stats {
         /// The node: ADDR:PORT, HOST:PORT or a node id.
         addr: String,
+    },
+    /// Serves the live cluster page (nodes, events, RPC rates, peer RTT and loss) until
+    /// Ctrl-C.
+    Dashboard {
+        /// Where to serve it: a loopback or private ADDR:PORT.
+        #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+        listen: String,
+        /// Serve on a public address too (the page has no login).
+        #[arg(long)]
+        allow_public: bool,
     },
     /// Shared objects.
     #[command(subcommand)]
@@ -318,7 +329,10 @@ async fn join(g: &Global, need_view: bool) -> Result<(Mesh, bool), Failure> {
 
 async fn run(cli: Cli) -> Outcome {
     let g = &cli.global;
-    let need_view = matches!(cli.command, Command::Nodes { .. } | Command::Watch { .. });
+    let need_view = matches!(
+        cli.command,
+        Command::Nodes { .. } | Command::Watch { .. } | Command::Dashboard { .. }
+    );
     let (mesh, has_view) = join(g, need_view).await?;
     let r = match cli.command {
         Command::Ping {
@@ -355,6 +369,10 @@ async fn run(cli: Cli) -> Outcome {
             .await
         }
         Command::Describe { addr } => describe(&mesh, has_view, g.json, &addr).await,
+        Command::Dashboard {
+            listen,
+            allow_public,
+        } => dashboard(&mesh, &listen, allow_public).await,
         Command::Stats { addr } => stats(&mesh, has_view, g.json, &addr).await,
         Command::Shared(SharedCommand::List { node }) => {
             shared_list(&mesh, has_view, g.json, &node).await
@@ -966,5 +984,31 @@ async fn stats(mesh: &Mesh, has_view: bool, json: bool, addr: &str) -> Outcome {
         ));
     }
     print(&s);
+    Ok(())
+}
+
+async fn dashboard(mesh: &Mesh, listen: &str, allow_public: bool) -> Outcome {
+    let addr: std::net::SocketAddr = listen
+        .parse()
+        .map_err(|e| Failure::usage(format!("--listen {listen:?}: {e} (expected ADDR:PORT)")))?;
+    let served = if allow_public {
+        Dashboard::serve_public(mesh.clone(), addr).await
+    } else {
+        Dashboard::serve(mesh.clone(), addr).await
+    };
+    let page = served.map_err(|e| match e {
+        DashboardError::NotPrivate(_) => Failure::usage(format!("{e} (--allow-public)")),
+        other => Failure {
+            code: 1,
+            kind: "Listen".into(),
+            message: other.to_string(),
+        },
+    })?;
+    eprintln!(
+        "mesh: the cluster page is at {} (Ctrl-C to stop)",
+        page.url()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    page.stop();
     Ok(())
 }

@@ -85,6 +85,8 @@ extern crate self as mesh_core;
 
 pub mod codec;
 pub mod config;
+#[cfg(feature = "dashboard")]
+pub mod dashboard;
 pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;

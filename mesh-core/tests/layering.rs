@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["discovery"],
     &["rpc"],
     &["shared", "shared_data"],
-    &["mesh", "config", "fuzzing", "telemetry"],
+    &["mesh", "config", "fuzzing", "telemetry", "dashboard"],
 ];
 
 /// Upward imports still to be removed, each named with its reason. Keep this list empty
