@@ -19,7 +19,7 @@
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -202,6 +202,17 @@ pub struct MeshConfig {
     /// `send` use; see [`rpc::CMD_REFLECT`](crate::rpc::CMD_REFLECT)). Both obey the access
     /// schema; off, both are refused.
     pub reflection: bool,
+    /// Metrics through the `metrics` facade (`MESH_METRICS`), default off: the node
+    /// records handler time per command into the recorder installed when it starts, and
+    /// once a second sets its counters and gauges (per-peer RTT, losses, bytes, drops by
+    /// reason, calls, in-flight requests, discovery, shared objects); see
+    /// [`crate::metrics`]. On by itself when [`metrics_listen`](Self::metrics_listen) is
+    /// set.
+    pub metrics: bool,
+    /// Where to serve Prometheus' `/metrics` (`MESH_METRICS_LISTEN`, `host:port`), needs the
+    /// `prometheus` feature: a loopback or private address (10/8, 172.16/12, 192.168/16,
+    /// fc00::/7); any other is refused at start. Default none.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for MeshConfig {
@@ -235,6 +246,8 @@ impl Default for MeshConfig {
             accept_keys: Vec::new(),
             strict_membership: None,
             reflection: true,
+            metrics: false,
+            metrics_listen: None,
             shared: crate::shared::SharedLimits::default(),
             shared_data: crate::shared_data::SharedDataLimits::default(),
         }
@@ -265,6 +278,8 @@ pub const ENV_VARS: &[&str] = &[
     "MESH_ACCEPT_KEYS",
     "MESH_STRICT_MEMBERSHIP",
     "MESH_REFLECTION",
+    "MESH_METRICS",
+    "MESH_METRICS_LISTEN",
 ];
 
 fn list(v: &str) -> Vec<String> {
@@ -422,6 +437,17 @@ impl MeshConfig {
         if let Some(v) = get("MESH_REFLECTION") {
             self.reflection = flag("MESH_REFLECTION", v)?;
         }
+        if let Some(v) = get("MESH_METRICS") {
+            self.metrics = flag("MESH_METRICS", v)?;
+        }
+        if let Some(v) = get("MESH_METRICS_LISTEN") {
+            self.metrics_listen = Some(v.parse().map_err(|_| {
+                ConfigError::new(
+                    "MESH_METRICS_LISTEN",
+                    format!("= {v:?}: expected host:port"),
+                )
+            })?);
+        }
         // A key is a secret: a refusal names the variable and the problem, never the value.
         let key = |k: &str, v: &str| {
             v.parse::<crate::rudp::ClusterKey>()
@@ -537,6 +563,20 @@ impl MeshConfig {
         }
         if self.start_timeout.is_zero() {
             return bad("start_timeout", "must be above zero");
+        }
+        if let Some(a) = self.metrics_listen {
+            if !cfg!(feature = "prometheus") {
+                return bad(
+                    "metrics_listen",
+                    "needs mesh-core's `prometheus` feature (features = [\"prometheus\"])",
+                );
+            }
+            if !crate::metrics::is_private(a.ip()) {
+                return bad(
+                    "metrics_listen",
+                    "must be a loopback or private address (10/8, 172.16/12, 192.168/16, fc00::/7): metrics tell the cluster's layout",
+                );
+            }
         }
         for (k, v) in &self.values {
             if k.is_empty() || k.len() > 128 {

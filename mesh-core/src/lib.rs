@@ -91,6 +91,7 @@ pub mod discovery;
 #[doc(hidden)]
 pub mod fuzzing;
 mod mesh;
+pub mod metrics;
 pub mod node;
 pub mod rpc;
 pub mod rudp;
@@ -103,7 +104,9 @@ pub mod transport;
 pub use config::MeshConfig;
 pub use discovery::{Discovery, Health, LeaveReason, LocalRegistry, MeshEvent};
 pub use mesh::watch;
-pub use mesh::{Mesh, MeshBuilder, MeshError, MeshStats, Serving, ValueError, WatchEvent};
+pub use mesh::{
+    Mesh, MeshBuilder, MeshError, MeshStats, PeerStats, Serving, ValueError, WatchEvent,
+};
 pub use node::{NodeId, NodeRecord, NodeStatus, Target, Value};
 pub use rpc::{CallContext, CallError};
 pub use rudp::{ClusterKey, KeyError, KeyId, Keyring};

@@ -17,7 +17,14 @@ const LAYERS: &[&[&str]] = &[
     &["discovery"],
     &["rpc"],
     &["shared", "shared_data"],
-    &["mesh", "config", "fuzzing", "telemetry", "dashboard"],
+    &[
+        "mesh",
+        "config",
+        "fuzzing",
+        "telemetry",
+        "metrics",
+        "dashboard",
+    ],
 ];
 
 /// Upward imports still to be removed, each named with its reason. Keep this list empty

@@ -242,6 +242,20 @@ impl MeshBuilder {
         self
     }
 
+    /// Records metrics into the process's `metrics` recorder (default off; see
+    /// [`crate::metrics`] and [`MeshConfig::metrics`]).
+    pub fn metrics(mut self, on: bool) -> MeshBuilder {
+        self.config.metrics = on;
+        self
+    }
+
+    /// Serves Prometheus' `/metrics` on `addr`, a loopback or private address (needs the
+    /// `prometheus` feature; see [`MeshConfig::metrics_listen`]). Turns metrics on.
+    pub fn prometheus(mut self, addr: SocketAddr) -> MeshBuilder {
+        self.config.metrics_listen = Some(addr);
+        self
+    }
+
     /// Coalescing delay before sending (default 0).
     pub fn send_interval(mut self, d: Duration) -> MeshBuilder {
         self.config.send_interval = d;

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use builder::MeshBuilder;
-pub use messaging::MeshStats;
+pub use messaging::{MeshStats, PeerStats};
 pub use query::ValueError;
 pub use watch::WatchEvent;
 
@@ -58,6 +58,10 @@ pub enum MeshError {
         "discovery did not become ready within {0:?} (start_timeout): is the backend reachable?"
     )]
     StartTimeout(Duration),
+    /// Metrics could not be set up (the process has a recorder already, or the Prometheus
+    /// address is taken).
+    #[error("metrics: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 struct Inner {
@@ -189,6 +193,14 @@ impl Mesh {
         default_for_process: bool,
     ) -> Result<Mesh, MeshError> {
         config.validate()?;
+        // The recorder comes before any handler is registered: their histograms are
+        // built against the recorder installed when they are.
+        #[cfg(feature = "prometheus")]
+        let prometheus = match config.metrics_listen {
+            Some(addr) => Some(crate::metrics::install_prometheus(addr)?),
+            None => None,
+        };
+        let metrics = config.metrics || config.metrics_listen.is_some();
         let seeds = matches!(discovery, Discovery::Seeds(_));
         if seeds && config.strict_membership == Some(true) {
             return Err(ConfigError::new(
@@ -233,6 +245,7 @@ impl Mesh {
                 peer_timeout: config.peer_timeout,
                 max_unreliable: config.protocol().max_unreliable_payload(),
                 access: config.access.clone(),
+                metrics,
             },
         );
         let (shared, shared_tasks) = match crate::shared::Runtime::start(
@@ -283,6 +296,16 @@ impl Mesh {
             tokio::spawn(rpc::expire_calls(rpc.clone(), stop.clone()).instrument(span.clone())),
         ];
         tasks.extend(shared_tasks);
+        #[cfg(feature = "prometheus")]
+        if let Some(endpoint) = prometheus {
+            tasks.push(tokio::spawn(endpoint.instrument(span.clone())));
+        }
+        if metrics {
+            tasks.push(tokio::spawn(
+                messaging::sample_metrics(rpc.clone(), shared.clone(), stop.clone())
+                    .instrument(span.clone()),
+            ));
+        }
         if strict {
             // Nobody is a member before the first view.
             transport.restrict_to_members(Some(Vec::new()));

@@ -15,6 +15,7 @@ mod error;
 mod fanout;
 mod handler;
 mod hop_queue;
+mod meter;
 mod otel;
 pub(crate) mod process;
 pub(crate) mod reflect;
@@ -41,6 +42,7 @@ pub use error::{CallError, CodecStage, Incompatibility, NoMesh, RegisterError, S
 pub use handler::{
     CallContext, Handler, Method, Reply, Service, fallible_handler, handler, raw_handler,
 };
+pub use meter::{CommandStats, HANDLER_SECONDS};
 pub(crate) use process::register as register_process_mesh;
 pub use process::{Messaging, Via};
 pub use reflect::{
@@ -225,6 +227,17 @@ pub(crate) struct RpcSettings {
     pub(crate) peer_timeout: Duration,
     pub(crate) max_unreliable: usize,
     pub(crate) access: AccessSchema,
+    /// Handler time goes to the metrics recorder (see [`HANDLER_SECONDS`]).
+    pub(crate) metrics: bool,
+}
+
+/// How a command is named in figures: `Service.method`, or the method alone.
+fn command_name(service: &str, method: &str) -> String {
+    if service.is_empty() {
+        method.to_string()
+    } else {
+        format!("{service}.{method}")
+    }
 }
 
 /// The messaging state of one node.
@@ -289,6 +302,30 @@ impl Rpc {
         })
     }
 
+    /// What each registered command served, by command id.
+    pub(crate) fn command_stats(&self) -> Vec<CommandStats> {
+        let registry = self.registry.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<CommandStats> = registry
+            .entries()
+            .map(|(cmd, e)| {
+                let (served, served_errors) = e.served.meter.read();
+                CommandStats {
+                    command: *cmd,
+                    name: command_name(e.service, e.method),
+                    served,
+                    served_errors,
+                }
+            })
+            .collect();
+        v.sort_unstable_by_key(|c| c.command);
+        v
+    }
+
+    /// Calls of this node waiting for their response.
+    pub(crate) fn in_flight(&self) -> usize {
+        lock(&self.pending).len()
+    }
+
     fn entry(&self, cmd: u16) -> Option<Entry> {
         self.registry
             .read()
@@ -327,7 +364,14 @@ impl Rpc {
                 (
                     m.id,
                     Entry {
-                        handler: m.handler,
+                        served: Arc::new(meter::Served {
+                            meter: meter::CommandMeter::new(
+                                m.id,
+                                &command_name(service, m.name),
+                                self.settings.metrics,
+                            ),
+                            handler: m.handler,
+                        }),
                         fingerprint: m.fingerprint,
                         service,
                         method: m.name,

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::error::RegisterError;
-use super::handler::Handler;
+use super::meter::Served;
 use super::reflect::MethodSchema;
 use crate::rudp::hash::FastMap;
 
@@ -13,7 +13,7 @@ pub const RESERVED_START: u16 = 65000;
 
 #[derive(Clone)]
 pub(crate) struct Entry {
-    pub(crate) handler: Arc<dyn Handler>,
+    pub(crate) served: Arc<Served>,
     pub(crate) fingerprint: u32,
     pub(crate) service: &'static str,
     pub(crate) method: &'static str,

@@ -15,6 +15,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use super::handler::{CallContext, Reply};
+use super::meter::CommandMeter;
 use super::registry::Entry;
 use super::scope::{self, Scope, TraceContext};
 use super::wire::{Mismatch, RequestHeader, Status};
@@ -162,15 +163,20 @@ impl Rpc {
             deadline: Some(deadline),
             trace,
         };
+        let served = entry.served;
+        let started = served.meter.start();
         let first = {
             let _in = span.enter();
-            scope::enter(scope, || first_poll(|| entry.handler.call(ctx, payload)))
+            scope::enter(scope, || first_poll(|| served.handler.call(ctx, payload)))
         };
+        let key = (from, incarnation, id);
         let fut = match first {
             Ok(Ok(reply)) => {
-                return self.finish((from, incarnation, id), permit, span, Some(Ok(reply)));
+                return self.finish(key, permit, span, (&served.meter, started), Some(Ok(reply)));
             }
-            Err(p) => return self.finish((from, incarnation, id), permit, span, Some(Err(p))),
+            Err(p) => {
+                return self.finish(key, permit, span, (&served.meter, started), Some(Err(p)));
+            }
             Ok(Err(fut)) => fut,
         };
         let this = self.clone();
@@ -193,7 +199,7 @@ impl Rpc {
                 } else {
                     outcome
                 };
-                this.finish((from, incarnation, id), permit, span, outcome);
+                this.finish(key, permit, span, (&served.meter, started), outcome);
             }
             .instrument(task_span),
         );
@@ -219,9 +225,14 @@ impl Rpc {
         (from, incarnation, id): (SocketAddr, u64, u64),
         permit: OwnedSemaphorePermit,
         span: tracing::Span,
+        (meter, started): (&CommandMeter, Option<Instant>),
         outcome: Option<std::thread::Result<Reply>>,
     ) {
         let _in = span.enter();
+        meter.done(
+            started,
+            matches!(&outcome, Some(Ok(r)) if r.status == Status::Ok),
+        );
         lock(&self.running).remove(&(from, incarnation, id));
         // The handler is done: its permit goes back before the response is acknowledged
         // (the drain at stop waits for responses separately).
@@ -270,25 +281,35 @@ impl Rpc {
         let cancel = self.handlers_stop.child();
         let ctx = self.context(from, cmd, None, cancel.clone(), None);
         let span = super::debug_span(|| tracing::debug_span!("oneway", %from, command = cmd));
+        let served = entry.served;
+        let started = served.meter.start();
         let first = {
             let _in = span.enter();
-            first_poll(|| entry.handler.call(ctx, payload))
+            first_poll(|| served.handler.call(ctx, payload))
         };
         let fut = match first {
-            Ok(Ok(_)) => return,
-            Err(p) => return oneway_panicked(&span, p.as_ref()),
+            Ok(Ok(r)) => return served.meter.done(started, r.status == Status::Ok),
+            Err(p) => {
+                served.meter.done(started, false);
+                return oneway_panicked(&span, p.as_ref());
+            }
             Ok(Err(fut)) => fut,
         };
         let task_span = span.clone();
         tokio::spawn(
             async move {
-                tokio::select! {
+                let ok = tokio::select! {
                     biased;
-                    r = AssertUnwindSafe(fut).catch_unwind() => if let Err(p) = r {
-                        oneway_panicked(&span, p.as_ref());
+                    r = AssertUnwindSafe(fut).catch_unwind() => match r {
+                        Ok(r) => r.status == Status::Ok,
+                        Err(p) => {
+                            oneway_panicked(&span, p.as_ref());
+                            false
+                        }
                     },
-                    _ = cancel.cancelled() => {}
-                }
+                    _ = cancel.cancelled() => false,
+                };
+                served.meter.done(started, ok);
                 drop(permit);
             }
             .instrument(task_span),
@@ -322,9 +343,12 @@ impl Rpc {
         // Run it on its own task, as a remote call would, so a panic stays contained and the
         // caller's cancellation (dropping this future) stops it too.
         let guard = cancel.clone().drop_guard();
+        let served = entry.served;
         let task = tokio::spawn(async move {
+            let started = served.meter.start();
+            let handler = served.handler.clone();
             let run = AssertUnwindSafe(scope::within(scope, async move {
-                entry.handler.call(ctx, payload).await
+                handler.call(ctx, payload).await
             }))
             .catch_unwind();
             let r = tokio::select! {
@@ -336,6 +360,7 @@ impl Rpc {
                 // The call's deadline, as a remote call has it (see `expire_calls`).
                 () = tokio::time::sleep(timeout) => Reply::failure(Status::Expired, ""),
             };
+            served.meter.done(started, r.status == Status::Ok);
             drop(permit);
             r
         });
