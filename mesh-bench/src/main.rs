@@ -55,6 +55,23 @@ pub(crate) fn bench_key() -> Option<mesh_core::ClusterKey> {
         .then(|| mesh_core::ClusterKey::from_bytes([0x42; 32]))
 }
 
+/// Whether the children spawned now run with metrics on (a Prometheus recorder and the
+/// sampler, `MESH_BENCH_METRICS=1`).
+static METRICS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether this child runs with metrics on.
+pub(crate) fn bench_metrics() -> bool {
+    std::env::var("MESH_BENCH_METRICS").as_deref() == Ok("1")
+}
+
+/// Runs `f` with metrics on in the processes it spawns.
+fn metered<T>(f: impl FnOnce() -> T) -> T {
+    METRICS.store(true, std::sync::atomic::Ordering::Relaxed);
+    let out = f();
+    METRICS.store(false, std::sync::atomic::Ordering::Relaxed);
+    out
+}
+
 /// Runs `measure` with the cluster key on in both processes.
 fn keyed<T>(f: impl FnOnce() -> T) -> T {
     AUTH.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -77,6 +94,11 @@ fn spawn(cpu: Option<u32>, args: &[&str]) -> Proc {
         cmd.env("MESH_BENCH_AUTH", "1");
     } else {
         cmd.env_remove("MESH_BENCH_AUTH");
+    }
+    if METRICS.load(std::sync::atomic::Ordering::Relaxed) {
+        cmd.env("MESH_BENCH_METRICS", "1");
+    } else {
+        cmd.env_remove("MESH_BENCH_METRICS");
     }
     let mut child = match cmd
         .args(args)
@@ -301,6 +323,8 @@ fn main() {
         ["transport"] => transport(9),
         ["transport", n] => transport(n.parse().unwrap_or(9)),
         ["rpc"] => rpc::bench(9),
+        ["rpc-metrics"] => rpc::bench_metrics(9),
+        ["rpc-metrics", n] => rpc::bench_metrics(n.parse().unwrap_or(9)),
         ["rpc", n] => rpc::bench(n.parse().unwrap_or(9)),
         ["security"] => security::bench(3),
         ["security", n] => security::bench(n.parse().unwrap_or(3)),

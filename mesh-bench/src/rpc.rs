@@ -99,7 +99,12 @@ pub(crate) fn run(r: &str, args: &[&str]) {
 pub(crate) async fn bench_mesh() -> Result<Mesh, MeshError> {
     // The default configuration; each process has its own in-process registry, and calls
     // name the server by address.
-    let b = Mesh::builder().node_type("bench");
+    let mut b = Mesh::builder().node_type("bench");
+    if crate::bench_metrics() {
+        // A Prometheus recorder with its endpoint on an ephemeral loopback port, and the
+        // sampler: what a node with metrics on pays.
+        b = b.prometheus(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
     match crate::bench_key() {
         // The processes do not list each other (each has its own registry): the keyed runs
         // measure the cryptography, not the membership check.
@@ -401,6 +406,31 @@ async fn tcp_echo_10mb(server: SocketAddr) -> Res {
     Ok(())
 }
 
+/// The cost of metrics alone: 64-byte-echo throughput with metrics off and on, alternating
+/// in the same run (server cpu 0, client cpu 1), and their ratio.
+pub(crate) fn bench_metrics(rounds: usize) {
+    let (mut off, mut on, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..rounds {
+        eprintln!("round {}/{rounds}", round + 1);
+        let m = measure(&["rpc-echo"], &["rpc-tput"], CROSS, None);
+        let mm = crate::metered(|| measure(&["rpc-echo"], &["rpc-tput"], CROSS, None));
+        if let (Some(x), Some(y)) = (mm.first(), m.first()) {
+            off.push(*y);
+            on.push(*x);
+            ratio.push(x / y);
+        }
+    }
+    println!("# rpc metrics cost: {rounds} rounds, medians; metrics off then on, alternating");
+    println!("rpc.tput64.calls_per_s: {:.2} calls/s", median(&off));
+    println!("rpc.metrics.tput64.calls_per_s: {:.2} calls/s", median(&on));
+    let lo = ratio.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratio.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    println!(
+        "rpc.metrics.tput64.ratio: {:.3} ratio [{lo:.3}..{hi:.3}] (target >= 0.95; issue 14)",
+        median(&ratio)
+    );
+}
+
 /// The `rpc` benchmark: prints the table.
 pub(crate) fn bench(rounds: usize) {
     let mut r: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -463,6 +493,11 @@ pub(crate) fn bench(rounds: usize) {
             }
         }
         let m = measure(&["rpc-echo"], &["rpc-tput"], CROSS, None);
+        let mm = crate::metered(|| measure(&["rpc-echo"], &["rpc-tput"], CROSS, None));
+        push("rpc.metrics.tput64.calls_per_s", mm.first());
+        if let (Some(x), Some(y)) = (mm.first(), m.first()) {
+            push("ratio.metrics.tput", Some(&(x / y)));
+        }
         let k = crate::keyed(|| measure(&["rpc-echo"], &["rpc-tput"], CROSS, None));
         push("rpc.auth.tput64.calls_per_s", k.first());
         if let (Some(x), Some(y)) = (k.first(), m.first()) {
@@ -519,6 +554,7 @@ pub(crate) fn bench(rounds: usize) {
         ("rpc.10mb.bytes.echo.ms", "ms"),
         ("rpc.auth.rtt.p50.same", "us"),
         ("rpc.auth.tput64.calls_per_s", "calls/s"),
+        ("rpc.metrics.tput64.calls_per_s", "calls/s"),
     ] {
         println!("{k}: {:.2} {unit}", med(k));
     }
@@ -532,6 +568,7 @@ pub(crate) fn bench(rounds: usize) {
         ("vs_tarpc.cross", "rpc.rtt.p50.cross.vs_tarpc", "<= 0.9"),
         ("ratio.auth.same", "rpc.auth.rtt.p50.same.ratio", "<= 1.10"),
         ("ratio.auth.tput", "rpc.auth.tput64.ratio", ">= 0.85"),
+        ("ratio.metrics.tput", "rpc.metrics.tput64.ratio", ">= 0.95"),
     ] {
         let xs = r.get(k).map(Vec::as_slice).unwrap_or(&[]);
         let lo = xs.iter().copied().fold(f64::INFINITY, f64::min);
